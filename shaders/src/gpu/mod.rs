@@ -1,0 +1,1 @@
+//! The wgpu runtime: device selection, buffers, pipeline cache.

@@ -1,0 +1,49 @@
+//! Model loading: weight files (GGUF, safetensors) behind one [`WeightSource`] view, the
+//! model's hyper-parameters ([`ModelConfig`]), quantized block formats, the tokenizer and
+//! the chat template.
+
+pub mod config;
+pub mod quant;
+pub mod tensor;
+
+pub use config::{ModelConfig, RopeStyle};
+pub use tensor::{GgmlType, TensorRef};
+
+/// Errors from reading or interpreting a model file. Each variant names what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("malformed model file: {0}")]
+    Malformed(String),
+    #[error("unsupported tensor type {0}")]
+    UnsupportedType(String),
+    #[error("unsupported architecture {0:?} (supported: llama)")]
+    UnsupportedArchitecture(String),
+    #[error("tensor {0:?} not found in the model")]
+    MissingTensor(String),
+    #[error("tensor {name:?} has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        name: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("metadata key {0:?} missing or of the wrong type")]
+    MissingMetadata(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+}
+
+/// Read access to a model's tensors by their canonical (GGUF) names:
+/// `token_embd.weight`, `output_norm.weight`, `output.weight` (absent when tied),
+/// `blk.{i}.{attn_norm,attn_q,attn_k,attn_v,attn_output,ffn_norm,ffn_gate,ffn_up,ffn_down}.weight`.
+pub trait WeightSource: Send + Sync {
+    fn config(&self) -> &ModelConfig;
+    fn tensor(&self, name: &str) -> Result<TensorRef<'_>, ModelError>;
+}
