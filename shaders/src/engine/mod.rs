@@ -82,3 +82,13 @@ pub trait HeadBackend: Send {
     /// Final RMSNorm and LM head of one hidden row into `logits` (`vocab_size`).
     fn logits(&mut self, hidden: &[f32], logits: &mut [f32]) -> Result<(), EngineError>;
 }
+
+mod block_range;
+pub mod head;
+pub mod generate;
+pub mod sampler;
+
+pub use block_range::BlockRange;
+pub use head::Head;
+pub use generate::{BlockChain, GenerateOptions, Generation, LocalChain, generate};
+pub use sampler::{Sampler, SamplingParams};

@@ -1,0 +1,4 @@
+//! Subcommands that work on a model directly, without a running node.
+
+pub mod model;
+pub mod run;

@@ -1,0 +1,143 @@
+//! Decode and prefill speed of the default model on one node: wgpu (lavapipe where there
+//! is no GPU) against the CPU reference, and against llama.cpp's `llama-bench` on the same
+//! GGUF when it is on PATH. Prints a table; `cargo bench -p cocoon-shaders --bench decode`.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cocoon_shaders::engine::cpu::{CpuBlocks, CpuHead};
+use cocoon_shaders::engine::gpu::{GpuBlocks, GpuHead};
+use cocoon_shaders::engine::{
+    BlockBackend, BlockRange, GenerateOptions, HeadBackend, LocalChain, Sampler, SessionId,
+    SamplingParams, generate,
+};
+use cocoon_shaders::gpu::GpuContext;
+use cocoon_shaders::model::gguf::GgufFile;
+use cocoon_shaders::model::tokenizer::Tokenizer;
+use cocoon_shaders::model::{WeightSource, default_model_path};
+
+const PREFILL_TOKENS: usize = 128;
+
+struct Speed {
+    prefill_tps: f64,
+    decode_tps: f64,
+}
+
+fn measure(
+    head: &mut dyn HeadBackend,
+    blocks: Box<dyn BlockBackend>,
+    prompt: &[u32],
+    decode_tokens: usize,
+) -> Speed {
+    let mut ranges = [BlockRange::new(blocks, 1 << 30)];
+    // Warm up: llvmpipe compiles each kernel at its first dispatch.
+    {
+        let mut chain = LocalChain::open(&mut ranges, SessionId(0), 16).expect("session");
+        let mut sampler = Sampler::new(SamplingParams::default());
+        let options = GenerateOptions { max_new_tokens: 4, stop_ids: &[] };
+        generate(head, &mut chain, &mut sampler, &prompt[..4], &options, |_| true).expect("warm up");
+    }
+    let mut chain = LocalChain::open(&mut ranges, SessionId(1), prompt.len() + decode_tokens)
+        .expect("session");
+    let mut sampler = Sampler::new(SamplingParams::default());
+    let options = GenerateOptions { max_new_tokens: decode_tokens, stop_ids: &[] };
+    let g = generate(head, &mut chain, &mut sampler, prompt, &options, |_| true).expect("generate");
+    Speed {
+        prefill_tps: g.prefill_tokens_per_second(),
+        decode_tps: g.decode_tokens_per_second(),
+    }
+}
+
+/// Peak resident memory of this process, MiB (Linux: VmHWM).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// llama.cpp's prefill and decode tok/s on the same file with 2 threads, when
+/// `llama-bench` is on PATH.
+fn llama_bench(model: &std::path::Path, decode_tokens: usize) -> Option<Speed> {
+    let out = Command::new("llama-bench")
+        .args(["-m", &model.to_string_lossy(), "-t", "2", "-o", "json", "-r", "2"])
+        .args(["-p", &PREFILL_TOKENS.to_string(), "-n", &decode_tokens.to_string()])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("llama-bench failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let mut speed = Speed { prefill_tps: 0.0, decode_tps: 0.0 };
+    for run in runs.as_array()? {
+        let tps = run["avg_ts"].as_f64()?;
+        if run["n_prompt"].as_u64()? > 0 {
+            speed.prefill_tps = tps;
+        } else {
+            speed.decode_tps = tps;
+        }
+    }
+    Some(speed)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing here takes arguments.
+    let path = default_model_path();
+    let model = Arc::new(GgufFile::open(&path).unwrap_or_else(|e| {
+        panic!("the default model at {} does not load ({e}): run scripts/setup", path.display())
+    }));
+    let n_blocks = model.config().n_blocks;
+    let tokenizer = Tokenizer::from_gguf(&model).expect("tokenizer");
+    let text = "The history of the mesh begins with small machines in many homes, each lending \
+                a little of its time to strangers who ask questions in private. ";
+    let mut prompt = Vec::new();
+    while prompt.len() < PREFILL_TOKENS {
+        prompt.extend(tokenizer.encode(text, false).expect("encode"));
+    }
+    prompt.truncate(PREFILL_TOKENS);
+    let decode_tokens = 64;
+
+    let ctx = Arc::new(GpuContext::new().expect("wgpu device"));
+    let mut gpu_head = GpuHead::new(ctx.clone(), model.clone()).expect("gpu head");
+    let gpu_blocks = GpuBlocks::new(ctx.clone(), model.clone(), 0..n_blocks).expect("gpu blocks");
+    let gpu = measure(&mut gpu_head, Box::new(gpu_blocks), &prompt, decode_tokens);
+    let rss_after_gpu = peak_rss_mib();
+
+    let mut cpu_head = CpuHead::new(model.clone()).expect("cpu head");
+    let cpu_blocks = CpuBlocks::new(model.clone(), 0..n_blocks).expect("cpu blocks");
+    let cpu = measure(&mut cpu_head, Box::new(cpu_blocks), &prompt[..32], 8);
+
+    let llama = llama_bench(&path, decode_tokens);
+
+    println!("\ndefault model {} on {}", path.display(), ctx.info());
+    println!("{:<28} {:>12} {:>12} {:>10}", "backend", "prefill t/s", "decode t/s", "vs wgpu");
+    let row = |name: &str, s: &Speed| {
+        println!(
+            "{name:<28} {:>12.1} {:>12.1} {:>9.2}x",
+            s.prefill_tps,
+            s.decode_tps,
+            s.decode_tps / gpu.decode_tps
+        );
+    };
+    row("wgpu", &gpu);
+    row("cpu reference (f32)", &cpu);
+    match &llama {
+        Some(l) => {
+            row("llama.cpp (2 threads)", l);
+            println!(
+                "wgpu decode is {:.0}% of llama.cpp's, prefill {:.0}%",
+                100.0 * gpu.decode_tps / l.decode_tps,
+                100.0 * gpu.prefill_tps / l.prefill_tps
+            );
+        }
+        None => println!("llama.cpp: llama-bench not on PATH (scripts/build-llama-bench builds it)"),
+    }
+    println!(
+        "prefill {PREFILL_TOKENS} tokens, decode {decode_tokens} tokens (cpu: 32 and 8); \
+         peak RSS after wgpu runs {:.0} MiB, overall {:.0} MiB",
+        rss_after_gpu.unwrap_or(f64::NAN),
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+}
