@@ -796,7 +796,7 @@ impl GgufFile {
     }
 
     /// Checks that every tensor a llama model of this config needs exists with the
-    /// right dims (ggml order), and that norms are F32.
+    /// right dims (ggml order), and that norms are not quantized.
     pub fn validate_llama_tensors(&self) -> Result<(), ModelError> {
         validate_llama_tensors(self, &self.config)
     }
@@ -971,7 +971,8 @@ pub fn llama_tensor_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
 }
 
 /// Checks that `source` has every tensor of a llama model of `config`, with the right dims,
-/// and that 1-D tensors (norms) are F32.
+/// and that 1-D tensors (norms) are not quantized (F32 in GGUFs, often BF16 in Hugging
+/// Face checkpoints).
 pub fn validate_llama_tensors(
     source: &dyn WeightSource,
     config: &ModelConfig,
@@ -979,9 +980,9 @@ pub fn validate_llama_tensors(
     for (name, dims) in llama_tensor_shapes(config) {
         let t = source.tensor(&name)?;
         t.expect_dims(&dims)?;
-        if dims.len() == 1 && t.ty != GgmlType::F32 {
+        if dims.len() == 1 && t.ty.block_elems() != 1 {
             return Err(ModelError::UnsupportedType(format!(
-                "{} for norm tensor {name} (expected F32)",
+                "{} for norm tensor {name} (expected F32, F16 or BF16)",
                 t.ty.name()
             )));
         }
