@@ -36,7 +36,10 @@ fn tiny_gguf_round_trips() {
         assert_eq!(t.dims, dims.as_slice(), "{name}");
         assert_eq!(t.ty, GgmlType::F32);
         assert_eq!(t.data.len(), dims.iter().product::<usize>() * 4);
-        assert_eq!(t.data.as_ptr() as usize % 32, file.bytes().as_ptr() as usize % 32);
+        assert_eq!(
+            t.data.as_ptr() as usize % 32,
+            file.bytes().as_ptr() as usize % 32
+        );
     }
     // Norms are 1.0, matrices in [-0.1, 0.1).
     let norm = file.tensor("blk.1.ffn_norm.weight").expect("norm");
@@ -131,13 +134,21 @@ fn every_truncation_is_an_error() {
     lengths.extend((0..bytes.len()).step_by(61));
     for len in lengths {
         let r = GgufFile::from_bytes(bytes[..len].to_vec());
-        assert!(r.is_err(), "truncated to {len} of {} bytes opened", bytes.len());
+        assert!(
+            r.is_err(),
+            "truncated to {len} of {} bytes opened",
+            bytes.len()
+        );
     }
     // The small seed-sized model: every single length.
-    let small = cocoon_shaders::model::gguf_writer::tiny_llama_with(&fuzz_seed_config(), 3).to_bytes();
+    let small =
+        cocoon_shaders::model::gguf_writer::tiny_llama_with(&fuzz_seed_config(), 3).to_bytes();
     GgufFile::from_bytes(small.clone()).expect("small model opens");
     for len in 0..small.len() {
-        assert!(GgufFile::from_bytes(small[..len].to_vec()).is_err(), "{len}");
+        assert!(
+            GgufFile::from_bytes(small[..len].to_vec()).is_err(),
+            "{len}"
+        );
     }
 }
 
@@ -166,7 +177,11 @@ fn truncated_data_names_the_tensor_and_the_range() {
     assert!(msg.contains(&format!("tensor {}", last.name)), "{msg}");
     assert!(msg.contains("past the end of the file"), "{msg}");
     assert!(
-        msg.contains(&format!("0x{:x}..0x{:x}", last.offset, last.offset + last.size)),
+        msg.contains(&format!(
+            "0x{:x}..0x{:x}",
+            last.offset,
+            last.offset + last.size
+        )),
         "{msg}"
     );
 }
@@ -198,7 +213,10 @@ fn lying_counts_are_rejected_without_allocating() {
     let count_at = bytes.len() - 8 - 2 - 8;
     bytes[count_at..count_at + 8].copy_from_slice(&(1u64 << 62).to_le_bytes());
     let err = GgufHeader::parse(&bytes).unwrap_err().to_string();
-    assert!(err.contains("metadata \"x\"") && err.contains("cannot fit"), "{err}");
+    assert!(
+        err.contains("metadata \"x\"") && err.contains("cannot fit"),
+        "{err}"
+    );
 
     // A string claiming u64::MAX bytes.
     let mut w = GgufWriter::new();
@@ -259,7 +277,10 @@ fn shape_mismatch_names_the_tensor() {
     let mut w = tiny_llama(2);
     w.remove_tensor("blk.0.ffn_down.weight");
     let msg = open_err(w.to_bytes());
-    assert!(msg.contains("blk.0.ffn_down.weight") && msg.contains("not found"), "{msg}");
+    assert!(
+        msg.contains("blk.0.ffn_down.weight") && msg.contains("not found"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -288,7 +309,10 @@ fn unsupported_tensor_type_is_named() {
     let mut w = tiny_llama(2);
     w.tensor_raw_type("odd.weight", GgmlType::Q4_1 as u32, &[16], vec![0; 20]);
     let msg = open_err(w.to_bytes());
-    assert!(msg.contains("odd.weight") && msg.contains("block size"), "{msg}");
+    assert!(
+        msg.contains("odd.weight") && msg.contains("block size"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -329,8 +353,15 @@ fn tiny_tokenizer_and_template() {
     let tok = Tokenizer::from_gguf(&file).expect("tokenizer builds");
     let ids = tok.encode("<|im_start|> the cat", true).expect("encodes");
     assert_eq!(ids[0], 1, "control token is one id");
-    let texts: Vec<&str> = ids[1..].iter().map(|&i| tok.token_text(i).expect("id")).collect();
-    assert_eq!(texts, ["Ġthe", "Ġ", "c", "at"], "merges applied in rank order");
+    let texts: Vec<&str> = ids[1..]
+        .iter()
+        .map(|&i| tok.token_text(i).expect("id"))
+        .collect();
+    assert_eq!(
+        texts,
+        ["Ġthe", "Ġ", "c", "at"],
+        "merges applied in rank order"
+    );
     assert_eq!(tok.decode(&ids), "<|im_start|> the cat");
     let plain = tok.encode("<|im_start|>", false).expect("encodes");
     assert!(plain.len() > 1, "{plain:?}");
@@ -342,7 +373,10 @@ fn tiny_tokenizer_and_template() {
     let out = t
         .render(&[ChatMessage::new("user", "hi")], true)
         .expect("renders");
-    assert_eq!(out, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    assert_eq!(
+        out,
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    );
 }
 
 #[test]
@@ -372,7 +406,9 @@ fn missing_template_falls_back_to_chatml_and_raise_exception_works() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("first message must be from the user"), "{err}");
-    let err = ChatTemplate::new("{% if %}", "", "").unwrap_err().to_string();
+    let err = ChatTemplate::new("{% if %}", "", "")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("chat template:"), "{err}");
 }
 
@@ -488,7 +524,10 @@ fn write_checkpoint(dir: &std::path::Path, sharded: bool, tie: bool, dtype: safe
         shapes.push((p("mlp.up_proj.weight"), vec![32, 16]));
         shapes.push((p("mlp.down_proj.weight"), vec![16, 32]));
     }
-    shapes.push(("model.layers.0.self_attn.rotary_emb.inv_freq".into(), vec![2]));
+    shapes.push((
+        "model.layers.0.self_attn.rotary_emb.inv_freq".into(),
+        vec![2],
+    ));
     let datas: Vec<Vec<u8>> = shapes
         .iter()
         .enumerate()
@@ -502,7 +541,11 @@ fn write_checkpoint(dir: &std::path::Path, sharded: bool, tie: bool, dtype: safe
         .iter()
         .zip(&datas)
         .map(|((name, shape), data)| {
-            let dt = if name.contains("inv_freq") { safetensors::Dtype::F32 } else { dtype };
+            let dt = if name.contains("inv_freq") {
+                safetensors::Dtype::F32
+            } else {
+                dtype
+            };
             (
                 name.clone(),
                 TensorView::new(dt, shape.clone(), data).expect("view"),
@@ -512,9 +555,13 @@ fn write_checkpoint(dir: &std::path::Path, sharded: bool, tie: bool, dtype: safe
     if sharded {
         let (a, b) = views.split_at(views.len() / 2);
         let mut map = serde_json::Map::new();
-        for (file, part) in [("model-00001-of-00002.safetensors", a), ("model-00002-of-00002.safetensors", b)] {
-            let bytes = safetensors::serialize(part.iter().map(|(n, v)| (n.clone(), v.clone())), None)
-                .expect("serialize");
+        for (file, part) in [
+            ("model-00001-of-00002.safetensors", a),
+            ("model-00002-of-00002.safetensors", b),
+        ] {
+            let bytes =
+                safetensors::serialize(part.iter().map(|(n, v)| (n.clone(), v.clone())), None)
+                    .expect("serialize");
             std::fs::write(dir.join(file), bytes).expect("write shard");
             for (n, _) in part {
                 map.insert(n.clone(), serde_json::Value::String(file.into()));
@@ -548,7 +595,17 @@ fn safetensors_checkpoint_maps_names_and_reverses_dims() {
         let m = SafetensorsModel::open(&dir).expect("checkpoint opens");
         let c = m.config();
         assert_eq!(c.rope_style, RopeStyle::NeoX);
-        assert_eq!((c.n_blocks, c.d_model, c.d_ff, c.n_heads, c.n_kv_heads, c.head_dim), (2, 16, 32, 4, 2, 4));
+        assert_eq!(
+            (
+                c.n_blocks,
+                c.d_model,
+                c.d_ff,
+                c.n_heads,
+                c.n_kv_heads,
+                c.head_dim
+            ),
+            (2, 16, 32, 4, 2, 4)
+        );
         assert_eq!(c.vocab_size, 50);
         assert_eq!(c.rope_theta, 100000.0);
         assert_eq!(c.tied_embeddings, tie);
@@ -568,7 +625,10 @@ fn safetensors_checkpoint_maps_names_and_reverses_dims() {
         assert_eq!(embd.dims, &[16, 50]);
         assert_eq!(embd.data[..4], [0, 1, 2, 3]);
         assert_eq!(m.tensor("output.weight").is_ok(), !tie);
-        assert!(m.tensor("model.norm.weight").is_err(), "HF names are not exposed");
+        assert!(
+            m.tensor("model.norm.weight").is_err(),
+            "HF names are not exposed"
+        );
         assert_ne!(m.manifest_hash(), [0; 32]);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -603,7 +663,10 @@ fn safetensors_errors_are_named() {
     assert!(msg.contains("model.safetensors"), "{msg}");
     std::fs::remove_file(&st).expect("remove");
     let msg = SafetensorsModel::open(&dir).unwrap_err().to_string();
-    assert!(msg.contains("model.safetensors") && msg.contains("No such file"), "{msg}");
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("No such file"),
+        "{msg}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -666,8 +729,14 @@ fn real_model_shape_and_types() {
     assert_eq!(c.vocab_size, 49152);
     assert_eq!(c.rope_style, RopeStyle::Adjacent);
     assert!(c.tied_embeddings);
-    assert_eq!(f.tensor("token_embd.weight").expect("embd").ty, GgmlType::Q8_0);
-    assert_eq!(f.tensor("output_norm.weight").expect("norm").ty, GgmlType::F32);
+    assert_eq!(
+        f.tensor("token_embd.weight").expect("embd").ty,
+        GgmlType::Q8_0
+    );
+    assert_eq!(
+        f.tensor("output_norm.weight").expect("norm").ty,
+        GgmlType::F32
+    );
     let mut q4_1 = 0;
     for t in f.tensor_infos() {
         if t.name.starts_with("blk.") {
@@ -690,8 +759,16 @@ fn real_tokenizer_matches_the_reference_ids_and_text() {
     assert!(!tok.add_bos());
     assert_eq!(tok.pre(), "smollm");
     for p in fixture().prompts {
-        assert_eq!(tok.encode(&p.prompt, false).expect("encodes"), p.prompt_token_ids, "{}", p.prompt);
-        assert_eq!(tok.encode(&p.prompt, true).expect("encodes"), p.prompt_token_ids);
+        assert_eq!(
+            tok.encode(&p.prompt, false).expect("encodes"),
+            p.prompt_token_ids,
+            "{}",
+            p.prompt
+        );
+        assert_eq!(
+            tok.encode(&p.prompt, true).expect("encodes"),
+            p.prompt_token_ids
+        );
         let text = tok.decode(&p.exact.generated_token_ids);
         assert_eq!(text, p.exact.generated_text);
         let mut dec = tok.stream_decoder();
@@ -704,8 +781,14 @@ fn real_tokenizer_matches_the_reference_ids_and_text() {
         streamed.extend(dec.finish());
         assert_eq!(streamed, p.exact.generated_text);
     }
-    assert_eq!(tok.encode("Once upon a time", false).expect("encodes"), vec![6403, 1980, 253, 655]);
-    assert_eq!(tok.encode("Water boils at", false).expect("encodes"), vec![12615, 36411, 418]);
+    assert_eq!(
+        tok.encode("Once upon a time", false).expect("encodes"),
+        vec![6403, 1980, 253, 655]
+    );
+    assert_eq!(
+        tok.encode("Water boils at", false).expect("encodes"),
+        vec![12615, 36411, 418]
+    );
 }
 
 #[test]
@@ -713,8 +796,13 @@ fn real_tokenizer_special_tokens() {
     let tok = &real().tok;
     let im_start = tok.token_id("<|im_start|>").expect("in vocab");
     let im_end = tok.token_id("<|im_end|>").expect("in vocab");
-    assert_eq!(tok.encode("<|im_start|>", true).expect("encodes"), vec![im_start]);
-    let ids = tok.encode("<|im_start|>user\nhi<|im_end|>", true).expect("encodes");
+    assert_eq!(
+        tok.encode("<|im_start|>", true).expect("encodes"),
+        vec![im_start]
+    );
+    let ids = tok
+        .encode("<|im_start|>user\nhi<|im_end|>", true)
+        .expect("encodes");
     assert_eq!(ids.first(), Some(&im_start));
     assert_eq!(ids.last(), Some(&im_end));
     assert!(tok.encode("<|im_start|>", false).expect("encodes").len() > 1);
@@ -745,6 +833,19 @@ fn real_chat_template_renders_chatml() {
     let tok = &real().tok;
     let ids = tok.encode(&out, true).expect("encodes");
     assert_eq!(tok.decode(&ids), out);
+    assert_eq!(
+        ids.iter().filter(|&&i| i == 1).count(),
+        3,
+        "three <|im_start|> tokens"
+    );
+    // Without a system message the template adds SmolLM's own.
+    let out = t
+        .render(&[ChatMessage::new("user", "Hi!")], false)
+        .expect("renders");
+    assert_eq!(
+        out,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n"
+    );
 }
 
 #[test]
@@ -752,7 +853,12 @@ fn real_manifest_hash_is_stable() {
     let f = &real().file;
     let h = f.manifest_hash();
     assert_eq!(h, f.manifest_hash());
-    assert_ne!(h, [0; 32]);
+    // The mesh's id of the default model: a change here splits the network.
+    let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex,
+        "ce19703eaa34b7337a45bb7c7e60493358320c4af258c2d17053ec7f21f993e4"
+    );
 }
 
 proptest! {

@@ -623,9 +623,8 @@ impl GgufHeader {
             });
         }
 
-        let data_offset = align_up(c.pos, alignment).ok_or_else(|| {
-            ModelError::Malformed("data section offset overflows".to_string())
-        })?;
+        let data_offset = align_up(c.pos, alignment)
+            .ok_or_else(|| ModelError::Malformed("data section offset overflows".to_string()))?;
         let file_len = bytes.len();
         if data_offset > file_len && !raw.is_empty() {
             return Err(ModelError::Malformed(format!(
@@ -694,7 +693,8 @@ fn check_no_overlap(tensors: &[TensorInfo]) -> Result<(), ModelError> {
 }
 
 fn align_up(x: usize, alignment: usize) -> Option<usize> {
-    x.checked_add(alignment - 1).map(|y| y / alignment * alignment)
+    x.checked_add(alignment - 1)
+        .map(|y| y / alignment * alignment)
 }
 
 /// The bytes a GGUF file lives in.
@@ -883,12 +883,12 @@ pub fn llama_config(header: &GgufHeader) -> Result<ModelConfig, ModelError> {
         }
     };
     positive(head_dim, "llama.attention.key_length")?;
-    if let Some(v) = md.get("llama.attention.value_length") {
-        if v.as_u64() != Some(head_dim as u64) {
-            return Err(ModelError::Malformed(format!(
-                "llama.attention.value_length {v:?} differs from the key length {head_dim} (unsupported)"
-            )));
-        }
+    if let Some(v) = md.get("llama.attention.value_length")
+        && v.as_u64() != Some(head_dim as u64)
+    {
+        return Err(ModelError::Malformed(format!(
+            "llama.attention.value_length {v:?} differs from the key length {head_dim} (unsupported)"
+        )));
     }
     // Vocabulary: the tokenizer's token list, else the embedding's row count.
     let vocab_size = if let Ok(tokens) = md.get_array("tokenizer.ggml.tokens") {
@@ -920,12 +920,12 @@ pub fn llama_config(header: &GgufHeader) -> Result<ModelConfig, ModelError> {
             "llama.attention.layer_norm_rms_epsilon {rms_eps} is not a non-negative number"
         )));
     }
-    if let Some(v) = md.get("llama.rope.dimension_count") {
-        if v.as_u64() != Some(head_dim as u64) {
-            return Err(ModelError::Malformed(format!(
-                "llama.rope.dimension_count {v:?} differs from head_dim {head_dim} (partial RoPE is unsupported)"
-            )));
-        }
+    if let Some(v) = md.get("llama.rope.dimension_count")
+        && v.as_u64() != Some(head_dim as u64)
+    {
+        return Err(ModelError::Malformed(format!(
+            "llama.rope.dimension_count {v:?} differs from head_dim {head_dim} (partial RoPE is unsupported)"
+        )));
     }
     Ok(ModelConfig {
         architecture: arch.to_string(),

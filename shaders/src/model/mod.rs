@@ -12,8 +12,8 @@ pub mod safetensors;
 pub mod tensor;
 pub mod tokenizer;
 
-pub use config::{ModelConfig, RopeStyle};
 pub use chat::{ChatMessage, ChatTemplate};
+pub use config::{ModelConfig, RopeStyle};
 pub use gguf::{GgufFile, GgufHeader, GgufMetadata, MetaArray, MetaValue, TensorInfo};
 pub use gguf_writer::GgufWriter;
 pub use paths::default_model_path;

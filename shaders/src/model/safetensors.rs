@@ -160,17 +160,15 @@ impl SafetensorsModel {
         let dir = dir.as_ref().to_path_buf();
         let config_path = dir.join("config.json");
         let text = std::fs::read_to_string(&config_path).map_err(io_err(&config_path))?;
-        let json: Value = serde_json::from_str(&text).map_err(|e| {
-            ModelError::Malformed(format!("{}: {e}", config_path.display()))
-        })?;
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Malformed(format!("{}: {e}", config_path.display())))?;
         let mut config = hf_llama_config(&json)?;
 
         let index_path = dir.join("model.safetensors.index.json");
         let files: Vec<String> = if index_path.exists() {
             let text = std::fs::read_to_string(&index_path).map_err(io_err(&index_path))?;
-            let index: Value = serde_json::from_str(&text).map_err(|e| {
-                ModelError::Malformed(format!("{}: {e}", index_path.display()))
-            })?;
+            let index: Value = serde_json::from_str(&text)
+                .map_err(|e| ModelError::Malformed(format!("{}: {e}", index_path.display())))?;
             let map = index
                 .get("weight_map")
                 .and_then(Value::as_object)
@@ -206,9 +204,8 @@ impl SafetensorsModel {
             // SAFETY: read-only map of a file that must not change while open; every read
             // is a slice checked against the length at open.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(&path))?;
-            let (header_len, metadata) = SafeTensors::read_metadata(&map).map_err(|e| {
-                ModelError::Malformed(format!("{}: {e}", path.display()))
-            })?;
+            let (header_len, metadata) = SafeTensors::read_metadata(&map)
+                .map_err(|e| ModelError::Malformed(format!("{}: {e}", path.display())))?;
             let data_start = 8 + header_len;
             for (hf_name, info) in metadata.tensors() {
                 let Some(name) = canonical_name(&hf_name) else {
