@@ -885,3 +885,42 @@ proptest! {
         prop_assert_eq!(streamed, s);
     }
 }
+
+#[test]
+fn tokenizer_variants_and_errors() {
+    let open = |w: &GgufWriter| GgufFile::from_bytes(w.to_bytes()).expect("opens");
+    let mut w = tiny_llama(4);
+    w.meta_str("tokenizer.ggml.pre", "llama-bpe");
+    let tok = Tokenizer::from_gguf(&open(&w)).expect("llama-bpe builds");
+    let text = "Hello world, it's 12345!\n\n  ok";
+    let ids = tok.encode(text, false).expect("encodes");
+    assert_eq!(tok.decode(&ids), text);
+
+    w.meta_str("tokenizer.ggml.pre", "deepseek-coder");
+    let err = Tokenizer::from_gguf(&open(&w)).unwrap_err().to_string();
+    assert!(err.contains("deepseek-coder"), "{err}");
+
+    let mut w = tiny_llama(4);
+    w.meta_str("tokenizer.ggml.model", "llama");
+    let err = Tokenizer::from_gguf(&open(&w)).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.ggml.model \"llama\""), "{err}");
+
+    let mut w = tiny_llama(4);
+    w.meta(
+        "tokenizer.ggml.merges",
+        MetaValue::Array(MetaArray::String(vec!["Ġ".into()])),
+    );
+    let err = Tokenizer::from_gguf(&open(&w)).unwrap_err().to_string();
+    assert!(err.contains("merge 0"), "{err}");
+
+    let mut w = tiny_llama(4);
+    w.meta_u32("tokenizer.ggml.eos_token_id", 100_000);
+    let err = Tokenizer::from_gguf(&open(&w)).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.ggml.eos_token_id 100000"), "{err}");
+
+    let mut w = tiny_llama(4);
+    w.meta_bool("tokenizer.ggml.add_bos_token", true);
+    let tok = Tokenizer::from_gguf(&open(&w)).expect("builds");
+    assert!(tok.add_bos());
+    assert_eq!(tok.bos_id(), Some(1));
+}

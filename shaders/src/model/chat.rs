@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 /// The ChatML template used when a model has none.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
+/// Instructions one render may execute: far above what a chat template needs for a long
+/// conversation (tens per message), far below what a nested-loop bomb needs.
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
@@ -88,6 +92,9 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // A template comes from the model file: bound its work so a hostile one cannot
+        // loop for ever (`range` alone is capped at 100 000 items, but loops nest).
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
         });
