@@ -636,8 +636,8 @@ impl GgufHeader {
             let range = data_offset
                 .checked_add(r.rel_offset)
                 .and_then(|start| start.checked_add(r.size).map(|end| (start, end)));
-            let (start, end) = match range {
-                Some((s, e)) if e <= file_len => (s, e),
+            let start = match range {
+                Some((s, e)) if e <= file_len => s,
                 Some((s, e)) => {
                     return Err(ModelError::Malformed(format!(
                         "tensor {}: data 0x{s:x}..0x{e:x} past the end of the file (0x{file_len:x} bytes)",
@@ -651,7 +651,6 @@ impl GgufHeader {
                     )));
                 }
             };
-            let _ = end;
             tensors.push(TensorInfo {
                 name: r.name,
                 ty: r.ty,
@@ -673,7 +672,10 @@ impl GgufHeader {
     }
 
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
-        self.by_name.get(name).map(|&i| &self.tensors[i])
+        self.by_name
+            .get(name)
+            .and_then(|&i| self.tensors.get(i))
+            .filter(|t| t.name == name)
     }
 }
 
@@ -715,6 +717,10 @@ impl Backing {
 /// A llama-architecture GGUF model: the checked header over the file's bytes (memory-mapped
 /// or owned), its [`ModelConfig`], and views of its tensors. Opening checks every expected
 /// tensor's presence and shape.
+///
+/// Tensor data lie at multiples of [`GgufFile::alignment`] from the start of the file: in
+/// a memory-mapped file (page-aligned) that is their alignment in memory too; with
+/// [`GgufFile::from_bytes`] only the `Vec`'s own alignment holds, so copy before casting.
 pub struct GgufFile {
     backing: Backing,
     header: GgufHeader,
