@@ -924,3 +924,35 @@ fn tokenizer_variants_and_errors() {
     assert!(tok.add_bos());
     assert_eq!(tok.bos_id(), Some(1));
 }
+
+#[test]
+fn open_maps_files_and_names_the_path_in_errors() {
+    let dir = temp_dir("open");
+    let path = dir.join("tiny.gguf");
+    tiny_llama(11).write(&path).expect("writes");
+    let mapped = GgufFile::open(&path).expect("opens");
+    let owned = GgufFile::from_bytes(std::fs::read(&path).expect("reads")).expect("opens");
+    assert_eq!(mapped.config(), owned.config());
+    assert_eq!(mapped.manifest_hash(), owned.manifest_hash());
+    let t = mapped.tensor("blk.0.attn_v.weight").expect("tensor");
+    assert_eq!(
+        t.data.as_ptr() as usize % 32,
+        0,
+        "mapped data keep the file's alignment"
+    );
+
+    let bytes = std::fs::read(&path).expect("reads");
+    std::fs::write(&path, &bytes[..100]).expect("writes");
+    let msg = GgufFile::open(&path).unwrap_err().to_string();
+    assert!(
+        msg.starts_with(&format!("malformed model file: {}", path.display())),
+        "{msg}"
+    );
+
+    let missing = dir.join("absent.gguf");
+    match GgufFile::open(&missing) {
+        Err(ModelError::Io { path, .. }) => assert_eq!(path, missing.display().to_string()),
+        other => panic!("expected Io, got {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
