@@ -956,3 +956,14 @@ fn open_maps_files_and_names_the_path_in_errors() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn loaders_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<GgufFile>();
+    check::<SafetensorsModel>();
+    check::<Tokenizer>();
+    check::<ChatTemplate>();
+    let boxed: Box<dyn WeightSource> = Box::new(GgufFile::from_bytes(tiny_bytes()).expect("opens"));
+    assert_eq!(boxed.config().n_blocks, 2);
+}
