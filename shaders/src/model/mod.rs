@@ -2,12 +2,24 @@
 //! model's hyper-parameters ([`ModelConfig`]), quantized block formats, the tokenizer and
 //! the chat template.
 
+pub mod chat;
 pub mod config;
+pub mod gguf;
+pub mod gguf_writer;
+pub mod paths;
 pub mod quant;
+pub mod safetensors;
 pub mod tensor;
+pub mod tokenizer;
 
+pub use chat::{ChatMessage, ChatTemplate};
 pub use config::{ModelConfig, RopeStyle};
+pub use gguf::{GgufFile, GgufHeader, GgufMetadata, MetaArray, MetaValue, TensorInfo};
+pub use gguf_writer::GgufWriter;
+pub use paths::default_model_path;
+pub use safetensors::SafetensorsModel;
 pub use tensor::{GgmlType, TensorRef};
+pub use tokenizer::{StreamDecoder, Tokenizer};
 
 /// Errors from reading or interpreting a model file. Each variant names what was wrong.
 #[derive(Debug, thiserror::Error)]
