@@ -1,7 +1,7 @@
 //! The two units the network splits a model along, and the backends that compute them.
 //!
 //! - A [`BlockBackend`] runs blocks `[start, end)` of a model over hidden states, keeping
-//!   one KV cache per session. Backends: the CPU reference (`cpu`) and wgpu (`crate::gpu`).
+//!   one KV cache per session. Backends: the CPU reference ([`cpu`]) and wgpu ([`gpu`]).
 //! - A [`HeadBackend`] embeds token ids and turns a final hidden state into logits
 //!   (final RMSNorm + LM head).
 //!
@@ -11,6 +11,16 @@
 //! (a smaller one rewinds the cache, as a replay after failover does).
 
 use std::ops::Range;
+
+pub mod cpu;
+pub mod gpu;
+pub mod llama;
+pub mod synthetic;
+#[cfg(test)]
+mod tests;
+
+pub use cpu::{CpuBlocks, CpuHead};
+pub use gpu::{GpuBlocks, GpuHead};
 
 use crate::model::{ModelConfig, ModelError};
 

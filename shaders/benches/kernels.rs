@@ -1,0 +1,196 @@
+//! Kernel benchmark: each kernel on the GPU adapter (lavapipe here) against its CPU
+//! reference in the same run, on the default model's shapes (SmolLM2-135M: d 576, ffn
+//! 1536, vocab 49152, Q4_1 blocks, Q8_0 tied LM head), both linear-kernel shapes, then a
+//! whole decode step (30 blocks + head) on synthetic weights of those shapes.
+//!
+//! `cargo bench -p cocoon-shaders --bench kernels` (add `-- --quick` for fewer repeats).
+
+use std::time::{Duration, Instant};
+
+use cocoon_shaders::engine::synthetic::{SyntheticWeights, smollm2_135m_config};
+use cocoon_shaders::engine::{BlockBackend, GpuBlocks, GpuHead, HeadBackend, SessionId};
+use cocoon_shaders::gpu::{GpuContext, Kernel};
+use cocoon_shaders::model::quant::quantize;
+use cocoon_shaders::model::{GgmlType, RopeStyle};
+use cocoon_shaders::ops::linear::{self, Mode, Shape};
+use cocoon_shaders::ops::{Step, argmax, attention, pseudo_random, rmsnorm, rope};
+
+fn time<F: FnMut()>(min: Duration, mut f: F) -> f64 {
+    f();
+    let mut iters = 0u32;
+    let start = Instant::now();
+    while start.elapsed() < min || iters < 2 {
+        f();
+        iters += 1;
+    }
+    start.elapsed().as_secs_f64() / iters as f64
+}
+
+/// Runs `reps` dispatches of `kernel` in one submission and waits; seconds per dispatch.
+fn gpu_time(ctx: &GpuContext, min: Duration, kernel: &Kernel, buffers: &[&wgpu::Buffer], groups: (u32, u32, u32), reps: u32) -> f64 {
+    let bg = ctx.bind_group(kernel, buffers);
+    time(min, || {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for _ in 0..reps {
+                cocoon_shaders::gpu::pipeline::dispatch(&mut pass, kernel, &bg, groups);
+            }
+        }
+        ctx.queue.submit([enc.finish()]);
+        ctx.wait().expect("device wait");
+    }) / reps as f64
+}
+
+struct Row {
+    kernel: String,
+    unit: &'static str,
+    gpu: f64,
+    cpu: f64,
+}
+
+fn step_buffer(ctx: &GpuContext, n: u32, pos: u32) -> wgpu::Buffer {
+    let b = ctx.uniform("step", 16);
+    let s = Step { n_tokens: n, start_pos: pos, pad: [0; 2] };
+    ctx.queue.write_buffer(&b, 0, bytemuck::bytes_of(&s));
+    b
+}
+
+fn f32_buf(ctx: &GpuContext, v: &[f32]) -> wgpu::Buffer {
+    ctx.storage_init("bench", bytemuck::cast_slice(v)).expect("bench buffer")
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let min = Duration::from_millis(if quick { 150 } else { 600 });
+    let ctx = cocoon_shaders::gpu::shared().expect("a Vulkan adapter");
+    println!("adapter: {}", ctx.info());
+    let mut rows: Vec<Row> = Vec::new();
+
+    // Linear layers: GB/s of packed weights read.
+    let shapes: [(&str, GgmlType, usize, usize); 4] = [
+        ("q/o 576->576", GgmlType::Q4_1, 576, 576),
+        ("up 576->1536", GgmlType::Q4_1, 576, 1536),
+        ("down 1536->576", GgmlType::Q4_1, 1536, 576),
+        ("lm 576->49152", GgmlType::Q8_0, 576, 49152),
+    ];
+    for (name, ty, inp, out) in shapes {
+        let w = quantize(ty, &pseudo_random(inp * out, 1, 0.05)).expect("quantize");
+        let x = pseudo_random(inp * 32, 2, 1.0);
+        let mut y = vec![0f32; out * 32];
+        let cpu = time(min, || {
+            linear::reference(ty, &w, out, inp, Mode::Store, &x[..inp], &mut y[..out]).expect("reference");
+        });
+        let packed = linear::pack(ty, &w, out, inp).expect("pack");
+        let gb = packed.gpu_bytes() as f64 / 1e9;
+        let gw = packed.upload(&ctx, name).expect("upload");
+        let xb = f32_buf(&ctx, &x);
+        let yb = ctx.storage("y", (out * 32 * 4) as u64).expect("y");
+        let reps = if out > 10000 { 4 } else { 30 };
+        for (sname, shape) in [("row/inv", Shape::ROW_PER_INVOCATION), ("wg-reduce", Shape::WORKGROUP_REDUCE)] {
+            let k = linear::kernel(&ctx, &gw, Mode::Store, 1, shape).expect("kernel");
+            let st = step_buffer(&ctx, 1, 0);
+            let t = gpu_time(&ctx, min, &k, &[&st, &xb, &gw.quants, &gw.scales, &yb], linear::groups(out, 1, 1, shape), reps);
+            rows.push(Row { kernel: format!("matvec {} {name} [{sname}]", ty.name()), unit: "GB/s", gpu: gb / t, cpu: gb / cpu });
+        }
+        // Prefill: 32 rows, 4 per invocation; GFLOP/s.
+        let flops = 2.0 * (inp * out * 32) as f64 / 1e9;
+        let cpu32 = time(min, || {
+            linear::reference(ty, &w, out, inp, Mode::Store, &x, &mut y).expect("reference");
+        });
+        let shape = Shape::for_context(&ctx);
+        let k = linear::kernel(&ctx, &gw, Mode::Store, 4, shape).expect("kernel");
+        let st = step_buffer(&ctx, 32, 0);
+        let t = gpu_time(&ctx, min, &k, &[&st, &xb, &gw.quants, &gw.scales, &yb], linear::groups(out, 32, 4, shape), if out > 10000 { 1 } else { 4 });
+        rows.push(Row { kernel: format!("matmul n=32 {} {name}", ty.name()), unit: "GFLOP/s", gpu: flops / t, cpu: flops / cpu32 });
+    }
+
+    // RMSNorm, RoPE+KV write, attention at 512 cached positions, argmax over the vocab.
+    {
+        let d = 576;
+        let x = pseudo_random(d, 3, 1.0);
+        let g = pseudo_random(d, 4, 1.0);
+        let mut y = vec![0f32; d];
+        let cpu = time(min, || rmsnorm::reference(&x, &g, 1e-5, &mut y));
+        let k = rmsnorm::kernel(&ctx, d, 1e-5).expect("kernel");
+        let (st, xb, gb, yb) = (step_buffer(&ctx, 1, 0), f32_buf(&ctx, &x), f32_buf(&ctx, &g), f32_buf(&ctx, &y));
+        let t = gpu_time(&ctx, min, &k, &[&st, &xb, &gb, &yb], rmsnorm::groups(1), 50);
+        rows.push(Row { kernel: "rmsnorm 576".into(), unit: "us (lower)", gpu: t * 1e6, cpu: cpu * 1e6 });
+
+        let (hd, nh, nkv, pos) = (64, 9, 3, 512);
+        let tab = rope::table(hd, 1e5, 1024);
+        let qkv = pseudo_random((nh + 2 * nkv) * hd, 5, 1.0);
+        let mut q = qkv[..nh * hd].to_vec();
+        let cpu = time(min, || rope::reference(RopeStyle::Adjacent, hd, &tab, pos, &mut q));
+        let k = rope::kernel(&ctx, hd, nh, nkv, RopeStyle::Adjacent).expect("kernel");
+        let kc = pseudo_random(1024 * nkv * hd, 6, 1.0);
+        let vc = pseudo_random(1024 * nkv * hd, 7, 1.0);
+        let (st, qb, cb, kb, vb) = (step_buffer(&ctx, 1, pos as u32), f32_buf(&ctx, &qkv), f32_buf(&ctx, bytemuck::cast_slice(&tab)), f32_buf(&ctx, &kc), f32_buf(&ctx, &vc));
+        let t = gpu_time(&ctx, min, &k, &[&st, &qb, &cb, &kb, &vb], rope::groups(nh, nkv, 1), 50);
+        rows.push(Row { kernel: "rope+kv 9/3 heads".into(), unit: "us (lower)", gpu: t * 1e6, cpu: cpu * 1e6 });
+
+        let mut out = vec![0f32; nh * hd];
+        let cpu = time(min, || attention::reference(&qkv, qkv.len(), &kc, &vc, nh, nkv, hd, pos, &mut out));
+        let k = attention::kernel(&ctx, hd, nh, nkv).expect("kernel");
+        let ob = f32_buf(&ctx, &out);
+        let t = gpu_time(&ctx, min, &k, &[&st, &qb, &kb, &vb, &ob], attention::groups(nh, 1), 20);
+        rows.push(Row { kernel: "attention decode @512".into(), unit: "us (lower)", gpu: t * 1e6, cpu: cpu * 1e6 });
+
+        let logits = pseudo_random(49152, 8, 5.0);
+        let cpu = time(min, || {
+            std::hint::black_box(argmax::reference(&logits));
+        });
+        let k = argmax::kernel(&ctx, logits.len()).expect("kernel");
+        let (lb, ob) = (f32_buf(&ctx, &logits), ctx.storage("id", 4).expect("id"));
+        let t = gpu_time(&ctx, min, &k, &[&lb, &ob], argmax::GROUPS, 20);
+        rows.push(Row { kernel: "argmax 49152".into(), unit: "us (lower)", gpu: t * 1e6, cpu: cpu * 1e6 });
+    }
+
+    println!("\n{:<44} {:>12} {:>12} {:>8}  unit", "kernel", "gpu", "cpu ref", "gpu/cpu");
+    for r in &rows {
+        let ratio = if r.unit.starts_with("us") { r.cpu / r.gpu } else { r.gpu / r.cpu };
+        println!("{:<44} {:>12.2} {:>12.2} {:>8.2}  {}", r.kernel, r.gpu, r.cpu, ratio, r.unit);
+    }
+
+    // Whole decode step on synthetic weights of the default model's shapes.
+    let t0 = Instant::now();
+    let w = SyntheticWeights::llama(smollm2_135m_config(), GgmlType::Q4_1, GgmlType::Q8_0, 1).expect("synthetic model");
+    let c = smollm2_135m_config();
+    println!("\nsynthetic SmolLM2-135M shapes built in {:.1}s", t0.elapsed().as_secs_f64());
+    for (sname, shape) in [("row/inv", Shape::ROW_PER_INVOCATION), ("wg-reduce", Shape::WORKGROUP_REDUCE)] {
+        let mut blocks = GpuBlocks::with_shape(ctx.clone(), &w, 0..c.n_blocks, shape).expect("gpu blocks");
+        let mut head = GpuHead::new(ctx.clone(), &w).expect("gpu head");
+        let id = SessionId(1);
+        blocks.open_session(id, 1024).expect("session");
+        let mut h = vec![0f32; c.d_model];
+        head.embed(&[1], &mut h).expect("embed");
+        let mut tok = 1u32;
+        let mut pos = 0;
+        let mut step = || {
+            head.embed(&[tok], &mut h).expect("embed");
+            blocks.forward(id, pos, &mut h).expect("forward");
+            tok = head.argmax(&h).expect("argmax");
+            pos += 1;
+        };
+        for _ in 0..3 {
+            step();
+        }
+        let n = if quick { 10 } else { 40 };
+        let start = Instant::now();
+        for _ in 0..n {
+            step();
+        }
+        let dt = start.elapsed().as_secs_f64() / n as f64;
+        let bytes = blocks.weight_bytes() + head.table_bytes();
+        println!(
+            "decode [{sname}]: {:.1} tok/s ({:.2} ms/token, {:.0} MB weights/token, {:.2} GB/s effective)",
+            1.0 / dt,
+            dt * 1e3,
+            bytes as f64 / 1e6,
+            bytes as f64 / dt / 1e9
+        );
+        if quick {
+            break;
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The CPU reference backends: the ops' CPU references composed into the exact float32
+//! forward pass of Llama blocks ([`CpuBlocks`]) and of the head ([`CpuHead`]).
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use super::llama::{self, block_tensor};
+use super::{BlockBackend, EngineError, HeadBackend, SessionId};
+use crate::model::{GgmlType, ModelConfig, RopeStyle, WeightSource};
+use crate::ops::linear::Mode;
+use crate::ops::{attention, elementwise, embed, linear, rmsnorm, rope};
+
+/// A matrix in its file format, copied out of the weight source.
+struct Matrix {
+    ty: GgmlType,
+    inp: usize,
+    out: usize,
+    data: Vec<u8>,
+}
+
+impl Matrix {
+    fn read(src: &dyn WeightSource, name: &str, inp: usize, out: usize) -> Result<Self, EngineError> {
+        let t = llama::linear(src, name, inp, out)?;
+        Ok(Self {
+            ty: t.ty,
+            inp,
+            out,
+            data: t.data.to_vec(),
+        })
+    }
+
+    fn apply(&self, mode: Mode, x: &[f32], y: &mut [f32]) -> Result<(), EngineError> {
+        linear::reference(self.ty, &self.data, self.out, self.inp, mode, x, y)?;
+        Ok(())
+    }
+}
+
+struct Block {
+    attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    q: Matrix,
+    k: Matrix,
+    v: Matrix,
+    o: Matrix,
+    gate: Matrix,
+    up: Matrix,
+    down: Matrix,
+}
+
+struct Session {
+    max: usize,
+    cached: usize,
+    /// Per block: K and V, `max × kv_dim` each.
+    kv: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+/// Blocks `[start, end)` computed by the CPU references in f32.
+pub struct CpuBlocks {
+    config: ModelConfig,
+    range: Range<usize>,
+    blocks: Vec<Block>,
+    rope: Vec<[f32; 2]>,
+    sessions: HashMap<SessionId, Session>,
+}
+
+impl CpuBlocks {
+    pub fn new(src: &dyn WeightSource, blocks: Range<usize>) -> Result<Self, EngineError> {
+        let c = src.config().clone();
+        llama::check_range(&c, &blocks)?;
+        let (d, f, qd, kvd) = (c.d_model, c.d_ff, c.q_dim(), c.kv_dim());
+        let mut out = Vec::new();
+        for b in blocks.clone() {
+            let m = |what: &str, i: usize, o: usize| Matrix::read(src, &block_tensor(b, what), i, o);
+            out.push(Block {
+                attn_norm: llama::norm(src, &block_tensor(b, "attn_norm"), d)?,
+                ffn_norm: llama::norm(src, &block_tensor(b, "ffn_norm"), d)?,
+                q: m("attn_q", d, qd)?,
+                k: m("attn_k", d, kvd)?,
+                v: m("attn_v", d, kvd)?,
+                o: m("attn_output", qd, d)?,
+                gate: m("ffn_gate", d, f)?,
+                up: m("ffn_up", d, f)?,
+                down: m("ffn_down", f, d)?,
+            });
+        }
+        let positions = c.context_length.clamp(1, llama::MAX_POSITIONS);
+        Ok(Self {
+            rope: rope::table(c.head_dim, c.rope_theta, positions),
+            config: c,
+            range: blocks,
+            blocks: out,
+            sessions: HashMap::new(),
+        })
+    }
+}
+
+/// Applies RoPE to every head of `n` rows of width `heads × head_dim` (row stride given).
+fn rope_rows(style: RopeStyle, c: &ModelConfig, table: &[[f32; 2]], start: usize, x: &mut [f32], width: usize) {
+    for (t, row) in x.chunks_exact_mut(width).enumerate() {
+        rope::reference(style, c.head_dim, table, start + t, row);
+    }
+}
+
+impl BlockBackend for CpuBlocks {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn blocks(&self) -> Range<usize> {
+        self.range.clone()
+    }
+
+    fn open_session(&mut self, id: SessionId, max_positions: usize) -> Result<(), EngineError> {
+        if self.sessions.contains_key(&id) {
+            return Err(EngineError::SessionExists(id));
+        }
+        llama::check_session_size(&self.config, max_positions)?;
+        let kvd = self.config.kv_dim();
+        let kv = (0..self.blocks.len())
+            .map(|_| (vec![0f32; max_positions * kvd], vec![0f32; max_positions * kvd]))
+            .collect();
+        self.sessions.insert(
+            id,
+            Session {
+                max: max_positions,
+                cached: 0,
+                kv,
+            },
+        );
+        Ok(())
+    }
+
+    fn close_session(&mut self, id: SessionId) {
+        self.sessions.remove(&id);
+    }
+
+    fn forward(&mut self, id: SessionId, start_pos: usize, hidden: &mut [f32]) -> Result<(), EngineError> {
+        let c = &self.config;
+        let n = llama::rows(hidden, c.d_model)?;
+        let s = self.sessions.get_mut(&id).ok_or(EngineError::UnknownSession(id))?;
+        llama::check_positions(start_pos, n, s.cached, s.max)?;
+        let (d, f, qd, kvd) = (c.d_model, c.d_ff, c.q_dim(), c.kv_dim());
+        let mut xn = vec![0f32; n * d];
+        let mut q = vec![0f32; n * qd];
+        let mut k = vec![0f32; n * kvd];
+        let mut v = vec![0f32; n * kvd];
+        let mut att = vec![0f32; n * qd];
+        let mut g = vec![0f32; n * f];
+        let mut u = vec![0f32; n * f];
+        for (blk, (kc, vc)) in self.blocks.iter().zip(s.kv.iter_mut()) {
+            rmsnorm::reference(hidden, &blk.attn_norm, c.rms_eps, &mut xn);
+            blk.q.apply(Mode::Store, &xn, &mut q)?;
+            blk.k.apply(Mode::Store, &xn, &mut k)?;
+            blk.v.apply(Mode::Store, &xn, &mut v)?;
+            rope_rows(c.rope_style, c, &self.rope, start_pos, &mut q, qd);
+            rope_rows(c.rope_style, c, &self.rope, start_pos, &mut k, kvd);
+            kc[start_pos * kvd..(start_pos + n) * kvd].copy_from_slice(&k);
+            vc[start_pos * kvd..(start_pos + n) * kvd].copy_from_slice(&v);
+            attention::reference(&q, qd, kc, vc, c.n_heads, c.n_kv_heads, c.head_dim, start_pos, &mut att);
+            blk.o.apply(Mode::Accumulate, &att, hidden)?;
+            rmsnorm::reference(hidden, &blk.ffn_norm, c.rms_eps, &mut xn);
+            blk.gate.apply(Mode::Store, &xn, &mut g)?;
+            blk.up.apply(Mode::Store, &xn, &mut u)?;
+            let gate = g.clone();
+            elementwise::reference(elementwise::Op::SwiGlu, &gate, &u, &mut g);
+            blk.down.apply(Mode::Accumulate, &g, hidden)?;
+        }
+        s.cached = start_pos + n;
+        Ok(())
+    }
+}
+
+/// Embedding, final norm and LM head on the CPU.
+pub struct CpuHead {
+    config: ModelConfig,
+    embd: Matrix,
+    lm: Option<Matrix>,
+    norm: Vec<f32>,
+}
+
+impl CpuHead {
+    pub fn new(src: &dyn WeightSource) -> Result<Self, EngineError> {
+        let c = src.config().clone();
+        let embd = Matrix::read(src, "token_embd.weight", c.d_model, c.vocab_size)?;
+        let lm_t = llama::lm_head(src, &c)?;
+        let lm = (lm_t.name != "token_embd.weight").then(|| Matrix {
+            ty: lm_t.ty,
+            inp: c.d_model,
+            out: c.vocab_size,
+            data: lm_t.data.to_vec(),
+        });
+        Ok(Self {
+            norm: llama::norm(src, "output_norm.weight", c.d_model)?,
+            config: c,
+            embd,
+            lm,
+        })
+    }
+}
+
+/// Checks every id against the vocabulary.
+pub(crate) fn check_tokens(tokens: &[u32], vocab: usize) -> Result<(), EngineError> {
+    match tokens.iter().find(|&&t| t as usize >= vocab) {
+        Some(&id) => Err(EngineError::BadToken { id, vocab }),
+        None => Ok(()),
+    }
+}
+
+/// Checks `out`/`logits` lengths.
+pub(crate) fn check_len(len: usize, want: usize, d_model: usize) -> Result<(), EngineError> {
+    if len != want {
+        return Err(EngineError::BadHiddenShape { len, d_model });
+    }
+    Ok(())
+}
+
+impl HeadBackend for CpuHead {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn embed(&mut self, tokens: &[u32], out: &mut [f32]) -> Result<(), EngineError> {
+        let c = &self.config;
+        check_tokens(tokens, c.vocab_size)?;
+        check_len(out.len(), tokens.len() * c.d_model, c.d_model)?;
+        embed::reference(self.embd.ty, &self.embd.data, c.d_model, tokens, out)?;
+        Ok(())
+    }
+
+    fn logits(&mut self, hidden: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
+        let c = &self.config;
+        check_len(hidden.len(), c.d_model, c.d_model)?;
+        check_len(logits.len(), c.vocab_size, c.d_model)?;
+        let mut xn = vec![0f32; c.d_model];
+        rmsnorm::reference(hidden, &self.norm, c.rms_eps, &mut xn);
+        self.lm.as_ref().unwrap_or(&self.embd).apply(Mode::Store, &xn, logits)
+    }
+}

@@ -1,0 +1,485 @@
+//! The wgpu backends: [`GpuBlocks`] (Llama blocks with per-session KV caches in GPU
+//! memory) and [`GpuHead`] (embedding, final norm, LM head, argmax and sampling).
+//!
+//! Weights are uploaded once, packed but still quantized; q/k/v are stacked into one
+//! matrix and gate/up into another so a block is 8 dispatches: norm, qkv, rope+KV write,
+//! attention, o (+ residual), norm, gate/up + SwiGLU, down (+ residual). Pipelines, bind
+//! groups and buffers are created at construction (KV buffers and their bind groups at
+//! `open_session`); a forward writes the input rows and one [`Step`] uniform, records
+//! every block into one command encoder, submits once and reads back only the output.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::cpu::{check_len, check_tokens};
+use super::llama::{self, block_tensor};
+use super::{BlockBackend, EngineError, HeadBackend, SessionId};
+use crate::gpu::pipeline::dispatch;
+use crate::gpu::{GpuContext, Kernel, Readback};
+use crate::model::{ModelConfig, WeightSource};
+use crate::ops::linear::{self, GpuWeight, Mode, PackedWeight, Shape};
+use crate::ops::sample::{self, SamplingParams};
+use crate::ops::{Step, argmax, attention, embed, rmsnorm, rope};
+
+/// Rows one submission carries; longer inputs are split into chunks of this many.
+pub const MAX_BATCH: usize = 32;
+/// Tokens per invocation of the prefill matmul.
+const PREFILL_TT: u32 = 4;
+
+fn f32_bytes(v: &[f32]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
+
+/// A linear layer on the GPU with its decode and prefill pipelines and bind group.
+struct Linear {
+    _w: GpuWeight,
+    out_rows: usize,
+    decode: Arc<Kernel>,
+    prefill: Arc<Kernel>,
+    bind: wgpu::BindGroup,
+}
+
+impl Linear {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ctx: &GpuContext,
+        label: &str,
+        packed: PackedWeight,
+        mode: Mode,
+        shape: Shape,
+        step: &wgpu::Buffer,
+        input: &wgpu::Buffer,
+        output: &wgpu::Buffer,
+    ) -> Result<Self, EngineError> {
+        Self::from_weight(ctx, packed.upload(ctx, label)?, mode, shape, step, input, output)
+    }
+
+    fn from_weight(
+        ctx: &GpuContext,
+        w: GpuWeight,
+        mode: Mode,
+        shape: Shape,
+        step: &wgpu::Buffer,
+        input: &wgpu::Buffer,
+        output: &wgpu::Buffer,
+    ) -> Result<Self, EngineError> {
+        let decode = linear::kernel(ctx, &w, mode, 1, shape)?;
+        let prefill = linear::kernel(ctx, &w, mode, PREFILL_TT, shape)?;
+        let bind = ctx.bind_group(&decode, &[step, input, &w.quants, &w.scales, output]);
+        let out_rows = if mode == Mode::SwiGlu { w.rows / 2 } else { w.rows };
+        Ok(Self {
+            _w: w,
+            out_rows,
+            decode,
+            prefill,
+            bind,
+        })
+    }
+
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: usize, shape: Shape) {
+        let (k, tt) = if n == 1 { (&self.decode, 1) } else { (&self.prefill, PREFILL_TT) };
+        dispatch(pass, k, &self.bind, linear::groups(self.out_rows, n, tt, shape));
+    }
+}
+
+fn pack_tensor(src: &dyn WeightSource, name: &str, inp: usize, out: usize) -> Result<PackedWeight, EngineError> {
+    let t = llama::linear(src, name, inp, out)?;
+    Ok(linear::pack(t.ty, t.data, out, inp)?)
+}
+
+struct Block {
+    _norms: (wgpu::Buffer, wgpu::Buffer),
+    norm1: wgpu::BindGroup,
+    norm2: wgpu::BindGroup,
+    qkv: Linear,
+    o: Linear,
+    gate_up: Linear,
+    down: Linear,
+}
+
+struct Session {
+    max: usize,
+    cached: usize,
+    _kv: Vec<(wgpu::Buffer, wgpu::Buffer)>,
+    rope: Vec<wgpu::BindGroup>,
+    attn: Vec<wgpu::BindGroup>,
+}
+
+/// Blocks `[start, end)` on the GPU.
+pub struct GpuBlocks {
+    ctx: Arc<GpuContext>,
+    config: ModelConfig,
+    range: Range<usize>,
+    shape: Shape,
+    step: wgpu::Buffer,
+    x: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    att: wgpu::Buffer,
+    rope_table: wgpu::Buffer,
+    readback: Readback,
+    norm: Arc<Kernel>,
+    rope: Arc<Kernel>,
+    attention: Arc<Kernel>,
+    blocks: Vec<Block>,
+    sessions: HashMap<SessionId, Session>,
+    weight_bytes: usize,
+}
+
+impl GpuBlocks {
+    /// Uploads blocks `blocks` of `src`, with the kernel shape suited to the adapter.
+    pub fn new(ctx: Arc<GpuContext>, src: &dyn WeightSource, blocks: Range<usize>) -> Result<Self, EngineError> {
+        let shape = Shape::for_context(&ctx);
+        Self::with_shape(ctx, src, blocks, shape)
+    }
+
+    /// As [`GpuBlocks::new`] with an explicit linear-kernel shape (benchmarks compare them).
+    pub fn with_shape(
+        ctx: Arc<GpuContext>,
+        src: &dyn WeightSource,
+        blocks: Range<usize>,
+        shape: Shape,
+    ) -> Result<Self, EngineError> {
+        let c = src.config().clone();
+        llama::check_range(&c, &blocks)?;
+        let (d, f, qd, kvd) = (c.d_model, c.d_ff, c.q_dim(), c.kv_dim());
+        let g = &*ctx;
+        let step = g.uniform("step", 16);
+        let x = g.storage("hidden", (MAX_BATCH * d * 4) as u64)?;
+        let xn = g.storage("normed", (MAX_BATCH * d * 4) as u64)?;
+        let qkv = g.storage("qkv", (MAX_BATCH * (qd + 2 * kvd) * 4) as u64)?;
+        let att = g.storage("attention out", (MAX_BATCH * qd * 4) as u64)?;
+        let ffh = g.storage("ffn hidden", (MAX_BATCH * f * 4) as u64)?;
+        let positions = c.context_length.clamp(1, llama::MAX_POSITIONS);
+        let table = rope::table(c.head_dim, c.rope_theta, positions);
+        let rope_table = g.storage_init("rope table", bytemuck::cast_slice(&table))?;
+        let norm = rmsnorm::kernel(g, d, c.rms_eps)?;
+        let rope_k = rope::kernel(g, c.head_dim, c.n_heads, c.n_kv_heads, c.rope_style)?;
+        let attention = attention::kernel(g, c.head_dim, c.n_heads, c.n_kv_heads)?;
+        let mut out = Vec::new();
+        let mut weight_bytes = 0;
+        for b in blocks.clone() {
+            let name = |w: &str| block_tensor(b, w);
+            let n1 = g.storage_init("attn_norm", f32_bytes(&llama::norm(src, &name("attn_norm"), d)?))?;
+            let n2 = g.storage_init("ffn_norm", f32_bytes(&llama::norm(src, &name("ffn_norm"), d)?))?;
+            let qkv_w = PackedWeight::concat(&[
+                pack_tensor(src, &name("attn_q"), d, qd)?,
+                pack_tensor(src, &name("attn_k"), d, kvd)?,
+                pack_tensor(src, &name("attn_v"), d, kvd)?,
+            ])?;
+            let gu_w = PackedWeight::concat(&[
+                pack_tensor(src, &name("ffn_gate"), d, f)?,
+                pack_tensor(src, &name("ffn_up"), d, f)?,
+            ])?;
+            let o_w = pack_tensor(src, &name("attn_output"), qd, d)?;
+            let down_w = pack_tensor(src, &name("ffn_down"), f, d)?;
+            weight_bytes += qkv_w.gpu_bytes() + gu_w.gpu_bytes() + o_w.gpu_bytes() + down_w.gpu_bytes();
+            let blk = Block {
+                norm1: g.bind_group(&norm, &[&step, &x, &n1, &xn]),
+                norm2: g.bind_group(&norm, &[&step, &x, &n2, &xn]),
+                qkv: Linear::new(g, &name("attn_qkv"), qkv_w, Mode::Store, shape, &step, &xn, &qkv)?,
+                o: Linear::new(g, &name("attn_output"), o_w, Mode::Accumulate, shape, &step, &att, &x)?,
+                gate_up: Linear::new(g, &name("ffn_gate_up"), gu_w, Mode::SwiGlu, shape, &step, &xn, &ffh)?,
+                down: Linear::new(g, &name("ffn_down"), down_w, Mode::Accumulate, shape, &step, &ffh, &x)?,
+                _norms: (n1, n2),
+            };
+            out.push(blk);
+        }
+        let readback = Readback::new(g, "hidden readback", (MAX_BATCH * d * 4) as u64);
+        let this = Self {
+            config: c,
+            range: blocks,
+            shape,
+            step,
+            x,
+            qkv,
+            att,
+            rope_table,
+            readback,
+            norm,
+            rope: rope_k,
+            attention,
+            blocks: out,
+            sessions: HashMap::new(),
+            weight_bytes,
+            ctx,
+        };
+        Ok(this)
+    }
+
+    /// Bytes of packed weights one token's forward reads.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    fn forward_chunk(&mut self, id: SessionId, start_pos: usize, rows: &mut [f32]) -> Result<(), EngineError> {
+        let c = &self.config;
+        let n = rows.len() / c.d_model;
+        let s = self.sessions.get(&id).ok_or(EngineError::UnknownSession(id))?;
+        let g = &*self.ctx;
+        let step = Step {
+            n_tokens: n as u32,
+            start_pos: start_pos as u32,
+            pad: [0; 2],
+        };
+        g.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
+        g.queue.write_buffer(&self.x, 0, f32_bytes(rows));
+        let mut enc = g.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for (i, b) in self.blocks.iter().enumerate() {
+                dispatch(&mut pass, &self.norm, &b.norm1, rmsnorm::groups(n));
+                b.qkv.record(&mut pass, n, self.shape);
+                dispatch(&mut pass, &self.rope, &s.rope[i], rope::groups(c.n_heads, c.n_kv_heads, n));
+                dispatch(&mut pass, &self.attention, &s.attn[i], attention::groups(c.n_heads, n));
+                b.o.record(&mut pass, n, self.shape);
+                dispatch(&mut pass, &self.norm, &b.norm2, rmsnorm::groups(n));
+                b.gate_up.record(&mut pass, n, self.shape);
+                b.down.record(&mut pass, n, self.shape);
+            }
+        }
+        let bytes = (rows.len() * 4) as u64;
+        self.readback.copy_from(&mut enc, &self.x, bytes);
+        g.queue.submit([enc.finish()]);
+        let out = self.readback.read_f32(g, rows.len())?;
+        rows.copy_from_slice(&out);
+        Ok(())
+    }
+}
+
+impl BlockBackend for GpuBlocks {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn blocks(&self) -> Range<usize> {
+        self.range.clone()
+    }
+
+    fn open_session(&mut self, id: SessionId, max_positions: usize) -> Result<(), EngineError> {
+        if self.sessions.contains_key(&id) {
+            return Err(EngineError::SessionExists(id));
+        }
+        llama::check_session_size(&self.config, max_positions)?;
+        let g = &*self.ctx;
+        let bytes = (max_positions * self.config.kv_dim() * 4) as u64;
+        let mut kv = Vec::new();
+        let mut rope_bg = Vec::new();
+        let mut attn_bg = Vec::new();
+        for b in self.range.clone() {
+            let k = g.storage(&format!("blk.{b} K cache"), bytes)?;
+            let v = g.storage(&format!("blk.{b} V cache"), bytes)?;
+            rope_bg.push(g.bind_group(&self.rope, &[&self.step, &self.qkv, &self.rope_table, &k, &v]));
+            attn_bg.push(g.bind_group(&self.attention, &[&self.step, &self.qkv, &k, &v, &self.att]));
+            kv.push((k, v));
+        }
+        self.sessions.insert(
+            id,
+            Session {
+                max: max_positions,
+                cached: 0,
+                _kv: kv,
+                rope: rope_bg,
+                attn: attn_bg,
+            },
+        );
+        Ok(())
+    }
+
+    fn close_session(&mut self, id: SessionId) {
+        self.sessions.remove(&id);
+    }
+
+    fn forward(&mut self, id: SessionId, start_pos: usize, hidden: &mut [f32]) -> Result<(), EngineError> {
+        let d = self.config.d_model;
+        let n = llama::rows(hidden, d)?;
+        let s = self.sessions.get(&id).ok_or(EngineError::UnknownSession(id))?;
+        llama::check_positions(start_pos, n, s.cached, s.max)?;
+        for (i, chunk) in hidden.chunks_mut(MAX_BATCH * d).enumerate() {
+            self.forward_chunk(id, start_pos + i * MAX_BATCH, chunk)?;
+        }
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.cached = start_pos + n;
+        }
+        Ok(())
+    }
+}
+
+/// Embedding, final norm, LM head, argmax and sampling on the GPU.
+pub struct GpuHead {
+    ctx: Arc<GpuContext>,
+    config: ModelConfig,
+    step: wgpu::Buffer,
+    tokens: wgpu::Buffer,
+    embedded: wgpu::Buffer,
+    hidden: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    id_out: wgpu::Buffer,
+    sample_params: wgpu::Buffer,
+    readback: Readback,
+    table: GpuWeight,
+    lm: Linear,
+    embed_k: Arc<Kernel>,
+    embed_bg: wgpu::BindGroup,
+    norm_k: Arc<Kernel>,
+    norm_bg: wgpu::BindGroup,
+    argmax_k: Arc<Kernel>,
+    argmax_bg: wgpu::BindGroup,
+    sample_k: Arc<Kernel>,
+    sample_bg: wgpu::BindGroup,
+    shape: Shape,
+    _norm_w: wgpu::Buffer,
+    _normed: wgpu::Buffer,
+}
+
+impl GpuHead {
+    pub fn new(ctx: Arc<GpuContext>, src: &dyn WeightSource) -> Result<Self, EngineError> {
+        let c = src.config().clone();
+        let (d, vocab) = (c.d_model, c.vocab_size);
+        let g = &*ctx;
+        let shape = Shape::for_context(g);
+        let step = g.uniform("head step", 16);
+        let tokens = g.storage("tokens", (MAX_BATCH * 4) as u64)?;
+        let embedded = g.storage("embedded", (MAX_BATCH * d * 4) as u64)?;
+        let hidden = g.storage("final hidden", (d * 4) as u64)?;
+        let normed = g.storage("final normed", (d * 4) as u64)?;
+        let logits = g.storage("logits", (vocab * 4) as u64)?;
+        let id_out = g.storage("token id", 4)?;
+        let sample_params = g.uniform("sample params", 16);
+        let norm_w = g.storage_init("output_norm", f32_bytes(&llama::norm(src, "output_norm.weight", d)?))?;
+        let embd_t = llama::linear(src, "token_embd.weight", d, vocab)?;
+        let table = linear::pack(embd_t.ty, embd_t.data, vocab, d)?.upload(g, "token_embd")?;
+        let lm_t = llama::lm_head(src, &c)?;
+        let lm_w = if lm_t.name == "token_embd.weight" {
+            // Tied: the LM head reads the embedding's buffers.
+            table.clone()
+        } else {
+            linear::pack(lm_t.ty, lm_t.data, vocab, d)?.upload(g, "output")?
+        };
+        let lm = Linear::from_weight(g, lm_w, Mode::Store, shape, &step, &normed, &logits)?;
+        let embed_k = embed::kernel(g, &table)?;
+        let embed_bg = g.bind_group(&embed_k, &[&step, &tokens, &table.quants, &table.scales, &embedded]);
+        let norm_k = rmsnorm::kernel(g, d, c.rms_eps)?;
+        let norm_bg = g.bind_group(&norm_k, &[&step, &hidden, &norm_w, &normed]);
+        let argmax_k = argmax::kernel(g, vocab)?;
+        let argmax_bg = g.bind_group(&argmax_k, &[&logits, &id_out]);
+        let sample_k = sample::kernel(g, vocab)?;
+        let sample_bg = g.bind_group(&sample_k, &[&sample_params, &logits, &id_out]);
+        let readback = Readback::new(g, "head readback", ((MAX_BATCH * d).max(vocab) * 4) as u64);
+        Ok(Self {
+            config: c,
+            step,
+            tokens,
+            embedded,
+            hidden,
+            logits,
+            id_out,
+            sample_params,
+            readback,
+            table,
+            lm,
+            embed_k,
+            embed_bg,
+            norm_k,
+            norm_bg,
+            argmax_k,
+            argmax_bg,
+            sample_k,
+            sample_bg,
+            shape,
+            _norm_w: norm_w,
+            _normed: normed,
+            ctx,
+        })
+    }
+
+    /// Records final norm + LM head of `hidden` into a new encoder, optionally followed by
+    /// `then` (argmax or sampling).
+    fn head_pass(&self, hidden: &[f32], then: Option<(&Kernel, &wgpu::BindGroup)>) -> Result<wgpu::CommandEncoder, EngineError> {
+        let c = &self.config;
+        check_len(hidden.len(), c.d_model, c.d_model)?;
+        let g = &*self.ctx;
+        let step = Step {
+            n_tokens: 1,
+            ..Default::default()
+        };
+        g.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
+        g.queue.write_buffer(&self.hidden, 0, f32_bytes(hidden));
+        let mut enc = g.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            dispatch(&mut pass, &self.norm_k, &self.norm_bg, rmsnorm::groups(1));
+            self.lm.record(&mut pass, 1, self.shape);
+            if let Some((k, bg)) = then {
+                dispatch(&mut pass, k, bg, argmax::GROUPS);
+            }
+        }
+        Ok(enc)
+    }
+
+    fn read_id(&self, mut enc: wgpu::CommandEncoder) -> Result<u32, EngineError> {
+        self.readback.copy_from(&mut enc, &self.id_out, 4);
+        self.ctx.queue.submit([enc.finish()]);
+        let b = self.readback.read(&self.ctx, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// The greedy next token of a final hidden row (only 4 bytes come back).
+    pub fn argmax(&mut self, hidden: &[f32]) -> Result<u32, EngineError> {
+        let enc = self.head_pass(hidden, Some((&self.argmax_k, &self.argmax_bg)))?;
+        self.read_id(enc)
+    }
+
+    /// A sampled next token; `u` is the uniform random number in `[0, 1)` (see
+    /// [`crate::ops::sample`] for the rule, identical to [`sample::reference`]).
+    pub fn sample(&mut self, hidden: &[f32], params: &SamplingParams, u: f32) -> Result<u32, EngineError> {
+        let uni = sample::Uniform::new(params, u);
+        self.ctx.queue.write_buffer(&self.sample_params, 0, bytemuck::bytes_of(&uni));
+        let enc = self.head_pass(hidden, Some((&self.sample_k, &self.sample_bg)))?;
+        self.read_id(enc)
+    }
+
+    /// Bytes of the packed embedding table.
+    pub fn table_bytes(&self) -> usize {
+        self.table.bytes
+    }
+}
+
+impl HeadBackend for GpuHead {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn embed(&mut self, tokens: &[u32], out: &mut [f32]) -> Result<(), EngineError> {
+        let d = self.config.d_model;
+        check_tokens(tokens, self.config.vocab_size)?;
+        check_len(out.len(), tokens.len() * d, d)?;
+        let g = &*self.ctx;
+        for (ids, rows) in tokens.chunks(MAX_BATCH).zip(out.chunks_mut(MAX_BATCH * d)) {
+            let step = Step {
+                n_tokens: ids.len() as u32,
+                ..Default::default()
+            };
+            g.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
+            g.queue.write_buffer(&self.tokens, 0, bytemuck::cast_slice(ids));
+            let mut enc = g.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                dispatch(&mut pass, &self.embed_k, &self.embed_bg, embed::groups(d, ids.len()));
+            }
+            self.readback.copy_from(&mut enc, &self.embedded, (rows.len() * 4) as u64);
+            g.queue.submit([enc.finish()]);
+            rows.copy_from_slice(&self.readback.read_f32(g, rows.len())?);
+        }
+        Ok(())
+    }
+
+    fn logits(&mut self, hidden: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
+        check_len(logits.len(), self.config.vocab_size, self.config.d_model)?;
+        let mut enc = self.head_pass(hidden, None)?;
+        self.readback.copy_from(&mut enc, &self.logits, (logits.len() * 4) as u64);
+        self.ctx.queue.submit([enc.finish()]);
+        logits.copy_from_slice(&self.readback.read_f32(&self.ctx, logits.len())?);
+        Ok(())
+    }
+}

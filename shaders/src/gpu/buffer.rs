@@ -1,0 +1,146 @@
+//! Buffer helpers: storage buffers checked against the binding limit, uniforms, and a
+//! persistent staging buffer for reading results back.
+
+use std::sync::mpsc;
+
+use wgpu::util::DeviceExt;
+
+use super::{GpuContext, GpuError};
+
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_DST)
+    .union(wgpu::BufferUsages::COPY_SRC);
+
+impl GpuContext {
+    fn check_binding(&self, label: &str, size: u64) -> Result<(), GpuError> {
+        let limit = self.max_storage_binding();
+        if size > limit {
+            return Err(GpuError::BindingTooLarge {
+                label: label.to_string(),
+                size,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// A zeroed storage buffer of `size` bytes (at least 4).
+    pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer, GpuError> {
+        let size = size.max(4).next_multiple_of(4);
+        self.check_binding(label, size)?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A storage buffer holding `data` (padded to a multiple of 4 bytes, at least 4).
+    pub fn storage_init(&self, label: &str, data: &[u8]) -> Result<wgpu::Buffer, GpuError> {
+        let padded_len = data.len().max(4).next_multiple_of(4);
+        self.check_binding(label, padded_len as u64)?;
+        let contents: std::borrow::Cow<'_, [u8]> = if padded_len == data.len() {
+            data.into()
+        } else {
+            let mut v = data.to_vec();
+            v.resize(padded_len, 0);
+            v.into()
+        };
+        Ok(self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &contents,
+                usage: STORAGE,
+            }))
+    }
+
+    /// A uniform buffer of `size` bytes, written with `queue.write_buffer`.
+    pub fn uniform(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.next_multiple_of(16),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Copies `bytes` bytes of `src` back to the host (a one-off: for hot paths keep a
+    /// [`Readback`]).
+    pub fn read_back(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, GpuError> {
+        let rb = Readback::new(self, "read_back", bytes);
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        rb.copy_from(&mut enc, src, bytes);
+        self.queue.submit([enc.finish()]);
+        rb.read(self, bytes)
+    }
+
+    /// Reads `len` f32 values back from `src`.
+    pub fn read_f32(&self, src: &wgpu::Buffer, len: usize) -> Result<Vec<f32>, GpuError> {
+        let bytes = self.read_back(src, (len * 4) as u64)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+}
+
+/// A persistent `MAP_READ` staging buffer.
+#[derive(Debug)]
+pub struct Readback {
+    label: String,
+    buffer: wgpu::Buffer,
+}
+
+impl Readback {
+    pub fn new(ctx: &GpuContext, label: &str, size: u64) -> Self {
+        Self {
+            label: label.to_string(),
+            buffer: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size.max(4).next_multiple_of(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.buffer.size()
+    }
+
+    /// Records a copy of the first `bytes` bytes of `src` into this staging buffer.
+    pub fn copy_from(&self, enc: &mut wgpu::CommandEncoder, src: &wgpu::Buffer, bytes: u64) {
+        enc.copy_buffer_to_buffer(src, 0, &self.buffer, 0, bytes.next_multiple_of(4));
+    }
+
+    /// Waits for the submitted copy and returns its first `bytes` bytes.
+    pub fn read(&self, ctx: &GpuContext, bytes: u64) -> Result<Vec<u8>, GpuError> {
+        let err = |reason: String| GpuError::Readback {
+            label: self.label.clone(),
+            reason,
+        };
+        let len = bytes.next_multiple_of(4);
+        let (tx, rx) = mpsc::channel();
+        self.buffer.map_async(wgpu::MapMode::Read, 0..len, move |r| {
+            // The receiver outlives the poll below; a failed send only means it is gone.
+            let _ = tx.send(r);
+        });
+        ctx.wait()?;
+        rx.recv()
+            .map_err(|e| err(e.to_string()))?
+            .map_err(|e| err(e.to_string()))?;
+        let out = {
+            let view = self
+                .buffer
+                .get_mapped_range(0..len)
+                .map_err(|e| err(e.to_string()))?;
+            view[..bytes as usize].to_vec()
+        };
+        self.buffer.unmap();
+        Ok(out)
+    }
+
+    /// Reads back `len` f32 values.
+    pub fn read_f32(&self, ctx: &GpuContext, len: usize) -> Result<Vec<f32>, GpuError> {
+        Ok(bytemuck::pod_collect_to_vec(&self.read(ctx, (len * 4) as u64)?))
+    }
+}

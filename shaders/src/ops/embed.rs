@@ -1,0 +1,82 @@
+//! Embedding lookup (`wgsl/embed.wgsl`): rows of a table kept in its packed (quantized)
+//! form, dequantized by the kernel.
+
+use std::sync::Arc;
+
+use super::linear::GpuWeight;
+use crate::gpu::{Binding, GpuContext, GpuError, Kernel, KernelSpec};
+use crate::model::quant::dequantize;
+use crate::model::{GgmlType, ModelError};
+
+pub const SPEC: KernelSpec = KernelSpec {
+    name: "embed",
+    source: concat!(
+        include_str!("../../wgsl/quant.wgsl"),
+        include_str!("../../wgsl/embed.wgsl")
+    ),
+    bindings: &[
+        Binding::Uniform,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::ReadWrite,
+    ],
+};
+
+pub fn kernel(ctx: &GpuContext, table: &GpuWeight) -> Result<Arc<Kernel>, GpuError> {
+    ctx.kernel(&SPEC, &[("FMT", table.fmt as f64), ("K", table.cols as f64)])
+}
+
+pub fn groups(d: usize, n_tokens: usize) -> (u32, u32, u32) {
+    ((d / 32).div_ceil(8) as u32, n_tokens as u32, 1)
+}
+
+/// CPU reference: rows `tokens` of a `ty` table with rows of `d`, into `out`.
+pub fn reference(
+    ty: GgmlType,
+    table: &[u8],
+    d: usize,
+    tokens: &[u32],
+    out: &mut [f32],
+) -> Result<(), ModelError> {
+    let rb = ty
+        .bytes_for(d)
+        .ok_or_else(|| ModelError::Malformed(format!("{} row of {d}", ty.name())))?;
+    for (&t, o) in tokens.iter().zip(out.chunks_exact_mut(d)) {
+        let row = table
+            .get(t as usize * rb..(t as usize + 1) * rb)
+            .ok_or_else(|| ModelError::Malformed(format!("token {t} past the table's end")))?;
+        dequantize(ty, row, o)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::quant::quantize;
+    use crate::ops::linear::pack;
+    use crate::ops::pseudo_random;
+    use crate::ops::testing::{assert_close, ctx, step};
+
+    /// Q8_0, Q4_1 and F32 tables; within 1e-6 relative (Q4_0 folding aside, exact).
+    #[test]
+    fn gpu_matches_cpu() {
+        let ctx = ctx();
+        let (vocab, d) = (50, 64);
+        let tokens = [3u32, 0, 49, 3, 17];
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::F32, GgmlType::Q4_0] {
+            let table = quantize(ty, &pseudo_random(vocab * d, 21, 1.0)).expect("q");
+            let mut want = vec![0f32; tokens.len() * d];
+            reference(ty, &table, d, &tokens, &mut want).expect("reference");
+            let w = pack(ty, &table, vocab, d).expect("pack").upload(&ctx, "embd").expect("upload");
+            let tb = ctx.storage_init("tokens", bytemuck::cast_slice(&tokens)).expect("small");
+            let ob = ctx.storage("out", (tokens.len() * d * 4) as u64).expect("small");
+            let st = step(&ctx, tokens.len() as u32, 0);
+            let k = kernel(&ctx, &w).expect("kernel");
+            crate::ops::run_once(&ctx, &k, &[&st, &tb, &w.quants, &w.scales, &ob], groups(d, tokens.len()));
+            let got = ctx.read_f32(&ob, tokens.len() * d).expect("readback");
+            assert_close(ty.name(), &got, &want, 1e-6);
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Linear layers (matrix-vector for decode, matrix-matrix for prefill) with the weights
+//! kept quantized on the GPU and dequantized inside the kernel (`wgsl/linear.wgsl` over
+//! `wgsl/quant.wgsl`).
+//!
+//! At upload a ggml tensor is repacked ([`pack`]) into two byte arrays, quants and scales,
+//! so that every group of 32 elements starts on a 4-byte boundary (Q8_0's 34-byte blocks
+//! do not). Q8_0 and Q4_1 keep their exact size (scales stay f16); Q4_0, Q4_K and Q6_K are
+//! expanded to f32 scales (correct, not tuned).
+
+use std::sync::Arc;
+
+use half::f16;
+
+use crate::gpu::{Binding, GpuContext, GpuError, Kernel, KernelSpec};
+use crate::model::quant::{dequantize, q4_k_scale_min};
+use crate::model::{GgmlType, ModelError};
+
+pub const SPEC: KernelSpec = KernelSpec {
+    name: "linear",
+    source: concat!(
+        include_str!("../../wgsl/quant.wgsl"),
+        include_str!("../../wgsl/linear.wgsl")
+    ),
+    bindings: &[
+        Binding::Uniform,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::ReadWrite,
+    ],
+};
+
+/// What the kernel does with `W x`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `y = W x`.
+    Store = 0,
+    /// `y += W x` (the residual add, fused).
+    Accumulate = 1,
+    /// `y = silu(W[r] x) * (W[r + rows] x)` over a `[gate; up]` matrix of `2 rows` rows.
+    SwiGlu = 2,
+}
+
+/// How invocations map onto rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Invocations sharing one row (1: each invocation owns a row, no barriers).
+    pub threads_per_row: u32,
+    pub workgroup: u32,
+}
+
+impl Shape {
+    /// One invocation per row, no barriers: the fast shape on CPU adapters (llvmpipe).
+    pub const ROW_PER_INVOCATION: Shape = Shape {
+        threads_per_row: 1,
+        workgroup: 16,
+    };
+    /// 32 invocations per row reducing through workgroup memory: for discrete GPUs.
+    pub const WORKGROUP_REDUCE: Shape = Shape {
+        threads_per_row: 32,
+        workgroup: 256,
+    };
+
+    pub fn for_context(ctx: &GpuContext) -> Shape {
+        if ctx.is_cpu() {
+            Self::ROW_PER_INVOCATION
+        } else {
+            Self::WORKGROUP_REDUCE
+        }
+    }
+}
+
+/// The GPU format id (`FMT` in quant.wgsl) a ggml type is packed into.
+pub fn gpu_format(ty: GgmlType) -> u32 {
+    match ty {
+        GgmlType::F32 | GgmlType::BF16 => 0,
+        GgmlType::F16 => 1,
+        GgmlType::Q8_0 => 2,
+        GgmlType::Q4_1 => 3,
+        GgmlType::Q4_0 | GgmlType::Q4_K => 4,
+        GgmlType::Q6_K => 5,
+    }
+}
+
+/// A weight matrix repacked for the GPU: `rows` rows of `cols` elements.
+#[derive(Debug, Clone)]
+pub struct PackedWeight {
+    pub fmt: u32,
+    pub rows: usize,
+    pub cols: usize,
+    pub quants: Vec<u8>,
+    pub scales: Vec<u8>,
+}
+
+/// Repacks a ggml tensor of `rows × cols` (`cols` a multiple of 32) for the GPU.
+pub fn pack(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Result<PackedWeight, ModelError> {
+    if cols % 32 != 0 || cols % ty.block_elems() != 0 {
+        return Err(ModelError::Malformed(format!(
+            "{} rows of {cols} elements are not whole groups of 32",
+            ty.name()
+        )));
+    }
+    let n = rows * cols;
+    if ty.bytes_for(n) != Some(data.len()) {
+        return Err(ModelError::Malformed(format!(
+            "{} data of {} bytes is not {rows}x{cols}",
+            ty.name(),
+            data.len()
+        )));
+    }
+    let fmt = gpu_format(ty);
+    let mut quants = Vec::new();
+    let mut scales = Vec::new();
+    match ty {
+        GgmlType::F32 | GgmlType::F16 => quants.extend_from_slice(data),
+        GgmlType::BF16 => {
+            let mut f = vec![0f32; n];
+            dequantize(ty, data, &mut f)?;
+            quants = f.iter().flat_map(|v| v.to_le_bytes()).collect();
+        }
+        GgmlType::Q8_0 => {
+            for b in data.chunks_exact(34) {
+                scales.extend_from_slice(&b[0..2]);
+                quants.extend_from_slice(&b[2..34]);
+            }
+        }
+        GgmlType::Q4_1 => {
+            for b in data.chunks_exact(20) {
+                scales.extend_from_slice(&b[0..4]);
+                quants.extend_from_slice(&b[4..20]);
+            }
+        }
+        GgmlType::Q4_0 => {
+            for b in data.chunks_exact(18) {
+                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                scales.extend_from_slice(&d.to_le_bytes());
+                scales.extend_from_slice(&(-8.0 * d).to_le_bytes());
+                quants.extend_from_slice(&b[2..18]);
+            }
+        }
+        GgmlType::Q4_K => {
+            for b in data.chunks_exact(144) {
+                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                let dmin = f16::from_le_bytes([b[2], b[3]]).to_f32();
+                let qs = &b[16..144];
+                for j in 0..8 {
+                    let (sc, m) = q4_k_scale_min(j, &b[4..16]);
+                    scales.extend_from_slice(&(d * sc as f32).to_le_bytes());
+                    scales.extend_from_slice(&(-(dmin * m as f32)).to_le_bytes());
+                    let pair = &qs[32 * (j / 2)..32 * (j / 2) + 32];
+                    let q = |l: usize| if j % 2 == 0 { pair[l] & 0x0f } else { pair[l] >> 4 };
+                    for i in 0..16 {
+                        quants.push(q(i) | (q(i + 16) << 4));
+                    }
+                }
+            }
+        }
+        GgmlType::Q6_K => {
+            for b in data.chunks_exact(210) {
+                let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+                let d = f16::from_le_bytes([b[208], b[209]]).to_f32();
+                let mut q = [0i8; 256];
+                for half in 0..2 {
+                    let (ql, qh) = (&ql[64 * half..], &qh[32 * half..]);
+                    for l in 0..32 {
+                        let e = 128 * half + l;
+                        q[e] = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i8 - 32;
+                        q[e + 32] = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                        q[e + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                        q[e + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+                    }
+                }
+                for &s in sc {
+                    scales.extend_from_slice(&(d * (s as i8) as f32).to_le_bytes());
+                }
+                quants.extend(q.iter().map(|&v| v as u8));
+            }
+        }
+    }
+    Ok(PackedWeight {
+        fmt,
+        rows,
+        cols,
+        quants,
+        scales,
+    })
+}
+
+impl PackedWeight {
+    /// Stacks matrices of the same format and row length (q, k, v into one qkv matrix).
+    pub fn concat(parts: &[PackedWeight]) -> Result<PackedWeight, ModelError> {
+        let first = parts
+            .first()
+            .ok_or_else(|| ModelError::Malformed("concatenating no matrices".into()))?;
+        let mut out = PackedWeight {
+            fmt: first.fmt,
+            rows: 0,
+            cols: first.cols,
+            quants: Vec::new(),
+            scales: Vec::new(),
+        };
+        for p in parts {
+            if p.fmt != first.fmt || p.cols != first.cols {
+                return Err(ModelError::Malformed(format!(
+                    "cannot stack a {}-column format-{} matrix onto {}-column format-{}",
+                    p.cols, p.fmt, first.cols, first.fmt
+                )));
+            }
+            out.rows += p.rows;
+            out.quants.extend_from_slice(&p.quants);
+            out.scales.extend_from_slice(&p.scales);
+        }
+        Ok(out)
+    }
+
+    /// Bytes the GPU will read per full pass over the matrix.
+    pub fn gpu_bytes(&self) -> usize {
+        self.quants.len() + self.scales.len()
+    }
+
+    pub fn upload(&self, ctx: &GpuContext, label: &str) -> Result<GpuWeight, GpuError> {
+        Ok(GpuWeight {
+            fmt: self.fmt,
+            rows: self.rows,
+            cols: self.cols,
+            bytes: self.gpu_bytes(),
+            quants: ctx.storage_init(&format!("{label} quants"), &self.quants)?,
+            scales: ctx.storage_init(&format!("{label} scales"), &self.scales)?,
+        })
+    }
+}
+
+/// A packed matrix resident on the GPU (cloning shares the buffers).
+#[derive(Debug, Clone)]
+pub struct GpuWeight {
+    pub fmt: u32,
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: usize,
+    pub quants: wgpu::Buffer,
+    pub scales: wgpu::Buffer,
+}
+
+/// The pipeline for `w` producing `out_rows` rows (half of `w.rows` in SwiGLU mode),
+/// `tokens_per_invocation` (1..=4) token rows per invocation.
+pub fn kernel(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    mode: Mode,
+    tokens_per_invocation: u32,
+    shape: Shape,
+) -> Result<Arc<Kernel>, GpuError> {
+    let out_rows = if mode == Mode::SwiGlu { w.rows / 2 } else { w.rows };
+    ctx.kernel(
+        &SPEC,
+        &[
+            ("FMT", w.fmt as f64),
+            ("K", w.cols as f64),
+            ("ROWS", out_rows as f64),
+            ("MODE", mode as u32 as f64),
+            ("TT", tokens_per_invocation.clamp(1, 4) as f64),
+            ("TPR", shape.threads_per_row as f64),
+            ("WG", shape.workgroup as f64),
+        ],
+    )
+}
+
+/// Workgroups for `out_rows` rows and `n_tokens` tokens.
+pub fn groups(out_rows: usize, n_tokens: usize, tokens_per_invocation: u32, shape: Shape) -> (u32, u32, u32) {
+    let rows_per_wg = (shape.workgroup / shape.threads_per_row).max(1) as usize;
+    (
+        out_rows.div_ceil(rows_per_wg) as u32,
+        n_tokens.div_ceil(tokens_per_invocation.clamp(1, 4) as usize) as u32,
+        1,
+    )
+}
+
+/// CPU reference: `x` is `n × cols`, `y` is `n × out_rows`; `w` is `rows × cols` of `ty`
+/// (`rows = 2 out_rows` for SwiGLU). Rows are dequantized exactly and dotted in f32.
+pub fn reference(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    mode: Mode,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), ModelError> {
+    let row_bytes = ty
+        .bytes_for(cols)
+        .ok_or_else(|| ModelError::Malformed(format!("{} row of {cols}", ty.name())))?;
+    if w.len() != row_bytes * rows || x.len() % cols != 0 {
+        return Err(ModelError::Malformed(format!(
+            "linear reference: {} bytes of weights for {rows}x{cols}, {} inputs",
+            w.len(),
+            x.len()
+        )));
+    }
+    let n = x.len() / cols;
+    let out_rows = if mode == Mode::SwiGlu { rows / 2 } else { rows };
+    let mut row = vec![0f32; cols];
+    let mut wx = vec![0f32; n * rows];
+    for r in 0..rows {
+        dequantize(ty, &w[r * row_bytes..(r + 1) * row_bytes], &mut row)?;
+        for t in 0..n {
+            let xt = &x[t * cols..(t + 1) * cols];
+            wx[t * rows + r] = row.iter().zip(xt).map(|(a, b)| a * b).sum();
+        }
+    }
+    for t in 0..n {
+        for r in 0..out_rows {
+            let o = &mut y[t * out_rows + r];
+            let v = wx[t * rows + r];
+            match mode {
+                Mode::Store => *o = v,
+                Mode::Accumulate => *o += v,
+                Mode::SwiGlu => *o = super::elementwise::silu(v) * wx[t * rows + r + out_rows],
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::quant::quantize;
+    use crate::ops::pseudo_random;
+    use crate::ops::testing::{assert_close, ctx, step, upload_f32};
+
+    fn run(ty: GgmlType, rows: usize, cols: usize, n: usize, mode: Mode, tt: u32, shape: Shape) {
+        let ctx = ctx();
+        let wf = pseudo_random(rows * cols, 7 + rows as u64, 1.0);
+        let w = quantize(ty, &wf).expect("whole blocks");
+        let x = pseudo_random(n * cols, 11, 1.0);
+        let out_rows = if mode == Mode::SwiGlu { rows / 2 } else { rows };
+        let y0 = pseudo_random(n * out_rows, 13, 1.0);
+        let mut want = y0.clone();
+        reference(ty, &w, rows, cols, mode, &x, &mut want).expect("reference");
+        let gw = pack(ty, &w, rows, cols)
+            .expect("pack")
+            .upload(&ctx, "w")
+            .expect("upload");
+        let k = kernel(&ctx, &gw, mode, tt, shape).expect("kernel");
+        let xb = upload_f32(&ctx, &x);
+        let yb = upload_f32(&ctx, &y0);
+        let st = step(&ctx, n as u32, 0);
+        crate::ops::run_once(
+            &ctx,
+            &k,
+            &[&st, &xb, &gw.quants, &gw.scales, &yb],
+            groups(out_rows, n, tt, shape),
+        );
+        let got = ctx.read_f32(&yb, n * out_rows).expect("readback");
+        let what = format!("{} {mode:?} n={n} tt={tt} {shape:?}", ty.name());
+        assert_close(&what, &got, &want, 2e-4);
+    }
+
+    /// Every weight format, decode (n=1) and prefill (n=5, 4 tokens per invocation),
+    /// GPU within 2e-4·(1+|y|) of the CPU reference.
+    #[test]
+    fn gpu_matches_cpu_for_every_format() {
+        for ty in [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
+            run(ty, 40, 256, 1, Mode::Store, 1, Shape::ROW_PER_INVOCATION);
+            run(ty, 40, 256, 5, Mode::Store, 4, Shape::ROW_PER_INVOCATION);
+        }
+    }
+
+    /// The fused residual add and SwiGLU modes, in both kernel shapes.
+    #[test]
+    fn fused_modes_and_shapes() {
+        for shape in [
+            Shape::ROW_PER_INVOCATION,
+            Shape::WORKGROUP_REDUCE,
+            Shape {
+                threads_per_row: 4,
+                workgroup: 64,
+            },
+        ] {
+            for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
+                run(ty, 48, 96, 1, Mode::Accumulate, 1, shape);
+                run(ty, 48, 96, 3, Mode::SwiGlu, 2, shape);
+                run(ty, 200, 576, 6, Mode::Store, 4, shape);
+            }
+        }
+    }
+
+    /// Q8_0 and Q4_1 keep their on-disk size on the GPU; stacking concatenates rows.
+    #[test]
+    fn packing_sizes_and_concat() {
+        let w = quantize(GgmlType::Q8_0, &pseudo_random(64 * 3, 1, 1.0)).expect("q8");
+        let p = pack(GgmlType::Q8_0, &w, 3, 64).expect("pack");
+        assert_eq!(p.gpu_bytes(), w.len());
+        let w1 = quantize(GgmlType::Q4_1, &pseudo_random(64 * 2, 2, 1.0)).expect("q4");
+        let p1 = pack(GgmlType::Q4_1, &w1, 2, 64).expect("pack");
+        assert_eq!(p1.gpu_bytes(), w1.len());
+        assert!(PackedWeight::concat(&[p.clone(), p1.clone()]).is_err());
+        let both = PackedWeight::concat(&[p.clone(), p]).expect("same format");
+        assert_eq!(both.rows, 6);
+        assert!(pack(GgmlType::Q8_0, &w[..30], 3, 64).is_err());
+    }
+}

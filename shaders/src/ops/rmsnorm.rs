@@ -1,0 +1,55 @@
+//! RMSNorm (`wgsl/rmsnorm.wgsl`): `y = x / sqrt(mean(x²) + eps) * g`, one invocation per
+//! token row.
+
+use std::sync::Arc;
+
+use crate::gpu::{Binding, GpuContext, GpuError, Kernel, KernelSpec};
+
+pub const SPEC: KernelSpec = KernelSpec {
+    name: "rmsnorm",
+    source: include_str!("../../wgsl/rmsnorm.wgsl"),
+    bindings: &[Binding::Uniform, Binding::Read, Binding::Read, Binding::ReadWrite],
+};
+
+pub fn kernel(ctx: &GpuContext, d: usize, eps: f32) -> Result<Arc<Kernel>, GpuError> {
+    ctx.kernel(&SPEC, &[("D", d as f64), ("EPS", eps as f64)])
+}
+
+pub fn groups(n_tokens: usize) -> (u32, u32, u32) {
+    (n_tokens as u32, 1, 1)
+}
+
+/// CPU reference over rows of `g.len()`.
+pub fn reference(x: &[f32], g: &[f32], eps: f32, y: &mut [f32]) {
+    let d = g.len();
+    for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        let ss: f32 = xr.iter().map(|v| v * v).sum();
+        let inv = 1.0 / (ss / d as f32 + eps).sqrt();
+        for ((y, x), g) in yr.iter_mut().zip(xr).zip(g) {
+            *y = x * inv * g;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::pseudo_random;
+    use crate::ops::testing::{assert_close, ctx, step, upload_f32};
+
+    /// Three rows of 576, within 1e-5 relative.
+    #[test]
+    fn gpu_matches_cpu() {
+        let ctx = ctx();
+        let (d, n) = (576, 3);
+        let x = pseudo_random(n * d, 3, 2.0);
+        let g = pseudo_random(d, 4, 1.5);
+        let mut want = vec![0f32; n * d];
+        reference(&x, &g, 1e-5, &mut want);
+        let (xb, gb, yb) = (upload_f32(&ctx, &x), upload_f32(&ctx, &g), upload_f32(&ctx, &vec![0.0; n * d]));
+        let k = kernel(&ctx, d, 1e-5).expect("kernel");
+        let st = step(&ctx, n as u32, 0);
+        crate::ops::run_once(&ctx, &k, &[&st, &xb, &gb, &yb], groups(n));
+        assert_close("rmsnorm", &ctx.read_f32(&yb, n * d).expect("readback"), &want, 1e-5);
+    }
+}
