@@ -62,6 +62,9 @@ fn f32_buf(ctx: &GpuContext, v: &[f32]) -> wgpu::Buffer {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Other non-flag arguments select sections: matvec, small, decode.
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let run = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
     let min = Duration::from_millis(if quick { 150 } else { 600 });
     let ctx = cocoon_shaders::gpu::shared().expect("a Vulkan adapter");
     println!("adapter: {}", ctx.info());
@@ -74,7 +77,7 @@ fn main() {
         ("down 1536->576", GgmlType::Q4_1, 1536, 576),
         ("lm 576->49152", GgmlType::Q8_0, 576, 49152),
     ];
-    for (name, ty, inp, out) in shapes {
+    for (name, ty, inp, out) in shapes.into_iter().filter(|_| run("matvec")) {
         let w = quantize(ty, &pseudo_random(inp * out, 1, 0.05)).expect("quantize");
         let x = pseudo_random(inp * 32, 2, 1.0);
         let mut y = vec![0f32; out * 32];
@@ -106,7 +109,7 @@ fn main() {
     }
 
     // RMSNorm, RoPE+KV write, attention at 512 cached positions, argmax over the vocab.
-    {
+    if run("small") {
         let d = 576;
         let x = pseudo_random(d, 3, 1.0);
         let g = pseudo_random(d, 4, 1.0);
@@ -153,6 +156,9 @@ fn main() {
     }
 
     // Whole decode step on synthetic weights of the default model's shapes.
+    if !run("decode") {
+        return;
+    }
     let t0 = Instant::now();
     let w = SyntheticWeights::llama(smollm2_135m_config(), GgmlType::Q4_1, GgmlType::Q8_0, 1).expect("synthetic model");
     let c = smollm2_135m_config();

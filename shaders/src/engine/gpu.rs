@@ -2,8 +2,9 @@
 //! memory) and [`GpuHead`] (embedding, final norm, LM head, argmax and sampling).
 //!
 //! Weights are uploaded once, packed but still quantized; q/k/v are stacked into one
-//! matrix and gate/up into another so a block is 8 dispatches: norm, qkv, rope+KV write,
-//! attention, o (+ residual), norm, gate/up + SwiGLU, down (+ residual). Pipelines, bind
+//! matrix and gate/up into another so a block is 5 dispatches: RMSNorm + q/k/v + RoPE +
+//! KV-cache write, attention, o (+ residual), RMSNorm + gate/up + SwiGLU, down
+//! (+ residual). Pipelines, bind
 //! groups and buffers are created at construction (KV buffers and their bind groups at
 //! `open_session`); a forward writes the input rows and one [`Step`] uniform, records
 //! every block into one command encoder, submits once and reads back only the output.
@@ -18,9 +19,9 @@ use super::{BlockBackend, EngineError, HeadBackend, SessionId};
 use crate::gpu::pipeline::dispatch;
 use crate::gpu::{GpuContext, Kernel, Readback};
 use crate::model::{ModelConfig, WeightSource};
-use crate::ops::linear::{self, GpuWeight, Mode, PackedWeight, Shape};
+use crate::ops::linear::{self, Extras, GpuWeight, Mode, PackedWeight, Rope, Shape, Variant};
 use crate::ops::sample::{self, SamplingParams};
-use crate::ops::{Step, argmax, attention, embed, rmsnorm, rope};
+use crate::ops::{Step, argmax, attention, embed, rope};
 
 /// Rows one submission carries; longer inputs are split into chunks of this many.
 pub const MAX_BATCH: usize = 32;
@@ -31,55 +32,33 @@ fn f32_bytes(v: &[f32]) -> &[u8] {
     bytemuck::cast_slice(v)
 }
 
-/// A linear layer on the GPU with its decode and prefill pipelines and bind group.
+/// A linear layer on the GPU with its decode and prefill pipelines.
 struct Linear {
-    _w: GpuWeight,
-    out_rows: usize,
-    decode: Arc<Kernel>,
-    prefill: Arc<Kernel>,
-    bind: wgpu::BindGroup,
+    w: GpuWeight,
+    decode: (Arc<Kernel>, Variant),
+    prefill: (Arc<Kernel>, Variant),
 }
 
 impl Linear {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        ctx: &GpuContext,
-        label: &str,
-        packed: PackedWeight,
-        mode: Mode,
-        shape: Shape,
-        step: &wgpu::Buffer,
-        input: &wgpu::Buffer,
-        output: &wgpu::Buffer,
-    ) -> Result<Self, EngineError> {
-        Self::from_weight(ctx, packed.upload(ctx, label)?, mode, shape, step, input, output)
-    }
-
-    fn from_weight(
-        ctx: &GpuContext,
-        w: GpuWeight,
-        mode: Mode,
-        shape: Shape,
-        step: &wgpu::Buffer,
-        input: &wgpu::Buffer,
-        output: &wgpu::Buffer,
-    ) -> Result<Self, EngineError> {
-        let decode = linear::kernel(ctx, &w, mode, 1, shape)?;
-        let prefill = linear::kernel(ctx, &w, mode, PREFILL_TT, shape)?;
-        let bind = ctx.bind_group(&decode, &[step, input, &w.quants, &w.scales, output]);
-        let out_rows = if mode == Mode::SwiGlu { w.rows / 2 } else { w.rows };
+    fn new(ctx: &GpuContext, w: GpuWeight, v: Variant) -> Result<Self, EngineError> {
+        let pv = Variant {
+            tokens_per_invocation: PREFILL_TT,
+            ..v
+        };
         Ok(Self {
-            _w: w,
-            out_rows,
-            decode,
-            prefill,
-            bind,
+            decode: (linear::kernel(ctx, &w, &v)?, v),
+            prefill: (linear::kernel(ctx, &w, &pv)?, pv),
+            w,
         })
     }
 
-    fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: usize, shape: Shape) {
-        let (k, tt) = if n == 1 { (&self.decode, 1) } else { (&self.prefill, PREFILL_TT) };
-        dispatch(pass, k, &self.bind, linear::groups(self.out_rows, n, tt, shape));
+    fn bind(&self, ctx: &GpuContext, step: &wgpu::Buffer, x: &wgpu::Buffer, y: &wgpu::Buffer, extras: Extras<'_>) -> wgpu::BindGroup {
+        linear::bind(ctx, &self.decode.0, step, x, &self.w, y, extras)
+    }
+
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, bind: &wgpu::BindGroup, n: usize) {
+        let (k, v) = if n == 1 { &self.decode } else { &self.prefill };
+        dispatch(pass, k, bind, linear::groups(self.w.rows, n, v));
     }
 }
 
@@ -89,20 +68,21 @@ fn pack_tensor(src: &dyn WeightSource, name: &str, inp: usize, out: usize) -> Re
 }
 
 struct Block {
-    _norms: (wgpu::Buffer, wgpu::Buffer),
-    norm1: wgpu::BindGroup,
-    norm2: wgpu::BindGroup,
+    attn_norm: wgpu::Buffer,
     qkv: Linear,
     o: Linear,
+    o_bind: wgpu::BindGroup,
     gate_up: Linear,
+    gate_up_bind: wgpu::BindGroup,
     down: Linear,
+    down_bind: wgpu::BindGroup,
 }
 
 struct Session {
     max: usize,
     cached: usize,
     _kv: Vec<(wgpu::Buffer, wgpu::Buffer)>,
-    rope: Vec<wgpu::BindGroup>,
+    qkv: Vec<wgpu::BindGroup>,
     attn: Vec<wgpu::BindGroup>,
 }
 
@@ -118,8 +98,6 @@ pub struct GpuBlocks {
     att: wgpu::Buffer,
     rope_table: wgpu::Buffer,
     readback: Readback,
-    norm: Arc<Kernel>,
-    rope: Arc<Kernel>,
     attention: Arc<Kernel>,
     blocks: Vec<Block>,
     sessions: HashMap<SessionId, Session>,
@@ -146,22 +124,29 @@ impl GpuBlocks {
         let g = &*ctx;
         let step = g.uniform("step", 16);
         let x = g.storage("hidden", (MAX_BATCH * d * 4) as u64)?;
-        let xn = g.storage("normed", (MAX_BATCH * d * 4) as u64)?;
-        let qkv = g.storage("qkv", (MAX_BATCH * (qd + 2 * kvd) * 4) as u64)?;
+        let qkv = g.storage("q", (MAX_BATCH * (qd + 2 * kvd) * 4) as u64)?;
         let att = g.storage("attention out", (MAX_BATCH * qd * 4) as u64)?;
         let ffh = g.storage("ffn hidden", (MAX_BATCH * f * 4) as u64)?;
         let positions = c.context_length.clamp(1, llama::MAX_POSITIONS);
         let table = rope::table(c.head_dim, c.rope_theta, positions);
         let rope_table = g.storage_init("rope table", bytemuck::cast_slice(&table))?;
-        let norm = rmsnorm::kernel(g, d, c.rms_eps)?;
-        let rope_k = rope::kernel(g, c.head_dim, c.n_heads, c.n_kv_heads, c.rope_style)?;
         let attention = attention::kernel(g, c.head_dim, c.n_heads, c.n_kv_heads)?;
+        let rope = Rope {
+            head_dim: c.head_dim,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            style: c.rope_style,
+        };
+        let normed = |mode| Variant {
+            norm_eps: Some(c.rms_eps),
+            ..Variant::new(mode, shape)
+        };
         let mut out = Vec::new();
         let mut weight_bytes = 0;
         for b in blocks.clone() {
             let name = |w: &str| block_tensor(b, w);
-            let n1 = g.storage_init("attn_norm", f32_bytes(&llama::norm(src, &name("attn_norm"), d)?))?;
-            let n2 = g.storage_init("ffn_norm", f32_bytes(&llama::norm(src, &name("ffn_norm"), d)?))?;
+            let attn_norm = g.storage_init("attn_norm", f32_bytes(&llama::norm(src, &name("attn_norm"), d)?))?;
+            let ffn_norm = g.storage_init("ffn_norm", f32_bytes(&llama::norm(src, &name("ffn_norm"), d)?))?;
             let qkv_w = PackedWeight::concat(&[
                 pack_tensor(src, &name("attn_q"), d, qd)?,
                 pack_tensor(src, &name("attn_k"), d, kvd)?,
@@ -174,19 +159,39 @@ impl GpuBlocks {
             let o_w = pack_tensor(src, &name("attn_output"), qd, d)?;
             let down_w = pack_tensor(src, &name("ffn_down"), f, d)?;
             weight_bytes += qkv_w.gpu_bytes() + gu_w.gpu_bytes() + o_w.gpu_bytes() + down_w.gpu_bytes();
-            let blk = Block {
-                norm1: g.bind_group(&norm, &[&step, &x, &n1, &xn]),
-                norm2: g.bind_group(&norm, &[&step, &x, &n2, &xn]),
-                qkv: Linear::new(g, &name("attn_qkv"), qkv_w, Mode::Store, shape, &step, &xn, &qkv)?,
-                o: Linear::new(g, &name("attn_output"), o_w, Mode::Accumulate, shape, &step, &att, &x)?,
-                gate_up: Linear::new(g, &name("ffn_gate_up"), gu_w, Mode::SwiGlu, shape, &step, &xn, &ffh)?,
-                down: Linear::new(g, &name("ffn_down"), down_w, Mode::Accumulate, shape, &step, &ffh, &x)?,
-                _norms: (n1, n2),
-            };
-            out.push(blk);
+            let qkv_l = Linear::new(
+                g,
+                qkv_w.upload(g, &name("attn_qkv"))?,
+                Variant {
+                    rope: Some(rope),
+                    ..normed(Mode::QkvRope)
+                },
+            )?;
+            let o = Linear::new(g, o_w.upload(g, &name("attn_output"))?, Variant::new(Mode::Accumulate, shape))?;
+            let gate_up = Linear::new(g, gu_w.upload(g, &name("ffn_gate_up"))?, normed(Mode::SwiGlu))?;
+            let down = Linear::new(g, down_w.upload(g, &name("ffn_down"))?, Variant::new(Mode::Accumulate, shape))?;
+            out.push(Block {
+                o_bind: o.bind(g, &step, &att, &x, Extras::default()),
+                gate_up_bind: gate_up.bind(
+                    g,
+                    &step,
+                    &x,
+                    &ffh,
+                    Extras {
+                        norm: Some(&ffn_norm),
+                        ..Default::default()
+                    },
+                ),
+                down_bind: down.bind(g, &step, &ffh, &x, Extras::default()),
+                attn_norm,
+                qkv: qkv_l,
+                o,
+                gate_up,
+                down,
+            });
         }
         let readback = Readback::new(g, "hidden readback", (MAX_BATCH * d * 4) as u64);
-        let this = Self {
+        Ok(Self {
             config: c,
             range: blocks,
             shape,
@@ -196,15 +201,17 @@ impl GpuBlocks {
             att,
             rope_table,
             readback,
-            norm,
-            rope: rope_k,
             attention,
             blocks: out,
             sessions: HashMap::new(),
             weight_bytes,
             ctx,
-        };
-        Ok(this)
+        })
+    }
+
+    /// The linear kernels' shape.
+    pub fn shape(&self) -> Shape {
+        self.shape
     }
 
     /// Bytes of packed weights one token's forward reads.
@@ -228,14 +235,11 @@ impl GpuBlocks {
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             for (i, b) in self.blocks.iter().enumerate() {
-                dispatch(&mut pass, &self.norm, &b.norm1, rmsnorm::groups(n));
-                b.qkv.record(&mut pass, n, self.shape);
-                dispatch(&mut pass, &self.rope, &s.rope[i], rope::groups(c.n_heads, c.n_kv_heads, n));
+                b.qkv.record(&mut pass, &s.qkv[i], n);
                 dispatch(&mut pass, &self.attention, &s.attn[i], attention::groups(c.n_heads, n));
-                b.o.record(&mut pass, n, self.shape);
-                dispatch(&mut pass, &self.norm, &b.norm2, rmsnorm::groups(n));
-                b.gate_up.record(&mut pass, n, self.shape);
-                b.down.record(&mut pass, n, self.shape);
+                b.o.record(&mut pass, &b.o_bind, n);
+                b.gate_up.record(&mut pass, &b.gate_up_bind, n);
+                b.down.record(&mut pass, &b.down_bind, n);
             }
         }
         let bytes = (rows.len() * 4) as u64;
@@ -264,12 +268,17 @@ impl BlockBackend for GpuBlocks {
         let g = &*self.ctx;
         let bytes = (max_positions * self.config.kv_dim() * 4) as u64;
         let mut kv = Vec::new();
-        let mut rope_bg = Vec::new();
+        let mut qkv_bg = Vec::new();
         let mut attn_bg = Vec::new();
-        for b in self.range.clone() {
+        for (i, b) in self.range.clone().enumerate() {
             let k = g.storage(&format!("blk.{b} K cache"), bytes)?;
             let v = g.storage(&format!("blk.{b} V cache"), bytes)?;
-            rope_bg.push(g.bind_group(&self.rope, &[&self.step, &self.qkv, &self.rope_table, &k, &v]));
+            let blk = &self.blocks[i];
+            let extras = Extras {
+                norm: Some(&blk.attn_norm),
+                rope_kv: Some((&self.rope_table, &k, &v)),
+            };
+            qkv_bg.push(blk.qkv.bind(g, &self.step, &self.x, &self.qkv, extras));
             attn_bg.push(g.bind_group(&self.attention, &[&self.step, &self.qkv, &k, &v, &self.att]));
             kv.push((k, v));
         }
@@ -279,7 +288,7 @@ impl BlockBackend for GpuBlocks {
                 max: max_positions,
                 cached: 0,
                 _kv: kv,
-                rope: rope_bg,
+                qkv: qkv_bg,
                 attn: attn_bg,
             },
         );
@@ -319,17 +328,14 @@ pub struct GpuHead {
     readback: Readback,
     table: GpuWeight,
     lm: Linear,
+    lm_bind: wgpu::BindGroup,
     embed_k: Arc<Kernel>,
     embed_bg: wgpu::BindGroup,
-    norm_k: Arc<Kernel>,
-    norm_bg: wgpu::BindGroup,
     argmax_k: Arc<Kernel>,
     argmax_bg: wgpu::BindGroup,
     sample_k: Arc<Kernel>,
     sample_bg: wgpu::BindGroup,
-    shape: Shape,
     _norm_w: wgpu::Buffer,
-    _normed: wgpu::Buffer,
 }
 
 impl GpuHead {
@@ -342,7 +348,6 @@ impl GpuHead {
         let tokens = g.storage("tokens", (MAX_BATCH * 4) as u64)?;
         let embedded = g.storage("embedded", (MAX_BATCH * d * 4) as u64)?;
         let hidden = g.storage("final hidden", (d * 4) as u64)?;
-        let normed = g.storage("final normed", (d * 4) as u64)?;
         let logits = g.storage("logits", (vocab * 4) as u64)?;
         let id_out = g.storage("token id", 4)?;
         let sample_params = g.uniform("sample params", 16);
@@ -356,11 +361,26 @@ impl GpuHead {
         } else {
             linear::pack(lm_t.ty, lm_t.data, vocab, d)?.upload(g, "output")?
         };
-        let lm = Linear::from_weight(g, lm_w, Mode::Store, shape, &step, &normed, &logits)?;
+        let lm = Linear::new(
+            g,
+            lm_w,
+            Variant {
+                norm_eps: Some(c.rms_eps),
+                ..Variant::new(Mode::Store, shape)
+            },
+        )?;
+        let lm_bind = lm.bind(
+            g,
+            &step,
+            &hidden,
+            &logits,
+            Extras {
+                norm: Some(&norm_w),
+                ..Default::default()
+            },
+        );
         let embed_k = embed::kernel(g, &table)?;
         let embed_bg = g.bind_group(&embed_k, &[&step, &tokens, &table.quants, &table.scales, &embedded]);
-        let norm_k = rmsnorm::kernel(g, d, c.rms_eps)?;
-        let norm_bg = g.bind_group(&norm_k, &[&step, &hidden, &norm_w, &normed]);
         let argmax_k = argmax::kernel(g, vocab)?;
         let argmax_bg = g.bind_group(&argmax_k, &[&logits, &id_out]);
         let sample_k = sample::kernel(g, vocab)?;
@@ -378,22 +398,19 @@ impl GpuHead {
             readback,
             table,
             lm,
+            lm_bind,
             embed_k,
             embed_bg,
-            norm_k,
-            norm_bg,
             argmax_k,
             argmax_bg,
             sample_k,
             sample_bg,
-            shape,
             _norm_w: norm_w,
-            _normed: normed,
             ctx,
         })
     }
 
-    /// Records final norm + LM head of `hidden` into a new encoder, optionally followed by
+    /// Records the LM head (with the final norm fused) of `hidden` into a new encoder, optionally followed by
     /// `then` (argmax or sampling).
     fn head_pass(&self, hidden: &[f32], then: Option<(&Kernel, &wgpu::BindGroup)>) -> Result<wgpu::CommandEncoder, EngineError> {
         let c = &self.config;
@@ -408,8 +425,7 @@ impl GpuHead {
         let mut enc = g.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            dispatch(&mut pass, &self.norm_k, &self.norm_bg, rmsnorm::groups(1));
-            self.lm.record(&mut pass, 1, self.shape);
+            self.lm.record(&mut pass, &self.lm_bind, 1);
             if let Some((k, bg)) = then {
                 dispatch(&mut pass, k, bg, argmax::GROUPS);
             }

@@ -66,6 +66,22 @@ impl GpuContext {
         })
     }
 
+    /// Small buffers bound where a kernel's specialization ignores a binding: one for
+    /// read-only bindings and two distinct ones for read-write bindings.
+    pub fn unused_buffers(&self) -> &[wgpu::Buffer; 3] {
+        self.unused.get_or_init(|| {
+            let make = |label| {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: 16,
+                    usage: STORAGE,
+                    mapped_at_creation: false,
+                })
+            };
+            [make("unused read"), make("unused write 0"), make("unused write 1")]
+        })
+    }
+
     /// Copies `bytes` bytes of `src` back to the host (a one-off: for hot paths keep a
     /// [`Readback`]).
     pub fn read_back(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, GpuError> {

@@ -13,6 +13,7 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     features: wgpu::Features,
     pub(crate) pipelines: PipelineCache,
+    pub(crate) unused: std::sync::OnceLock<[wgpu::Buffer; 3]>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -57,6 +58,7 @@ impl GpuContext {
             limits,
             features,
             pipelines: PipelineCache::default(),
+            unused: std::sync::OnceLock::new(),
         }))
     }
 
