@@ -4,7 +4,8 @@
 //! Weights are uploaded once, packed but still quantized; q/k/v are stacked into one
 //! matrix and gate/up into another so a block is 5 dispatches: RMSNorm + q/k/v + RoPE +
 //! KV-cache write, attention, o (+ residual), RMSNorm + gate/up + SwiGLU, down
-//! (+ residual). Pipelines, bind
+//! (+ residual). On CPU adapters the RMSNorms stay separate dispatches (7 per block):
+//! there every row recomputing its input's norm costs more than a dispatch does. Pipelines, bind
 //! groups and buffers are created at construction (KV buffers and their bind groups at
 //! `open_session`); a forward writes the input rows and one [`Step`] uniform, records
 //! every block into one command encoder, submits once and reads back only the output.
@@ -21,7 +22,7 @@ use crate::gpu::{GpuContext, Kernel, Readback};
 use crate::model::{ModelConfig, WeightSource};
 use crate::ops::linear::{self, Extras, GpuWeight, Mode, PackedWeight, Rope, Shape, Variant};
 use crate::ops::sample::{self, SamplingParams};
-use crate::ops::{Step, argmax, attention, embed, rope};
+use crate::ops::{Step, argmax, attention, embed, rmsnorm, rope};
 
 /// Rows one submission carries; longer inputs are split into chunks of this many.
 pub const MAX_BATCH: usize = 32;
@@ -52,7 +53,14 @@ impl Linear {
         })
     }
 
-    fn bind(&self, ctx: &GpuContext, step: &wgpu::Buffer, x: &wgpu::Buffer, y: &wgpu::Buffer, extras: Extras<'_>) -> wgpu::BindGroup {
+    fn bind(
+        &self,
+        ctx: &GpuContext,
+        step: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        extras: Extras<'_>,
+    ) -> wgpu::BindGroup {
         linear::bind(ctx, &self.decode.0, step, x, &self.w, y, extras)
     }
 
@@ -62,13 +70,20 @@ impl Linear {
     }
 }
 
-fn pack_tensor(src: &dyn WeightSource, name: &str, inp: usize, out: usize) -> Result<PackedWeight, EngineError> {
+fn pack_tensor(
+    src: &dyn WeightSource,
+    name: &str,
+    inp: usize,
+    out: usize,
+) -> Result<PackedWeight, EngineError> {
     let t = llama::linear(src, name, inp, out)?;
     Ok(linear::pack(t.ty, t.data, out, inp)?)
 }
 
 struct Block {
     attn_norm: wgpu::Buffer,
+    /// Separate RMSNorm dispatches (unfused): before q/k/v and before gate/up.
+    norms: Option<(wgpu::BindGroup, wgpu::BindGroup)>,
     qkv: Linear,
     o: Linear,
     o_bind: wgpu::BindGroup,
@@ -99,6 +114,8 @@ pub struct GpuBlocks {
     rope_table: wgpu::Buffer,
     readback: Readback,
     attention: Arc<Kernel>,
+    /// RMSNorm kernel and the normed-input buffer, when norms are not fused.
+    norm: Option<(Arc<Kernel>, wgpu::Buffer)>,
     blocks: Vec<Block>,
     sessions: HashMap<SessionId, Session>,
     weight_bytes: usize,
@@ -106,7 +123,11 @@ pub struct GpuBlocks {
 
 impl GpuBlocks {
     /// Uploads blocks `blocks` of `src`, with the kernel shape suited to the adapter.
-    pub fn new(ctx: Arc<GpuContext>, src: &dyn WeightSource, blocks: Range<usize>) -> Result<Self, EngineError> {
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        src: &dyn WeightSource,
+        blocks: Range<usize>,
+    ) -> Result<Self, EngineError> {
         let shape = Shape::for_context(&ctx);
         Self::with_shape(ctx, src, blocks, shape)
     }
@@ -137,16 +158,33 @@ impl GpuBlocks {
             n_kv_heads: c.n_kv_heads,
             style: c.rope_style,
         };
+        let fuse_norm = shape.threads_per_row > 1;
+        let norm = if fuse_norm {
+            None
+        } else {
+            Some((
+                rmsnorm::kernel(g, d, c.rms_eps)?,
+                g.storage("normed", (MAX_BATCH * d * 4) as u64)?,
+            ))
+        };
         let normed = |mode| Variant {
-            norm_eps: Some(c.rms_eps),
+            norm_eps: fuse_norm.then_some(c.rms_eps),
             ..Variant::new(mode, shape)
         };
+        // The input of the normed linears: the hidden state (fused) or its norm.
+        let norm_in = norm.as_ref().map_or(&x, |(_, xn)| xn);
         let mut out = Vec::new();
         let mut weight_bytes = 0;
         for b in blocks.clone() {
             let name = |w: &str| block_tensor(b, w);
-            let attn_norm = g.storage_init("attn_norm", f32_bytes(&llama::norm(src, &name("attn_norm"), d)?))?;
-            let ffn_norm = g.storage_init("ffn_norm", f32_bytes(&llama::norm(src, &name("ffn_norm"), d)?))?;
+            let attn_norm = g.storage_init(
+                "attn_norm",
+                f32_bytes(&llama::norm(src, &name("attn_norm"), d)?),
+            )?;
+            let ffn_norm = g.storage_init(
+                "ffn_norm",
+                f32_bytes(&llama::norm(src, &name("ffn_norm"), d)?),
+            )?;
             let qkv_w = PackedWeight::concat(&[
                 pack_tensor(src, &name("attn_q"), d, qd)?,
                 pack_tensor(src, &name("attn_k"), d, kvd)?,
@@ -158,7 +196,8 @@ impl GpuBlocks {
             ])?;
             let o_w = pack_tensor(src, &name("attn_output"), qd, d)?;
             let down_w = pack_tensor(src, &name("ffn_down"), f, d)?;
-            weight_bytes += qkv_w.gpu_bytes() + gu_w.gpu_bytes() + o_w.gpu_bytes() + down_w.gpu_bytes();
+            weight_bytes +=
+                qkv_w.gpu_bytes() + gu_w.gpu_bytes() + o_w.gpu_bytes() + down_w.gpu_bytes();
             let qkv_l = Linear::new(
                 g,
                 qkv_w.upload(g, &name("attn_qkv"))?,
@@ -167,18 +206,37 @@ impl GpuBlocks {
                     ..normed(Mode::QkvRope)
                 },
             )?;
-            let o = Linear::new(g, o_w.upload(g, &name("attn_output"))?, Variant::new(Mode::Accumulate, shape))?;
-            let gate_up = Linear::new(g, gu_w.upload(g, &name("ffn_gate_up"))?, normed(Mode::SwiGlu))?;
-            let down = Linear::new(g, down_w.upload(g, &name("ffn_down"))?, Variant::new(Mode::Accumulate, shape))?;
+            let o = Linear::new(
+                g,
+                o_w.upload(g, &name("attn_output"))?,
+                Variant::new(Mode::Accumulate, shape),
+            )?;
+            let gate_up = Linear::new(
+                g,
+                gu_w.upload(g, &name("ffn_gate_up"))?,
+                normed(Mode::SwiGlu),
+            )?;
+            let down = Linear::new(
+                g,
+                down_w.upload(g, &name("ffn_down"))?,
+                Variant::new(Mode::Accumulate, shape),
+            )?;
+            let norms = norm.as_ref().map(|(k, xn)| {
+                (
+                    g.bind_group(k, &[&step, &x, &attn_norm, xn]),
+                    g.bind_group(k, &[&step, &x, &ffn_norm, xn]),
+                )
+            });
             out.push(Block {
+                norms,
                 o_bind: o.bind(g, &step, &att, &x, Extras::default()),
                 gate_up_bind: gate_up.bind(
                     g,
                     &step,
-                    &x,
+                    norm_in,
                     &ffh,
                     Extras {
-                        norm: Some(&ffn_norm),
+                        norm: fuse_norm.then_some(&ffn_norm),
                         ..Default::default()
                     },
                 ),
@@ -202,6 +260,7 @@ impl GpuBlocks {
             rope_table,
             readback,
             attention,
+            norm,
             blocks: out,
             sessions: HashMap::new(),
             weight_bytes,
@@ -219,25 +278,46 @@ impl GpuBlocks {
         self.weight_bytes
     }
 
-    fn forward_chunk(&mut self, id: SessionId, start_pos: usize, rows: &mut [f32]) -> Result<(), EngineError> {
+    fn forward_chunk(
+        &mut self,
+        id: SessionId,
+        start_pos: usize,
+        rows: &mut [f32],
+    ) -> Result<(), EngineError> {
         let c = &self.config;
         let n = rows.len() / c.d_model;
-        let s = self.sessions.get(&id).ok_or(EngineError::UnknownSession(id))?;
+        let s = self
+            .sessions
+            .get(&id)
+            .ok_or(EngineError::UnknownSession(id))?;
         let g = &*self.ctx;
         let step = Step {
             n_tokens: n as u32,
             start_pos: start_pos as u32,
             pad: [0; 2],
         };
-        g.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
+        g.queue
+            .write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
         g.queue.write_buffer(&self.x, 0, f32_bytes(rows));
         let mut enc = g.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
+            let norm = self.norm.as_ref().map(|(k, _)| k);
             for (i, b) in self.blocks.iter().enumerate() {
+                if let (Some(k), Some((n1, _))) = (norm, &b.norms) {
+                    dispatch(&mut pass, k, n1, rmsnorm::groups(n));
+                }
                 b.qkv.record(&mut pass, &s.qkv[i], n);
-                dispatch(&mut pass, &self.attention, &s.attn[i], attention::groups(c.n_heads, n));
+                dispatch(
+                    &mut pass,
+                    &self.attention,
+                    &s.attn[i],
+                    attention::groups(c.n_heads, n),
+                );
                 b.o.record(&mut pass, &b.o_bind, n);
+                if let (Some(k), Some((_, n2))) = (norm, &b.norms) {
+                    dispatch(&mut pass, k, n2, rmsnorm::groups(n));
+                }
                 b.gate_up.record(&mut pass, &b.gate_up_bind, n);
                 b.down.record(&mut pass, &b.down_bind, n);
             }
@@ -275,11 +355,13 @@ impl BlockBackend for GpuBlocks {
             let v = g.storage(&format!("blk.{b} V cache"), bytes)?;
             let blk = &self.blocks[i];
             let extras = Extras {
-                norm: Some(&blk.attn_norm),
+                norm: self.norm.is_none().then_some(&blk.attn_norm),
                 rope_kv: Some((&self.rope_table, &k, &v)),
             };
-            qkv_bg.push(blk.qkv.bind(g, &self.step, &self.x, &self.qkv, extras));
-            attn_bg.push(g.bind_group(&self.attention, &[&self.step, &self.qkv, &k, &v, &self.att]));
+            let input = self.norm.as_ref().map_or(&self.x, |(_, xn)| xn);
+            qkv_bg.push(blk.qkv.bind(g, &self.step, input, &self.qkv, extras));
+            attn_bg
+                .push(g.bind_group(&self.attention, &[&self.step, &self.qkv, &k, &v, &self.att]));
             kv.push((k, v));
         }
         self.sessions.insert(
@@ -299,10 +381,18 @@ impl BlockBackend for GpuBlocks {
         self.sessions.remove(&id);
     }
 
-    fn forward(&mut self, id: SessionId, start_pos: usize, hidden: &mut [f32]) -> Result<(), EngineError> {
+    fn forward(
+        &mut self,
+        id: SessionId,
+        start_pos: usize,
+        hidden: &mut [f32],
+    ) -> Result<(), EngineError> {
         let d = self.config.d_model;
         let n = llama::rows(hidden, d)?;
-        let s = self.sessions.get(&id).ok_or(EngineError::UnknownSession(id))?;
+        let s = self
+            .sessions
+            .get(&id)
+            .ok_or(EngineError::UnknownSession(id))?;
         llama::check_positions(start_pos, n, s.cached, s.max)?;
         for (i, chunk) in hidden.chunks_mut(MAX_BATCH * d).enumerate() {
             self.forward_chunk(id, start_pos + i * MAX_BATCH, chunk)?;
@@ -329,6 +419,8 @@ pub struct GpuHead {
     table: GpuWeight,
     lm: Linear,
     lm_bind: wgpu::BindGroup,
+    /// The final RMSNorm as its own dispatch (CPU adapters), else fused into the LM head.
+    norm: Option<(Arc<Kernel>, wgpu::BindGroup)>,
     embed_k: Arc<Kernel>,
     embed_bg: wgpu::BindGroup,
     argmax_k: Arc<Kernel>,
@@ -351,7 +443,10 @@ impl GpuHead {
         let logits = g.storage("logits", (vocab * 4) as u64)?;
         let id_out = g.storage("token id", 4)?;
         let sample_params = g.uniform("sample params", 16);
-        let norm_w = g.storage_init("output_norm", f32_bytes(&llama::norm(src, "output_norm.weight", d)?))?;
+        let norm_w = g.storage_init(
+            "output_norm",
+            f32_bytes(&llama::norm(src, "output_norm.weight", d)?),
+        )?;
         let embd_t = llama::linear(src, "token_embd.weight", d, vocab)?;
         let table = linear::pack(embd_t.ty, embd_t.data, vocab, d)?.upload(g, "token_embd")?;
         let lm_t = llama::lm_head(src, &c)?;
@@ -361,26 +456,35 @@ impl GpuHead {
         } else {
             linear::pack(lm_t.ty, lm_t.data, vocab, d)?.upload(g, "output")?
         };
+        let fuse_norm = shape.threads_per_row > 1;
         let lm = Linear::new(
             g,
             lm_w,
             Variant {
-                norm_eps: Some(c.rms_eps),
+                norm_eps: fuse_norm.then_some(c.rms_eps),
                 ..Variant::new(Mode::Store, shape)
             },
         )?;
-        let lm_bind = lm.bind(
-            g,
-            &step,
-            &hidden,
-            &logits,
-            Extras {
+        let (lm_bind, norm) = if fuse_norm {
+            let extras = Extras {
                 norm: Some(&norm_w),
                 ..Default::default()
-            },
-        );
+            };
+            (lm.bind(g, &step, &hidden, &logits, extras), None)
+        } else {
+            let normed = g.storage("final normed", (d * 4) as u64)?;
+            let k = rmsnorm::kernel(g, d, c.rms_eps)?;
+            let bg = g.bind_group(&k, &[&step, &hidden, &norm_w, &normed]);
+            (
+                lm.bind(g, &step, &normed, &logits, Extras::default()),
+                Some((k, bg)),
+            )
+        };
         let embed_k = embed::kernel(g, &table)?;
-        let embed_bg = g.bind_group(&embed_k, &[&step, &tokens, &table.quants, &table.scales, &embedded]);
+        let embed_bg = g.bind_group(
+            &embed_k,
+            &[&step, &tokens, &table.quants, &table.scales, &embedded],
+        );
         let argmax_k = argmax::kernel(g, vocab)?;
         let argmax_bg = g.bind_group(&argmax_k, &[&logits, &id_out]);
         let sample_k = sample::kernel(g, vocab)?;
@@ -399,6 +503,7 @@ impl GpuHead {
             table,
             lm,
             lm_bind,
+            norm,
             embed_k,
             embed_bg,
             argmax_k,
@@ -412,7 +517,11 @@ impl GpuHead {
 
     /// Records the LM head (with the final norm fused) of `hidden` into a new encoder, optionally followed by
     /// `then` (argmax or sampling).
-    fn head_pass(&self, hidden: &[f32], then: Option<(&Kernel, &wgpu::BindGroup)>) -> Result<wgpu::CommandEncoder, EngineError> {
+    fn head_pass(
+        &self,
+        hidden: &[f32],
+        then: Option<(&Kernel, &wgpu::BindGroup)>,
+    ) -> Result<wgpu::CommandEncoder, EngineError> {
         let c = &self.config;
         check_len(hidden.len(), c.d_model, c.d_model)?;
         let g = &*self.ctx;
@@ -420,11 +529,15 @@ impl GpuHead {
             n_tokens: 1,
             ..Default::default()
         };
-        g.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
+        g.queue
+            .write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
         g.queue.write_buffer(&self.hidden, 0, f32_bytes(hidden));
         let mut enc = g.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
+            if let Some((k, bg)) = &self.norm {
+                dispatch(&mut pass, k, bg, rmsnorm::groups(1));
+            }
             self.lm.record(&mut pass, &self.lm_bind, 1);
             if let Some((k, bg)) = then {
                 dispatch(&mut pass, k, bg, argmax::GROUPS);
@@ -448,9 +561,16 @@ impl GpuHead {
 
     /// A sampled next token; `u` is the uniform random number in `[0, 1)` (see
     /// [`crate::ops::sample`] for the rule, identical to [`sample::reference`]).
-    pub fn sample(&mut self, hidden: &[f32], params: &SamplingParams, u: f32) -> Result<u32, EngineError> {
+    pub fn sample(
+        &mut self,
+        hidden: &[f32],
+        params: &SamplingParams,
+        u: f32,
+    ) -> Result<u32, EngineError> {
         let uni = sample::Uniform::new(params, u);
-        self.ctx.queue.write_buffer(&self.sample_params, 0, bytemuck::bytes_of(&uni));
+        self.ctx
+            .queue
+            .write_buffer(&self.sample_params, 0, bytemuck::bytes_of(&uni));
         let enc = self.head_pass(hidden, Some((&self.sample_k, &self.sample_bg)))?;
         self.read_id(enc)
     }
@@ -476,14 +596,22 @@ impl HeadBackend for GpuHead {
                 n_tokens: ids.len() as u32,
                 ..Default::default()
             };
-            g.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
-            g.queue.write_buffer(&self.tokens, 0, bytemuck::cast_slice(ids));
+            g.queue
+                .write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
+            g.queue
+                .write_buffer(&self.tokens, 0, bytemuck::cast_slice(ids));
             let mut enc = g.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
-                dispatch(&mut pass, &self.embed_k, &self.embed_bg, embed::groups(d, ids.len()));
+                dispatch(
+                    &mut pass,
+                    &self.embed_k,
+                    &self.embed_bg,
+                    embed::groups(d, ids.len()),
+                );
             }
-            self.readback.copy_from(&mut enc, &self.embedded, (rows.len() * 4) as u64);
+            self.readback
+                .copy_from(&mut enc, &self.embedded, (rows.len() * 4) as u64);
             g.queue.submit([enc.finish()]);
             rows.copy_from_slice(&self.readback.read_f32(g, rows.len())?);
         }
@@ -493,7 +621,8 @@ impl HeadBackend for GpuHead {
     fn logits(&mut self, hidden: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
         check_len(logits.len(), self.config.vocab_size, self.config.d_model)?;
         let mut enc = self.head_pass(hidden, None)?;
-        self.readback.copy_from(&mut enc, &self.logits, (logits.len() * 4) as u64);
+        self.readback
+            .copy_from(&mut enc, &self.logits, (logits.len() * 4) as u64);
         self.ctx.queue.submit([enc.finish()]);
         logits.copy_from_slice(&self.readback.read_f32(&self.ctx, logits.len())?);
         Ok(())

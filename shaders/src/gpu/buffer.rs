@@ -78,7 +78,11 @@ impl GpuContext {
                     mapped_at_creation: false,
                 })
             };
-            [make("unused read"), make("unused write 0"), make("unused write 1")]
+            [
+                make("unused read"),
+                make("unused write 0"),
+                make("unused write 1"),
+            ]
         })
     }
 
@@ -136,10 +140,11 @@ impl Readback {
         };
         let len = bytes.next_multiple_of(4);
         let (tx, rx) = mpsc::channel();
-        self.buffer.map_async(wgpu::MapMode::Read, 0..len, move |r| {
-            // The receiver outlives the poll below; a failed send only means it is gone.
-            let _ = tx.send(r);
-        });
+        self.buffer
+            .map_async(wgpu::MapMode::Read, 0..len, move |r| {
+                // The receiver outlives the poll below; a failed send only means it is gone.
+                let _ = tx.send(r);
+            });
         ctx.wait()?;
         rx.recv()
             .map_err(|e| err(e.to_string()))?
@@ -157,6 +162,8 @@ impl Readback {
 
     /// Reads back `len` f32 values.
     pub fn read_f32(&self, ctx: &GpuContext, len: usize) -> Result<Vec<f32>, GpuError> {
-        Ok(bytemuck::pod_collect_to_vec(&self.read(ctx, (len * 4) as u64)?))
+        Ok(bytemuck::pod_collect_to_vec(
+            &self.read(ctx, (len * 4) as u64)?,
+        ))
     }
 }

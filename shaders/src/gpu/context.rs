@@ -18,7 +18,9 @@ pub struct GpuContext {
 
 impl std::fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuContext").field("info", &self.info()).finish()
+        f.debug_struct("GpuContext")
+            .field("info", &self.info())
+            .finish()
     }
 }
 

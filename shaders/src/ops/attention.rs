@@ -28,7 +28,11 @@ pub fn kernel(
     n_heads: usize,
     n_kv_heads: usize,
 ) -> Result<Arc<Kernel>, GpuError> {
-    if head_dim > MAX_HEAD_DIM || head_dim % 4 != 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+    if head_dim > MAX_HEAD_DIM
+        || !head_dim.is_multiple_of(4)
+        || n_kv_heads == 0
+        || !n_heads.is_multiple_of(n_kv_heads)
+    {
         return Err(GpuError::Kernel {
             kernel: "attention".into(),
             reason: format!(
@@ -125,7 +129,11 @@ mod tests {
             let vc = pseudo_random(total * kvd, 7, 1.0);
             let mut want = vec![0f32; n * nh * hd];
             reference(&qkv, qkv_w, &kc, &vc, nh, nkv, hd, start, &mut want);
-            let (qb, kb, vb) = (upload_f32(&ctx, &qkv), upload_f32(&ctx, &kc), upload_f32(&ctx, &vc));
+            let (qb, kb, vb) = (
+                upload_f32(&ctx, &qkv),
+                upload_f32(&ctx, &kc),
+                upload_f32(&ctx, &vc),
+            );
             let ob = upload_f32(&ctx, &vec![0.0; n * nh * hd]);
             let st = step(&ctx, n as u32, start as u32);
             let k = kernel(&ctx, hd, nh, nkv).expect("kernel");

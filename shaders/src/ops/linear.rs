@@ -143,8 +143,13 @@ pub struct PackedWeight {
 }
 
 /// Repacks a ggml tensor of `rows × cols` (`cols` a multiple of 32) for the GPU.
-pub fn pack(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Result<PackedWeight, ModelError> {
-    if cols % 32 != 0 || cols % ty.block_elems() != 0 {
+pub fn pack(
+    ty: GgmlType,
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+) -> Result<PackedWeight, ModelError> {
+    if !cols.is_multiple_of(32) || !cols.is_multiple_of(ty.block_elems()) {
         return Err(ModelError::Malformed(format!(
             "{} rows of {cols} elements are not whole groups of 32",
             ty.name()
@@ -198,7 +203,13 @@ pub fn pack(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Result<Packe
                     scales.extend_from_slice(&(d * sc as f32).to_le_bytes());
                     scales.extend_from_slice(&(-(dmin * m as f32)).to_le_bytes());
                     let pair = &qs[32 * (j / 2)..32 * (j / 2) + 32];
-                    let q = |l: usize| if j % 2 == 0 { pair[l] & 0x0f } else { pair[l] >> 4 };
+                    let q = |l: usize| {
+                        if j % 2 == 0 {
+                            pair[l] & 0x0f
+                        } else {
+                            pair[l] >> 4
+                        }
+                    };
                     for i in 0..16 {
                         quants.push(q(i) | (q(i + 16) << 4));
                     }
@@ -320,7 +331,10 @@ pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel
         c.push(("HD", r.head_dim as f64));
         c.push(("NH", r.n_heads as f64));
         c.push(("NKV", r.n_kv_heads as f64));
-        c.push(("NEOX", (r.style == crate::model::RopeStyle::NeoX) as u32 as f64));
+        c.push((
+            "NEOX",
+            (r.style == crate::model::RopeStyle::NeoX) as u32 as f64,
+        ));
     }
     ctx.kernel(&SPEC, &c)
 }
@@ -347,7 +361,10 @@ pub fn bind(
     let [ur, uw0, uw1] = ctx.unused_buffers();
     let norm = extras.norm.unwrap_or(ur);
     let (cs, kc, vc) = extras.rope_kv.unwrap_or((ur, uw0, uw1));
-    ctx.bind_group(kernel, &[step, x, &w.quants, &w.scales, y, norm, cs, kc, vc])
+    ctx.bind_group(
+        kernel,
+        &[step, x, &w.quants, &w.scales, y, norm, cs, kc, vc],
+    )
 }
 
 /// Workgroups for `v` over a matrix of `w_rows` rows and `n_tokens` tokens.
@@ -374,7 +391,7 @@ pub fn reference(
     let row_bytes = ty
         .bytes_for(cols)
         .ok_or_else(|| ModelError::Malformed(format!("{} row of {cols}", ty.name())))?;
-    if w.len() != row_bytes * rows || x.len() % cols != 0 {
+    if w.len() != row_bytes * rows || !x.len().is_multiple_of(cols) {
         return Err(ModelError::Malformed(format!(
             "linear reference: {} bytes of weights for {rows}x{cols}, {} inputs",
             w.len(),
@@ -424,7 +441,16 @@ mod tests {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn run_norm(ty: GgmlType, rows: usize, cols: usize, n: usize, mode: Mode, tt: u32, shape: Shape, norm: bool) {
+    fn run_norm(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        n: usize,
+        mode: Mode,
+        tt: u32,
+        shape: Shape,
+        norm: bool,
+    ) {
         let ctx = ctx();
         let wf = pseudo_random(rows * cols, 7 + rows as u64, 1.0);
         let w = quantize(ty, &wf).expect("whole blocks");
@@ -472,8 +498,26 @@ mod tests {
     #[test]
     fn fused_norm_matches() {
         for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
-            run_norm(ty, 64, 576, 1, Mode::Store, 1, Shape::ROW_PER_INVOCATION, true);
-            run_norm(ty, 64, 128, 3, Mode::SwiGlu, 4, Shape::WORKGROUP_REDUCE, true);
+            run_norm(
+                ty,
+                64,
+                576,
+                1,
+                Mode::Store,
+                1,
+                Shape::ROW_PER_INVOCATION,
+                true,
+            );
+            run_norm(
+                ty,
+                64,
+                128,
+                3,
+                Mode::SwiGlu,
+                4,
+                Shape::WORKGROUP_REDUCE,
+                true,
+            );
         }
     }
 
