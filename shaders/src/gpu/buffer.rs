@@ -167,3 +167,33 @@ impl Readback {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A buffer past the storage binding limit (128 MiB on lavapipe) is refused with an
+    /// error naming it, before anything is allocated; one within it round-trips.
+    #[test]
+    fn binding_limit_is_checked_and_data_round_trips() {
+        let ctx = crate::gpu::shared().expect("a Vulkan adapter");
+        let limit = ctx.max_storage_binding();
+        match ctx.storage("too big", limit + 4) {
+            Err(GpuError::BindingTooLarge { label, size, .. }) => {
+                assert_eq!(label, "too big");
+                assert_eq!(size, limit + 4);
+            }
+            other => panic!("expected BindingTooLarge, got {other:?}"),
+        }
+        let data: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5).collect();
+        let b = ctx
+            .storage_init("round trip", bytemuck::cast_slice(&data))
+            .expect("small buffer");
+        assert_eq!(ctx.read_f32(&b, data.len()).expect("readback"), data);
+        assert!(
+            ctx.info().contains("llvmpipe") || !ctx.is_cpu(),
+            "{}",
+            ctx.info()
+        );
+    }
+}

@@ -204,7 +204,7 @@ pub fn pack(
                     scales.extend_from_slice(&(-(dmin * m as f32)).to_le_bytes());
                     let pair = &qs[32 * (j / 2)..32 * (j / 2) + 32];
                     let q = |l: usize| {
-                        if j % 2 == 0 {
+                        if j.is_multiple_of(2) {
                             pair[l] & 0x0f
                         } else {
                             pair[l] >> 4
@@ -322,7 +322,7 @@ pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel
             kernel: "linear".into(),
             reason: "q/k/v mode needs the attention shape".into(),
         })?;
-        if (r.n_heads + 2 * r.n_kv_heads) * r.head_dim != w.rows || r.head_dim % 2 != 0 {
+        if (r.n_heads + 2 * r.n_kv_heads) * r.head_dim != w.rows || !r.head_dim.is_multiple_of(2) {
             return Err(GpuError::Kernel {
                 kernel: "linear".into(),
                 reason: format!("{} rows are not q/k/v heads of {r:?}", w.rows),
