@@ -12,29 +12,78 @@ use cocoon_shaders::engine::{BlockBackend, GpuBlocks, GpuHead, HeadBackend, Sess
 use cocoon_shaders::gpu::{GpuContext, Kernel};
 use cocoon_shaders::model::quant::quantize;
 use cocoon_shaders::model::{GgmlType, RopeStyle};
-use cocoon_shaders::ops::linear::{self, Mode, Shape};
+use cocoon_shaders::ops::linear::{self, Extras, Mode, Shape, Variant};
 use cocoon_shaders::ops::{Step, argmax, attention, pseudo_random, rmsnorm, rope};
 
+/// CPU seconds this process has used (all threads: llvmpipe's workers included), from
+/// /proc/self/stat (Linux's 100 Hz clock ticks). On a shared machine this, not the wall
+/// clock, says what a kernel costs.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14 and 15 of the stat line are utime and stime; `after` starts at field 3.
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+thread_local! {
+    static LAST_CPU: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
+}
+
+/// Wall seconds per call of `f`; the CPU seconds per call are left in `LAST_CPU`.
 fn time<F: FnMut()>(min: Duration, mut f: F) -> f64 {
     f();
     let mut iters = 0u32;
     let start = Instant::now();
+    let c0 = cpu_seconds();
     while start.elapsed() < min || iters < 2 {
         f();
         iters += 1;
     }
+    LAST_CPU.with(|c| c.set((cpu_seconds() - c0) / iters as f64));
     start.elapsed().as_secs_f64() / iters as f64
 }
 
+fn last_cpu() -> f64 {
+    LAST_CPU.with(|c| c.get())
+}
+
 /// Runs `reps` dispatches of `kernel` in one submission and waits; seconds per dispatch.
-fn gpu_time(ctx: &GpuContext, min: Duration, kernel: &Kernel, buffers: &[&wgpu::Buffer], groups: (u32, u32, u32), reps: u32) -> f64 {
-    let bg = ctx.bind_group(kernel, buffers);
+fn gpu_time(
+    ctx: &GpuContext,
+    min: Duration,
+    kernel: &Kernel,
+    buffers: &[&wgpu::Buffer],
+    groups: (u32, u32, u32),
+    reps: u32,
+) -> f64 {
+    gpu_time_bg(
+        ctx,
+        min,
+        kernel,
+        &ctx.bind_group(kernel, buffers),
+        groups,
+        reps,
+    )
+}
+
+fn gpu_time_bg(
+    ctx: &GpuContext,
+    min: Duration,
+    kernel: &Kernel,
+    bg: &wgpu::BindGroup,
+    groups: (u32, u32, u32),
+    reps: u32,
+) -> f64 {
     time(min, || {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             for _ in 0..reps {
-                cocoon_shaders::gpu::pipeline::dispatch(&mut pass, kernel, &bg, groups);
+                cocoon_shaders::gpu::pipeline::dispatch(&mut pass, kernel, bg, groups);
             }
         }
         ctx.queue.submit([enc.finish()]);
@@ -47,21 +96,35 @@ struct Row {
     unit: &'static str,
     gpu: f64,
     cpu: f64,
+    /// The same measures per CPU-second consumed (GB or GFLOP per CPU-second), when the
+    /// rows are throughputs.
+    per_cpu: Option<(f64, f64)>,
 }
 
 fn step_buffer(ctx: &GpuContext, n: u32, pos: u32) -> wgpu::Buffer {
     let b = ctx.uniform("step", 16);
-    let s = Step { n_tokens: n, start_pos: pos, pad: [0; 2] };
+    let s = Step {
+        n_tokens: n,
+        start_pos: pos,
+        pad: [0; 2],
+    };
     ctx.queue.write_buffer(&b, 0, bytemuck::bytes_of(&s));
     b
 }
 
 fn f32_buf(ctx: &GpuContext, v: &[f32]) -> wgpu::Buffer {
-    ctx.storage_init("bench", bytemuck::cast_slice(v)).expect("bench buffer")
+    ctx.storage_init("bench", bytemuck::cast_slice(v))
+        .expect("bench buffer")
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Other non-flag arguments select sections: matvec, small, decode.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
     let min = Duration::from_millis(if quick { 150 } else { 600 });
     let ctx = cocoon_shaders::gpu::shared().expect("a Vulkan adapter");
     println!("adapter: {}", ctx.info());
@@ -74,67 +137,141 @@ fn main() {
         ("down 1536->576", GgmlType::Q4_1, 1536, 576),
         ("lm 576->49152", GgmlType::Q8_0, 576, 49152),
     ];
-    for (name, ty, inp, out) in shapes {
+    for (name, ty, inp, out) in shapes.into_iter().filter(|_| run("matvec")) {
         let w = quantize(ty, &pseudo_random(inp * out, 1, 0.05)).expect("quantize");
         let x = pseudo_random(inp * 32, 2, 1.0);
         let mut y = vec![0f32; out * 32];
         let cpu = time(min, || {
-            linear::reference(ty, &w, out, inp, Mode::Store, &x[..inp], &mut y[..out]).expect("reference");
+            linear::reference(ty, &w, out, inp, Mode::Store, &x[..inp], &mut y[..out])
+                .expect("reference");
         });
+        let cpu_c = last_cpu();
         let packed = linear::pack(ty, &w, out, inp).expect("pack");
         let gb = packed.gpu_bytes() as f64 / 1e9;
         let gw = packed.upload(&ctx, name).expect("upload");
         let xb = f32_buf(&ctx, &x);
         let yb = ctx.storage("y", (out * 32 * 4) as u64).expect("y");
         let reps = if out > 10000 { 4 } else { 30 };
-        for (sname, shape) in [("row/inv", Shape::ROW_PER_INVOCATION), ("wg-reduce", Shape::WORKGROUP_REDUCE)] {
-            let k = linear::kernel(&ctx, &gw, Mode::Store, 1, shape).expect("kernel");
+        for (sname, shape) in [
+            ("row/inv", Shape::ROW_PER_INVOCATION),
+            ("wg-reduce", Shape::WORKGROUP_REDUCE),
+        ] {
+            let v = Variant::new(Mode::Store, shape);
+            let k = linear::kernel(&ctx, &gw, &v).expect("kernel");
             let st = step_buffer(&ctx, 1, 0);
-            let t = gpu_time(&ctx, min, &k, &[&st, &xb, &gw.quants, &gw.scales, &yb], linear::groups(out, 1, 1, shape), reps);
-            rows.push(Row { kernel: format!("matvec {} {name} [{sname}]", ty.name()), unit: "GB/s", gpu: gb / t, cpu: gb / cpu });
+            let bg = linear::bind(&ctx, &k, &st, &xb, &gw, &yb, Extras::default());
+            let t = gpu_time_bg(&ctx, min, &k, &bg, linear::groups(out, 1, &v), reps);
+            let per = Some((gb / (last_cpu() / reps as f64), gb / cpu_c));
+            rows.push(Row {
+                kernel: format!("matvec {} {name} [{sname}]", ty.name()),
+                unit: "GB/s",
+                gpu: gb / t,
+                cpu: gb / cpu,
+                per_cpu: per,
+            });
         }
         // Prefill: 32 rows, 4 per invocation; GFLOP/s.
         let flops = 2.0 * (inp * out * 32) as f64 / 1e9;
         let cpu32 = time(min, || {
             linear::reference(ty, &w, out, inp, Mode::Store, &x, &mut y).expect("reference");
         });
-        let shape = Shape::for_context(&ctx);
-        let k = linear::kernel(&ctx, &gw, Mode::Store, 4, shape).expect("kernel");
+        let cpu32_c = last_cpu();
+        let v = Variant {
+            tokens_per_invocation: 4,
+            ..Variant::new(Mode::Store, Shape::for_context(&ctx))
+        };
+        let k = linear::kernel(&ctx, &gw, &v).expect("kernel");
         let st = step_buffer(&ctx, 32, 0);
-        let t = gpu_time(&ctx, min, &k, &[&st, &xb, &gw.quants, &gw.scales, &yb], linear::groups(out, 32, 4, shape), if out > 10000 { 1 } else { 4 });
-        rows.push(Row { kernel: format!("matmul n=32 {} {name}", ty.name()), unit: "GFLOP/s", gpu: flops / t, cpu: flops / cpu32 });
+        let bg = linear::bind(&ctx, &k, &st, &xb, &gw, &yb, Extras::default());
+        let reps = if out > 10000 { 1 } else { 4 };
+        let t = gpu_time_bg(&ctx, min, &k, &bg, linear::groups(out, 32, &v), reps);
+        let per = Some((flops / (last_cpu() / reps as f64), flops / cpu32_c));
+        rows.push(Row {
+            kernel: format!("matmul n=32 {} {name}", ty.name()),
+            unit: "GFLOP/s",
+            gpu: flops / t,
+            cpu: flops / cpu32,
+            per_cpu: per,
+        });
     }
 
     // RMSNorm, RoPE+KV write, attention at 512 cached positions, argmax over the vocab.
-    {
+    if run("small") {
         let d = 576;
         let x = pseudo_random(d, 3, 1.0);
         let g = pseudo_random(d, 4, 1.0);
         let mut y = vec![0f32; d];
         let cpu = time(min, || rmsnorm::reference(&x, &g, 1e-5, &mut y));
         let k = rmsnorm::kernel(&ctx, d, 1e-5).expect("kernel");
-        let (st, xb, gb, yb) = (step_buffer(&ctx, 1, 0), f32_buf(&ctx, &x), f32_buf(&ctx, &g), f32_buf(&ctx, &y));
+        let (st, xb, gb, yb) = (
+            step_buffer(&ctx, 1, 0),
+            f32_buf(&ctx, &x),
+            f32_buf(&ctx, &g),
+            f32_buf(&ctx, &y),
+        );
         let t = gpu_time(&ctx, min, &k, &[&st, &xb, &gb, &yb], rmsnorm::groups(1), 50);
-        rows.push(Row { kernel: "rmsnorm 576".into(), unit: "us (lower)", gpu: t * 1e6, cpu: cpu * 1e6 });
+        rows.push(Row {
+            kernel: "rmsnorm 576".into(),
+            unit: "us (lower)",
+            gpu: t * 1e6,
+            cpu: cpu * 1e6,
+            per_cpu: None,
+        });
 
         let (hd, nh, nkv, pos) = (64, 9, 3, 512);
         let tab = rope::table(hd, 1e5, 1024);
         let qkv = pseudo_random((nh + 2 * nkv) * hd, 5, 1.0);
         let mut q = qkv[..nh * hd].to_vec();
-        let cpu = time(min, || rope::reference(RopeStyle::Adjacent, hd, &tab, pos, &mut q));
+        let cpu = time(min, || {
+            rope::reference(RopeStyle::Adjacent, hd, &tab, pos, &mut q)
+        });
         let k = rope::kernel(&ctx, hd, nh, nkv, RopeStyle::Adjacent).expect("kernel");
         let kc = pseudo_random(1024 * nkv * hd, 6, 1.0);
         let vc = pseudo_random(1024 * nkv * hd, 7, 1.0);
-        let (st, qb, cb, kb, vb) = (step_buffer(&ctx, 1, pos as u32), f32_buf(&ctx, &qkv), f32_buf(&ctx, bytemuck::cast_slice(&tab)), f32_buf(&ctx, &kc), f32_buf(&ctx, &vc));
-        let t = gpu_time(&ctx, min, &k, &[&st, &qb, &cb, &kb, &vb], rope::groups(nh, nkv, 1), 50);
-        rows.push(Row { kernel: "rope+kv 9/3 heads".into(), unit: "us (lower)", gpu: t * 1e6, cpu: cpu * 1e6 });
+        let (st, qb, cb, kb, vb) = (
+            step_buffer(&ctx, 1, pos as u32),
+            f32_buf(&ctx, &qkv),
+            f32_buf(&ctx, bytemuck::cast_slice(&tab)),
+            f32_buf(&ctx, &kc),
+            f32_buf(&ctx, &vc),
+        );
+        let t = gpu_time(
+            &ctx,
+            min,
+            &k,
+            &[&st, &qb, &cb, &kb, &vb],
+            rope::groups(nh, nkv, 1),
+            50,
+        );
+        rows.push(Row {
+            kernel: "rope+kv 9/3 heads".into(),
+            unit: "us (lower)",
+            gpu: t * 1e6,
+            cpu: cpu * 1e6,
+            per_cpu: None,
+        });
 
         let mut out = vec![0f32; nh * hd];
-        let cpu = time(min, || attention::reference(&qkv, qkv.len(), &kc, &vc, nh, nkv, hd, pos, &mut out));
+        let cpu = time(min, || {
+            attention::reference(&qkv, qkv.len(), &kc, &vc, nh, nkv, hd, pos, &mut out)
+        });
         let k = attention::kernel(&ctx, hd, nh, nkv).expect("kernel");
         let ob = f32_buf(&ctx, &out);
-        let t = gpu_time(&ctx, min, &k, &[&st, &qb, &kb, &vb, &ob], attention::groups(nh, 1), 20);
-        rows.push(Row { kernel: "attention decode @512".into(), unit: "us (lower)", gpu: t * 1e6, cpu: cpu * 1e6 });
+        let t = gpu_time(
+            &ctx,
+            min,
+            &k,
+            &[&st, &qb, &kb, &vb, &ob],
+            attention::groups(nh, 1),
+            20,
+        );
+        rows.push(Row {
+            kernel: "attention decode @512".into(),
+            unit: "us (lower)",
+            gpu: t * 1e6,
+            cpu: cpu * 1e6,
+            per_cpu: None,
+        });
 
         let logits = pseudo_random(49152, 8, 5.0);
         let cpu = time(min, || {
@@ -143,22 +280,56 @@ fn main() {
         let k = argmax::kernel(&ctx, logits.len()).expect("kernel");
         let (lb, ob) = (f32_buf(&ctx, &logits), ctx.storage("id", 4).expect("id"));
         let t = gpu_time(&ctx, min, &k, &[&lb, &ob], argmax::GROUPS, 20);
-        rows.push(Row { kernel: "argmax 49152".into(), unit: "us (lower)", gpu: t * 1e6, cpu: cpu * 1e6 });
+        rows.push(Row {
+            kernel: "argmax 49152".into(),
+            unit: "us (lower)",
+            gpu: t * 1e6,
+            cpu: cpu * 1e6,
+            per_cpu: None,
+        });
     }
 
-    println!("\n{:<44} {:>12} {:>12} {:>8}  unit", "kernel", "gpu", "cpu ref", "gpu/cpu");
+    println!(
+        "\n{:<40} {:>9} {:>9} {:>7}  {:<11} {:>9} {:>9} {:>7}",
+        "kernel", "gpu", "cpu ref", "gpu/cpu", "unit", "gpu/cpu-s", "ref/cpu-s", "ratio"
+    );
     for r in &rows {
-        let ratio = if r.unit.starts_with("us") { r.cpu / r.gpu } else { r.gpu / r.cpu };
-        println!("{:<44} {:>12.2} {:>12.2} {:>8.2}  {}", r.kernel, r.gpu, r.cpu, ratio, r.unit);
+        let ratio = if r.unit.starts_with("us") {
+            r.cpu / r.gpu
+        } else {
+            r.gpu / r.cpu
+        };
+        let per = match r.per_cpu {
+            Some((g, c)) => format!("{g:>9.2} {c:>9.2} {:>7.2}", g / c),
+            None => String::new(),
+        };
+        println!(
+            "{:<40} {:>9.2} {:>9.2} {:>7.2}  {:<11} {per}",
+            r.kernel, r.gpu, r.cpu, ratio, r.unit
+        );
     }
+    println!(
+        "(gpu/cpu-s, ref/cpu-s: the same throughput per CPU-second the process consumed, fair on a loaded machine)"
+    );
 
     // Whole decode step on synthetic weights of the default model's shapes.
+    if !run("decode") {
+        return;
+    }
     let t0 = Instant::now();
-    let w = SyntheticWeights::llama(smollm2_135m_config(), GgmlType::Q4_1, GgmlType::Q8_0, 1).expect("synthetic model");
+    let w = SyntheticWeights::llama(smollm2_135m_config(), GgmlType::Q4_1, GgmlType::Q8_0, 1)
+        .expect("synthetic model");
     let c = smollm2_135m_config();
-    println!("\nsynthetic SmolLM2-135M shapes built in {:.1}s", t0.elapsed().as_secs_f64());
-    for (sname, shape) in [("row/inv", Shape::ROW_PER_INVOCATION), ("wg-reduce", Shape::WORKGROUP_REDUCE)] {
-        let mut blocks = GpuBlocks::with_shape(ctx.clone(), &w, 0..c.n_blocks, shape).expect("gpu blocks");
+    println!(
+        "\nsynthetic SmolLM2-135M shapes built in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    for (sname, shape) in [
+        ("row/inv", Shape::ROW_PER_INVOCATION),
+        ("wg-reduce", Shape::WORKGROUP_REDUCE),
+    ] {
+        let mut blocks =
+            GpuBlocks::with_shape(ctx.clone(), &w, 0..c.n_blocks, shape).expect("gpu blocks");
         let mut head = GpuHead::new(ctx.clone(), &w).expect("gpu head");
         let id = SessionId(1);
         blocks.open_session(id, 1024).expect("session");
@@ -166,28 +337,51 @@ fn main() {
         head.embed(&[1], &mut h).expect("embed");
         let mut tok = 1u32;
         let mut pos = 0;
-        let mut step = || {
+        let n = if quick { 10 } else { 40 };
+        let mut start = Instant::now();
+        let mut c0 = cpu_seconds();
+        for i in 0..n + 3 {
+            if i == 3 {
+                start = Instant::now();
+                c0 = cpu_seconds();
+            }
             head.embed(&[tok], &mut h).expect("embed");
             blocks.forward(id, pos, &mut h).expect("forward");
             tok = head.argmax(&h).expect("argmax");
             pos += 1;
-        };
-        for _ in 0..3 {
-            step();
-        }
-        let n = if quick { 10 } else { 40 };
-        let start = Instant::now();
-        for _ in 0..n {
-            step();
         }
         let dt = start.elapsed().as_secs_f64() / n as f64;
-        let bytes = blocks.weight_bytes() + head.table_bytes();
+        let dc = (cpu_seconds() - c0) / n as f64;
+        // Where the time goes: the blocks alone, the head alone.
+        let mut hb = h.clone();
+        let mut p2 = pos;
+        let tb = time(min, || {
+            blocks.forward(id, p2, &mut hb).expect("forward");
+            p2 += 1;
+        });
+        let cb = last_cpu();
+        let th = time(min, || {
+            std::hint::black_box(head.argmax(&h).expect("argmax"));
+        });
+        let ch = last_cpu();
         println!(
-            "decode [{sname}]: {:.1} tok/s ({:.2} ms/token, {:.0} MB weights/token, {:.2} GB/s effective)",
+            "  blocks alone {:.1} ms ({:.1} CPU-ms), head (norm + LM head + argmax) {:.1} ms ({:.1} CPU-ms)",
+            tb * 1e3,
+            cb * 1e3,
+            th * 1e3,
+            ch * 1e3
+        );
+        let bytes = blocks.weight_bytes() + head.table_bytes();
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        println!(
+            "decode [{sname}]: {:.1} tok/s wall ({:.2} ms/token, {:.0} MB weights/token, {:.2} GB/s); \
+             {:.1} CPU-ms/token, so ~{:.0} tok/s on {cores} idle cores",
             1.0 / dt,
             dt * 1e3,
             bytes as f64 / 1e6,
-            bytes as f64 / dt / 1e9
+            bytes as f64 / dt / 1e9,
+            dc * 1e3,
+            cores as f64 / dc
         );
         if quick {
             break;

@@ -19,7 +19,12 @@ struct Matrix {
 }
 
 impl Matrix {
-    fn read(src: &dyn WeightSource, name: &str, inp: usize, out: usize) -> Result<Self, EngineError> {
+    fn read(
+        src: &dyn WeightSource,
+        name: &str,
+        inp: usize,
+        out: usize,
+    ) -> Result<Self, EngineError> {
         let t = llama::linear(src, name, inp, out)?;
         Ok(Self {
             ty: t.ty,
@@ -70,7 +75,8 @@ impl CpuBlocks {
         let (d, f, qd, kvd) = (c.d_model, c.d_ff, c.q_dim(), c.kv_dim());
         let mut out = Vec::new();
         for b in blocks.clone() {
-            let m = |what: &str, i: usize, o: usize| Matrix::read(src, &block_tensor(b, what), i, o);
+            let m =
+                |what: &str, i: usize, o: usize| Matrix::read(src, &block_tensor(b, what), i, o);
             out.push(Block {
                 attn_norm: llama::norm(src, &block_tensor(b, "attn_norm"), d)?,
                 ffn_norm: llama::norm(src, &block_tensor(b, "ffn_norm"), d)?,
@@ -95,7 +101,14 @@ impl CpuBlocks {
 }
 
 /// Applies RoPE to every head of `n` rows of width `heads × head_dim` (row stride given).
-fn rope_rows(style: RopeStyle, c: &ModelConfig, table: &[[f32; 2]], start: usize, x: &mut [f32], width: usize) {
+fn rope_rows(
+    style: RopeStyle,
+    c: &ModelConfig,
+    table: &[[f32; 2]],
+    start: usize,
+    x: &mut [f32],
+    width: usize,
+) {
     for (t, row) in x.chunks_exact_mut(width).enumerate() {
         rope::reference(style, c.head_dim, table, start + t, row);
     }
@@ -117,7 +130,12 @@ impl BlockBackend for CpuBlocks {
         llama::check_session_size(&self.config, max_positions)?;
         let kvd = self.config.kv_dim();
         let kv = (0..self.blocks.len())
-            .map(|_| (vec![0f32; max_positions * kvd], vec![0f32; max_positions * kvd]))
+            .map(|_| {
+                (
+                    vec![0f32; max_positions * kvd],
+                    vec![0f32; max_positions * kvd],
+                )
+            })
             .collect();
         self.sessions.insert(
             id,
@@ -134,10 +152,18 @@ impl BlockBackend for CpuBlocks {
         self.sessions.remove(&id);
     }
 
-    fn forward(&mut self, id: SessionId, start_pos: usize, hidden: &mut [f32]) -> Result<(), EngineError> {
+    fn forward(
+        &mut self,
+        id: SessionId,
+        start_pos: usize,
+        hidden: &mut [f32],
+    ) -> Result<(), EngineError> {
         let c = &self.config;
         let n = llama::rows(hidden, c.d_model)?;
-        let s = self.sessions.get_mut(&id).ok_or(EngineError::UnknownSession(id))?;
+        let s = self
+            .sessions
+            .get_mut(&id)
+            .ok_or(EngineError::UnknownSession(id))?;
         llama::check_positions(start_pos, n, s.cached, s.max)?;
         let (d, f, qd, kvd) = (c.d_model, c.d_ff, c.q_dim(), c.kv_dim());
         let mut xn = vec![0f32; n * d];
@@ -156,7 +182,17 @@ impl BlockBackend for CpuBlocks {
             rope_rows(c.rope_style, c, &self.rope, start_pos, &mut k, kvd);
             kc[start_pos * kvd..(start_pos + n) * kvd].copy_from_slice(&k);
             vc[start_pos * kvd..(start_pos + n) * kvd].copy_from_slice(&v);
-            attention::reference(&q, qd, kc, vc, c.n_heads, c.n_kv_heads, c.head_dim, start_pos, &mut att);
+            attention::reference(
+                &q,
+                qd,
+                kc,
+                vc,
+                c.n_heads,
+                c.n_kv_heads,
+                c.head_dim,
+                start_pos,
+                &mut att,
+            );
             blk.o.apply(Mode::Accumulate, &att, hidden)?;
             rmsnorm::reference(hidden, &blk.ffn_norm, c.rms_eps, &mut xn);
             blk.gate.apply(Mode::Store, &xn, &mut g)?;
@@ -233,6 +269,9 @@ impl HeadBackend for CpuHead {
         check_len(logits.len(), c.vocab_size, c.d_model)?;
         let mut xn = vec![0f32; c.d_model];
         rmsnorm::reference(hidden, &self.norm, c.rms_eps, &mut xn);
-        self.lm.as_ref().unwrap_or(&self.embd).apply(Mode::Store, &xn, logits)
+        self.lm
+            .as_ref()
+            .unwrap_or(&self.embd)
+            .apply(Mode::Store, &xn, logits)
     }
 }

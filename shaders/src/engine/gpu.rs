@@ -2,8 +2,10 @@
 //! memory) and [`GpuHead`] (embedding, final norm, LM head, argmax and sampling).
 //!
 //! Weights are uploaded once, packed but still quantized; q/k/v are stacked into one
-//! matrix and gate/up into another so a block is 8 dispatches: norm, qkv, rope+KV write,
-//! attention, o (+ residual), norm, gate/up + SwiGLU, down (+ residual). Pipelines, bind
+//! matrix and gate/up into another so a block is 5 dispatches: RMSNorm + q/k/v + RoPE +
+//! KV-cache write, attention, o (+ residual), RMSNorm + gate/up + SwiGLU, down
+//! (+ residual). On CPU adapters the RMSNorms stay separate dispatches (7 per block):
+//! there every row recomputing its input's norm costs more than a dispatch does. Pipelines, bind
 //! groups and buffers are created at construction (KV buffers and their bind groups at
 //! `open_session`); a forward writes the input rows and one [`Step`] uniform, records
 //! every block into one command encoder, submits once and reads back only the output.
@@ -18,7 +20,7 @@ use super::{BlockBackend, EngineError, HeadBackend, SessionId};
 use crate::gpu::pipeline::dispatch;
 use crate::gpu::{GpuContext, Kernel, Readback};
 use crate::model::{ModelConfig, WeightSource};
-use crate::ops::linear::{self, GpuWeight, Mode, PackedWeight, Shape};
+use crate::ops::linear::{self, Extras, GpuWeight, Mode, PackedWeight, Rope, Shape, Variant};
 use crate::ops::sample::{self, SamplingParams};
 use crate::ops::{Step, argmax, attention, embed, rmsnorm, rope};
 
@@ -31,78 +33,71 @@ fn f32_bytes(v: &[f32]) -> &[u8] {
     bytemuck::cast_slice(v)
 }
 
-/// A linear layer on the GPU with its decode and prefill pipelines and bind group.
+/// A linear layer on the GPU with its decode and prefill pipelines.
 struct Linear {
-    _w: GpuWeight,
-    out_rows: usize,
-    decode: Arc<Kernel>,
-    prefill: Arc<Kernel>,
-    bind: wgpu::BindGroup,
+    w: GpuWeight,
+    decode: (Arc<Kernel>, Variant),
+    prefill: (Arc<Kernel>, Variant),
 }
 
 impl Linear {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        ctx: &GpuContext,
-        label: &str,
-        packed: PackedWeight,
-        mode: Mode,
-        shape: Shape,
-        step: &wgpu::Buffer,
-        input: &wgpu::Buffer,
-        output: &wgpu::Buffer,
-    ) -> Result<Self, EngineError> {
-        Self::from_weight(ctx, packed.upload(ctx, label)?, mode, shape, step, input, output)
-    }
-
-    fn from_weight(
-        ctx: &GpuContext,
-        w: GpuWeight,
-        mode: Mode,
-        shape: Shape,
-        step: &wgpu::Buffer,
-        input: &wgpu::Buffer,
-        output: &wgpu::Buffer,
-    ) -> Result<Self, EngineError> {
-        let decode = linear::kernel(ctx, &w, mode, 1, shape)?;
-        let prefill = linear::kernel(ctx, &w, mode, PREFILL_TT, shape)?;
-        let bind = ctx.bind_group(&decode, &[step, input, &w.quants, &w.scales, output]);
-        let out_rows = if mode == Mode::SwiGlu { w.rows / 2 } else { w.rows };
+    fn new(ctx: &GpuContext, w: GpuWeight, v: Variant) -> Result<Self, EngineError> {
+        let pv = Variant {
+            tokens_per_invocation: PREFILL_TT,
+            ..v
+        };
         Ok(Self {
-            _w: w,
-            out_rows,
-            decode,
-            prefill,
-            bind,
+            decode: (linear::kernel(ctx, &w, &v)?, v),
+            prefill: (linear::kernel(ctx, &w, &pv)?, pv),
+            w,
         })
     }
 
-    fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: usize, shape: Shape) {
-        let (k, tt) = if n == 1 { (&self.decode, 1) } else { (&self.prefill, PREFILL_TT) };
-        dispatch(pass, k, &self.bind, linear::groups(self.out_rows, n, tt, shape));
+    fn bind(
+        &self,
+        ctx: &GpuContext,
+        step: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        extras: Extras<'_>,
+    ) -> wgpu::BindGroup {
+        linear::bind(ctx, &self.decode.0, step, x, &self.w, y, extras)
+    }
+
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, bind: &wgpu::BindGroup, n: usize) {
+        let (k, v) = if n == 1 { &self.decode } else { &self.prefill };
+        dispatch(pass, k, bind, linear::groups(self.w.rows, n, v));
     }
 }
 
-fn pack_tensor(src: &dyn WeightSource, name: &str, inp: usize, out: usize) -> Result<PackedWeight, EngineError> {
+fn pack_tensor(
+    src: &dyn WeightSource,
+    name: &str,
+    inp: usize,
+    out: usize,
+) -> Result<PackedWeight, EngineError> {
     let t = llama::linear(src, name, inp, out)?;
     Ok(linear::pack(t.ty, t.data, out, inp)?)
 }
 
 struct Block {
-    _norms: (wgpu::Buffer, wgpu::Buffer),
-    norm1: wgpu::BindGroup,
-    norm2: wgpu::BindGroup,
+    attn_norm: wgpu::Buffer,
+    /// Separate RMSNorm dispatches (unfused): before q/k/v and before gate/up.
+    norms: Option<(wgpu::BindGroup, wgpu::BindGroup)>,
     qkv: Linear,
     o: Linear,
+    o_bind: wgpu::BindGroup,
     gate_up: Linear,
+    gate_up_bind: wgpu::BindGroup,
     down: Linear,
+    down_bind: wgpu::BindGroup,
 }
 
 struct Session {
     max: usize,
     cached: usize,
     _kv: Vec<(wgpu::Buffer, wgpu::Buffer)>,
-    rope: Vec<wgpu::BindGroup>,
+    qkv: Vec<wgpu::BindGroup>,
     attn: Vec<wgpu::BindGroup>,
 }
 
@@ -118,9 +113,9 @@ pub struct GpuBlocks {
     att: wgpu::Buffer,
     rope_table: wgpu::Buffer,
     readback: Readback,
-    norm: Arc<Kernel>,
-    rope: Arc<Kernel>,
     attention: Arc<Kernel>,
+    /// RMSNorm kernel and the normed-input buffer, when norms are not fused.
+    norm: Option<(Arc<Kernel>, wgpu::Buffer)>,
     blocks: Vec<Block>,
     sessions: HashMap<SessionId, Session>,
     weight_bytes: usize,
@@ -128,7 +123,11 @@ pub struct GpuBlocks {
 
 impl GpuBlocks {
     /// Uploads blocks `blocks` of `src`, with the kernel shape suited to the adapter.
-    pub fn new(ctx: Arc<GpuContext>, src: &dyn WeightSource, blocks: Range<usize>) -> Result<Self, EngineError> {
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        src: &dyn WeightSource,
+        blocks: Range<usize>,
+    ) -> Result<Self, EngineError> {
         let shape = Shape::for_context(&ctx);
         Self::with_shape(ctx, src, blocks, shape)
     }
@@ -146,22 +145,46 @@ impl GpuBlocks {
         let g = &*ctx;
         let step = g.uniform("step", 16);
         let x = g.storage("hidden", (MAX_BATCH * d * 4) as u64)?;
-        let xn = g.storage("normed", (MAX_BATCH * d * 4) as u64)?;
-        let qkv = g.storage("qkv", (MAX_BATCH * (qd + 2 * kvd) * 4) as u64)?;
+        let qkv = g.storage("q", (MAX_BATCH * (qd + 2 * kvd) * 4) as u64)?;
         let att = g.storage("attention out", (MAX_BATCH * qd * 4) as u64)?;
         let ffh = g.storage("ffn hidden", (MAX_BATCH * f * 4) as u64)?;
         let positions = c.context_length.clamp(1, llama::MAX_POSITIONS);
         let table = rope::table(c.head_dim, c.rope_theta, positions);
         let rope_table = g.storage_init("rope table", bytemuck::cast_slice(&table))?;
-        let norm = rmsnorm::kernel(g, d, c.rms_eps)?;
-        let rope_k = rope::kernel(g, c.head_dim, c.n_heads, c.n_kv_heads, c.rope_style)?;
         let attention = attention::kernel(g, c.head_dim, c.n_heads, c.n_kv_heads)?;
+        let rope = Rope {
+            head_dim: c.head_dim,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            style: c.rope_style,
+        };
+        let fuse_norm = shape.threads_per_row > 1;
+        let norm = if fuse_norm {
+            None
+        } else {
+            Some((
+                rmsnorm::kernel(g, d, c.rms_eps)?,
+                g.storage("normed", (MAX_BATCH * d * 4) as u64)?,
+            ))
+        };
+        let normed = |mode| Variant {
+            norm_eps: fuse_norm.then_some(c.rms_eps),
+            ..Variant::new(mode, shape)
+        };
+        // The input of the normed linears: the hidden state (fused) or its norm.
+        let norm_in = norm.as_ref().map_or(&x, |(_, xn)| xn);
         let mut out = Vec::new();
         let mut weight_bytes = 0;
         for b in blocks.clone() {
             let name = |w: &str| block_tensor(b, w);
-            let n1 = g.storage_init("attn_norm", f32_bytes(&llama::norm(src, &name("attn_norm"), d)?))?;
-            let n2 = g.storage_init("ffn_norm", f32_bytes(&llama::norm(src, &name("ffn_norm"), d)?))?;
+            let attn_norm = g.storage_init(
+                "attn_norm",
+                f32_bytes(&llama::norm(src, &name("attn_norm"), d)?),
+            )?;
+            let ffn_norm = g.storage_init(
+                "ffn_norm",
+                f32_bytes(&llama::norm(src, &name("ffn_norm"), d)?),
+            )?;
             let qkv_w = PackedWeight::concat(&[
                 pack_tensor(src, &name("attn_q"), d, qd)?,
                 pack_tensor(src, &name("attn_k"), d, kvd)?,
@@ -173,20 +196,60 @@ impl GpuBlocks {
             ])?;
             let o_w = pack_tensor(src, &name("attn_output"), qd, d)?;
             let down_w = pack_tensor(src, &name("ffn_down"), f, d)?;
-            weight_bytes += qkv_w.gpu_bytes() + gu_w.gpu_bytes() + o_w.gpu_bytes() + down_w.gpu_bytes();
-            let blk = Block {
-                norm1: g.bind_group(&norm, &[&step, &x, &n1, &xn]),
-                norm2: g.bind_group(&norm, &[&step, &x, &n2, &xn]),
-                qkv: Linear::new(g, &name("attn_qkv"), qkv_w, Mode::Store, shape, &step, &xn, &qkv)?,
-                o: Linear::new(g, &name("attn_output"), o_w, Mode::Accumulate, shape, &step, &att, &x)?,
-                gate_up: Linear::new(g, &name("ffn_gate_up"), gu_w, Mode::SwiGlu, shape, &step, &xn, &ffh)?,
-                down: Linear::new(g, &name("ffn_down"), down_w, Mode::Accumulate, shape, &step, &ffh, &x)?,
-                _norms: (n1, n2),
-            };
-            out.push(blk);
+            weight_bytes +=
+                qkv_w.gpu_bytes() + gu_w.gpu_bytes() + o_w.gpu_bytes() + down_w.gpu_bytes();
+            let qkv_l = Linear::new(
+                g,
+                qkv_w.upload(g, &name("attn_qkv"))?,
+                Variant {
+                    rope: Some(rope),
+                    ..normed(Mode::QkvRope)
+                },
+            )?;
+            let o = Linear::new(
+                g,
+                o_w.upload(g, &name("attn_output"))?,
+                Variant::new(Mode::Accumulate, shape),
+            )?;
+            let gate_up = Linear::new(
+                g,
+                gu_w.upload(g, &name("ffn_gate_up"))?,
+                normed(Mode::SwiGlu),
+            )?;
+            let down = Linear::new(
+                g,
+                down_w.upload(g, &name("ffn_down"))?,
+                Variant::new(Mode::Accumulate, shape),
+            )?;
+            let norms = norm.as_ref().map(|(k, xn)| {
+                (
+                    g.bind_group(k, &[&step, &x, &attn_norm, xn]),
+                    g.bind_group(k, &[&step, &x, &ffn_norm, xn]),
+                )
+            });
+            out.push(Block {
+                norms,
+                o_bind: o.bind(g, &step, &att, &x, Extras::default()),
+                gate_up_bind: gate_up.bind(
+                    g,
+                    &step,
+                    norm_in,
+                    &ffh,
+                    Extras {
+                        norm: fuse_norm.then_some(&ffn_norm),
+                        ..Default::default()
+                    },
+                ),
+                down_bind: down.bind(g, &step, &ffh, &x, Extras::default()),
+                attn_norm,
+                qkv: qkv_l,
+                o,
+                gate_up,
+                down,
+            });
         }
         let readback = Readback::new(g, "hidden readback", (MAX_BATCH * d * 4) as u64);
-        let this = Self {
+        Ok(Self {
             config: c,
             range: blocks,
             shape,
@@ -196,15 +259,18 @@ impl GpuBlocks {
             att,
             rope_table,
             readback,
-            norm,
-            rope: rope_k,
             attention,
+            norm,
             blocks: out,
             sessions: HashMap::new(),
             weight_bytes,
             ctx,
-        };
-        Ok(this)
+        })
+    }
+
+    /// The linear kernels' shape.
+    pub fn shape(&self) -> Shape {
+        self.shape
     }
 
     /// Bytes of packed weights one token's forward reads.
@@ -212,30 +278,48 @@ impl GpuBlocks {
         self.weight_bytes
     }
 
-    fn forward_chunk(&mut self, id: SessionId, start_pos: usize, rows: &mut [f32]) -> Result<(), EngineError> {
+    fn forward_chunk(
+        &mut self,
+        id: SessionId,
+        start_pos: usize,
+        rows: &mut [f32],
+    ) -> Result<(), EngineError> {
         let c = &self.config;
         let n = rows.len() / c.d_model;
-        let s = self.sessions.get(&id).ok_or(EngineError::UnknownSession(id))?;
+        let s = self
+            .sessions
+            .get(&id)
+            .ok_or(EngineError::UnknownSession(id))?;
         let g = &*self.ctx;
         let step = Step {
             n_tokens: n as u32,
             start_pos: start_pos as u32,
             pad: [0; 2],
         };
-        g.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
+        g.queue
+            .write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
         g.queue.write_buffer(&self.x, 0, f32_bytes(rows));
         let mut enc = g.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
+            let norm = self.norm.as_ref().map(|(k, _)| k);
             for (i, b) in self.blocks.iter().enumerate() {
-                dispatch(&mut pass, &self.norm, &b.norm1, rmsnorm::groups(n));
-                b.qkv.record(&mut pass, n, self.shape);
-                dispatch(&mut pass, &self.rope, &s.rope[i], rope::groups(c.n_heads, c.n_kv_heads, n));
-                dispatch(&mut pass, &self.attention, &s.attn[i], attention::groups(c.n_heads, n));
-                b.o.record(&mut pass, n, self.shape);
-                dispatch(&mut pass, &self.norm, &b.norm2, rmsnorm::groups(n));
-                b.gate_up.record(&mut pass, n, self.shape);
-                b.down.record(&mut pass, n, self.shape);
+                if let (Some(k), Some((n1, _))) = (norm, &b.norms) {
+                    dispatch(&mut pass, k, n1, rmsnorm::groups(n));
+                }
+                b.qkv.record(&mut pass, &s.qkv[i], n);
+                dispatch(
+                    &mut pass,
+                    &self.attention,
+                    &s.attn[i],
+                    attention::groups(c.n_heads, n),
+                );
+                b.o.record(&mut pass, &b.o_bind, n);
+                if let (Some(k), Some((_, n2))) = (norm, &b.norms) {
+                    dispatch(&mut pass, k, n2, rmsnorm::groups(n));
+                }
+                b.gate_up.record(&mut pass, &b.gate_up_bind, n);
+                b.down.record(&mut pass, &b.down_bind, n);
             }
         }
         let bytes = (rows.len() * 4) as u64;
@@ -264,13 +348,20 @@ impl BlockBackend for GpuBlocks {
         let g = &*self.ctx;
         let bytes = (max_positions * self.config.kv_dim() * 4) as u64;
         let mut kv = Vec::new();
-        let mut rope_bg = Vec::new();
+        let mut qkv_bg = Vec::new();
         let mut attn_bg = Vec::new();
-        for b in self.range.clone() {
+        for (i, b) in self.range.clone().enumerate() {
             let k = g.storage(&format!("blk.{b} K cache"), bytes)?;
             let v = g.storage(&format!("blk.{b} V cache"), bytes)?;
-            rope_bg.push(g.bind_group(&self.rope, &[&self.step, &self.qkv, &self.rope_table, &k, &v]));
-            attn_bg.push(g.bind_group(&self.attention, &[&self.step, &self.qkv, &k, &v, &self.att]));
+            let blk = &self.blocks[i];
+            let extras = Extras {
+                norm: self.norm.is_none().then_some(&blk.attn_norm),
+                rope_kv: Some((&self.rope_table, &k, &v)),
+            };
+            let input = self.norm.as_ref().map_or(&self.x, |(_, xn)| xn);
+            qkv_bg.push(blk.qkv.bind(g, &self.step, input, &self.qkv, extras));
+            attn_bg
+                .push(g.bind_group(&self.attention, &[&self.step, &self.qkv, &k, &v, &self.att]));
             kv.push((k, v));
         }
         self.sessions.insert(
@@ -279,7 +370,7 @@ impl BlockBackend for GpuBlocks {
                 max: max_positions,
                 cached: 0,
                 _kv: kv,
-                rope: rope_bg,
+                qkv: qkv_bg,
                 attn: attn_bg,
             },
         );
@@ -290,10 +381,18 @@ impl BlockBackend for GpuBlocks {
         self.sessions.remove(&id);
     }
 
-    fn forward(&mut self, id: SessionId, start_pos: usize, hidden: &mut [f32]) -> Result<(), EngineError> {
+    fn forward(
+        &mut self,
+        id: SessionId,
+        start_pos: usize,
+        hidden: &mut [f32],
+    ) -> Result<(), EngineError> {
         let d = self.config.d_model;
         let n = llama::rows(hidden, d)?;
-        let s = self.sessions.get(&id).ok_or(EngineError::UnknownSession(id))?;
+        let s = self
+            .sessions
+            .get(&id)
+            .ok_or(EngineError::UnknownSession(id))?;
         llama::check_positions(start_pos, n, s.cached, s.max)?;
         for (i, chunk) in hidden.chunks_mut(MAX_BATCH * d).enumerate() {
             self.forward_chunk(id, start_pos + i * MAX_BATCH, chunk)?;
@@ -319,17 +418,16 @@ pub struct GpuHead {
     readback: Readback,
     table: GpuWeight,
     lm: Linear,
+    lm_bind: wgpu::BindGroup,
+    /// The final RMSNorm as its own dispatch (CPU adapters), else fused into the LM head.
+    norm: Option<(Arc<Kernel>, wgpu::BindGroup)>,
     embed_k: Arc<Kernel>,
     embed_bg: wgpu::BindGroup,
-    norm_k: Arc<Kernel>,
-    norm_bg: wgpu::BindGroup,
     argmax_k: Arc<Kernel>,
     argmax_bg: wgpu::BindGroup,
     sample_k: Arc<Kernel>,
     sample_bg: wgpu::BindGroup,
-    shape: Shape,
     _norm_w: wgpu::Buffer,
-    _normed: wgpu::Buffer,
 }
 
 impl GpuHead {
@@ -342,11 +440,13 @@ impl GpuHead {
         let tokens = g.storage("tokens", (MAX_BATCH * 4) as u64)?;
         let embedded = g.storage("embedded", (MAX_BATCH * d * 4) as u64)?;
         let hidden = g.storage("final hidden", (d * 4) as u64)?;
-        let normed = g.storage("final normed", (d * 4) as u64)?;
         let logits = g.storage("logits", (vocab * 4) as u64)?;
         let id_out = g.storage("token id", 4)?;
         let sample_params = g.uniform("sample params", 16);
-        let norm_w = g.storage_init("output_norm", f32_bytes(&llama::norm(src, "output_norm.weight", d)?))?;
+        let norm_w = g.storage_init(
+            "output_norm",
+            f32_bytes(&llama::norm(src, "output_norm.weight", d)?),
+        )?;
         let embd_t = llama::linear(src, "token_embd.weight", d, vocab)?;
         let table = linear::pack(embd_t.ty, embd_t.data, vocab, d)?.upload(g, "token_embd")?;
         let lm_t = llama::lm_head(src, &c)?;
@@ -356,11 +456,35 @@ impl GpuHead {
         } else {
             linear::pack(lm_t.ty, lm_t.data, vocab, d)?.upload(g, "output")?
         };
-        let lm = Linear::from_weight(g, lm_w, Mode::Store, shape, &step, &normed, &logits)?;
+        let fuse_norm = shape.threads_per_row > 1;
+        let lm = Linear::new(
+            g,
+            lm_w,
+            Variant {
+                norm_eps: fuse_norm.then_some(c.rms_eps),
+                ..Variant::new(Mode::Store, shape)
+            },
+        )?;
+        let (lm_bind, norm) = if fuse_norm {
+            let extras = Extras {
+                norm: Some(&norm_w),
+                ..Default::default()
+            };
+            (lm.bind(g, &step, &hidden, &logits, extras), None)
+        } else {
+            let normed = g.storage("final normed", (d * 4) as u64)?;
+            let k = rmsnorm::kernel(g, d, c.rms_eps)?;
+            let bg = g.bind_group(&k, &[&step, &hidden, &norm_w, &normed]);
+            (
+                lm.bind(g, &step, &normed, &logits, Extras::default()),
+                Some((k, bg)),
+            )
+        };
         let embed_k = embed::kernel(g, &table)?;
-        let embed_bg = g.bind_group(&embed_k, &[&step, &tokens, &table.quants, &table.scales, &embedded]);
-        let norm_k = rmsnorm::kernel(g, d, c.rms_eps)?;
-        let norm_bg = g.bind_group(&norm_k, &[&step, &hidden, &norm_w, &normed]);
+        let embed_bg = g.bind_group(
+            &embed_k,
+            &[&step, &tokens, &table.quants, &table.scales, &embedded],
+        );
         let argmax_k = argmax::kernel(g, vocab)?;
         let argmax_bg = g.bind_group(&argmax_k, &[&logits, &id_out]);
         let sample_k = sample::kernel(g, vocab)?;
@@ -378,24 +502,26 @@ impl GpuHead {
             readback,
             table,
             lm,
+            lm_bind,
+            norm,
             embed_k,
             embed_bg,
-            norm_k,
-            norm_bg,
             argmax_k,
             argmax_bg,
             sample_k,
             sample_bg,
-            shape,
             _norm_w: norm_w,
-            _normed: normed,
             ctx,
         })
     }
 
-    /// Records final norm + LM head of `hidden` into a new encoder, optionally followed by
+    /// Records the LM head (with the final norm fused) of `hidden` into a new encoder, optionally followed by
     /// `then` (argmax or sampling).
-    fn head_pass(&self, hidden: &[f32], then: Option<(&Kernel, &wgpu::BindGroup)>) -> Result<wgpu::CommandEncoder, EngineError> {
+    fn head_pass(
+        &self,
+        hidden: &[f32],
+        then: Option<(&Kernel, &wgpu::BindGroup)>,
+    ) -> Result<wgpu::CommandEncoder, EngineError> {
         let c = &self.config;
         check_len(hidden.len(), c.d_model, c.d_model)?;
         let g = &*self.ctx;
@@ -403,13 +529,16 @@ impl GpuHead {
             n_tokens: 1,
             ..Default::default()
         };
-        g.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
+        g.queue
+            .write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
         g.queue.write_buffer(&self.hidden, 0, f32_bytes(hidden));
         let mut enc = g.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            dispatch(&mut pass, &self.norm_k, &self.norm_bg, rmsnorm::groups(1));
-            self.lm.record(&mut pass, 1, self.shape);
+            if let Some((k, bg)) = &self.norm {
+                dispatch(&mut pass, k, bg, rmsnorm::groups(1));
+            }
+            self.lm.record(&mut pass, &self.lm_bind, 1);
             if let Some((k, bg)) = then {
                 dispatch(&mut pass, k, bg, argmax::GROUPS);
             }
@@ -432,9 +561,16 @@ impl GpuHead {
 
     /// A sampled next token; `u` is the uniform random number in `[0, 1)` (see
     /// [`crate::ops::sample`] for the rule, identical to [`sample::reference`]).
-    pub fn sample(&mut self, hidden: &[f32], params: &SamplingParams, u: f32) -> Result<u32, EngineError> {
+    pub fn sample(
+        &mut self,
+        hidden: &[f32],
+        params: &SamplingParams,
+        u: f32,
+    ) -> Result<u32, EngineError> {
         let uni = sample::Uniform::new(params, u);
-        self.ctx.queue.write_buffer(&self.sample_params, 0, bytemuck::bytes_of(&uni));
+        self.ctx
+            .queue
+            .write_buffer(&self.sample_params, 0, bytemuck::bytes_of(&uni));
         let enc = self.head_pass(hidden, Some((&self.sample_k, &self.sample_bg)))?;
         self.read_id(enc)
     }
@@ -460,14 +596,22 @@ impl HeadBackend for GpuHead {
                 n_tokens: ids.len() as u32,
                 ..Default::default()
             };
-            g.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
-            g.queue.write_buffer(&self.tokens, 0, bytemuck::cast_slice(ids));
+            g.queue
+                .write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
+            g.queue
+                .write_buffer(&self.tokens, 0, bytemuck::cast_slice(ids));
             let mut enc = g.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
-                dispatch(&mut pass, &self.embed_k, &self.embed_bg, embed::groups(d, ids.len()));
+                dispatch(
+                    &mut pass,
+                    &self.embed_k,
+                    &self.embed_bg,
+                    embed::groups(d, ids.len()),
+                );
             }
-            self.readback.copy_from(&mut enc, &self.embedded, (rows.len() * 4) as u64);
+            self.readback
+                .copy_from(&mut enc, &self.embedded, (rows.len() * 4) as u64);
             g.queue.submit([enc.finish()]);
             rows.copy_from_slice(&self.readback.read_f32(g, rows.len())?);
         }
@@ -477,7 +621,8 @@ impl HeadBackend for GpuHead {
     fn logits(&mut self, hidden: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
         check_len(logits.len(), self.config.vocab_size, self.config.d_model)?;
         let mut enc = self.head_pass(hidden, None)?;
-        self.readback.copy_from(&mut enc, &self.logits, (logits.len() * 4) as u64);
+        self.readback
+            .copy_from(&mut enc, &self.logits, (logits.len() * 4) as u64);
         self.ctx.queue.submit([enc.finish()]);
         logits.copy_from_slice(&self.readback.read_f32(&self.ctx, logits.len())?);
         Ok(())

@@ -37,8 +37,15 @@ pub fn norm(src: &dyn WeightSource, name: &str, d: usize) -> Result<Vec<f32>, Mo
 }
 
 /// The LM head: `output.weight`, or `token_embd.weight` when tied (or absent).
-pub fn lm_head<'a>(src: &'a dyn WeightSource, c: &ModelConfig) -> Result<TensorRef<'a>, ModelError> {
-    let name = if c.tied_embeddings { "token_embd.weight" } else { "output.weight" };
+pub fn lm_head<'a>(
+    src: &'a dyn WeightSource,
+    c: &ModelConfig,
+) -> Result<TensorRef<'a>, ModelError> {
+    let name = if c.tied_embeddings {
+        "token_embd.weight"
+    } else {
+        "output.weight"
+    };
     match linear(src, name, c.d_model, c.vocab_size) {
         Err(ModelError::MissingTensor(_)) if !c.tied_embeddings => {
             linear(src, "token_embd.weight", c.d_model, c.vocab_size)
@@ -60,7 +67,7 @@ pub fn check_range(c: &ModelConfig, blocks: &Range<usize>) -> Result<(), EngineE
 
 /// Rows of `hidden`, checked to be whole rows of `d_model`.
 pub fn rows(hidden: &[f32], d_model: usize) -> Result<usize, EngineError> {
-    if d_model == 0 || hidden.len() % d_model != 0 {
+    if d_model == 0 || !hidden.len().is_multiple_of(d_model) {
         return Err(EngineError::BadHiddenShape {
             len: hidden.len(),
             d_model,
@@ -70,7 +77,12 @@ pub fn rows(hidden: &[f32], d_model: usize) -> Result<usize, EngineError> {
 }
 
 /// Checks a forward of `n` rows from `start` against a cache holding `cached` of `max`.
-pub fn check_positions(start: usize, n: usize, cached: usize, max: usize) -> Result<(), EngineError> {
+pub fn check_positions(
+    start: usize,
+    n: usize,
+    cached: usize,
+    max: usize,
+) -> Result<(), EngineError> {
     if start > cached {
         return Err(EngineError::PositionGap {
             start,

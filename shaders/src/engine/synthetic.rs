@@ -80,29 +80,84 @@ impl SyntheticWeights {
             seed += 1;
             seed
         };
-        s.add("token_embd.weight", embd_type, &[c.d_model, c.vocab_size], 1.0, next())?;
+        s.add(
+            "token_embd.weight",
+            embd_type,
+            &[c.d_model, c.vocab_size],
+            1.0,
+            next(),
+        )?;
         s.add_norm("output_norm.weight", c.d_model, next())?;
         if !c.tied_embeddings {
-            s.add("output.weight", embd_type, &[c.d_model, c.vocab_size], 1.0, next())?;
+            s.add(
+                "output.weight",
+                embd_type,
+                &[c.d_model, c.vocab_size],
+                1.0,
+                next(),
+            )?;
         }
         for b in 0..c.n_blocks {
             let p = |n: &str| format!("blk.{b}.{n}.weight");
             let din = 1.0 / (c.d_model as f32).sqrt();
             s.add_norm(&p("attn_norm"), c.d_model, next())?;
             s.add_norm(&p("ffn_norm"), c.d_model, next())?;
-            s.add(&p("attn_q"), block_type, &[c.d_model, c.q_dim()], 2.0 * din, next())?;
-            s.add(&p("attn_k"), block_type, &[c.d_model, c.kv_dim()], 2.0 * din, next())?;
-            s.add(&p("attn_v"), block_type, &[c.d_model, c.kv_dim()], din, next())?;
-            s.add(&p("attn_output"), block_type, &[c.q_dim(), c.d_model], din, next())?;
-            s.add(&p("ffn_gate"), block_type, &[c.d_model, c.d_ff], din, next())?;
+            s.add(
+                &p("attn_q"),
+                block_type,
+                &[c.d_model, c.q_dim()],
+                2.0 * din,
+                next(),
+            )?;
+            s.add(
+                &p("attn_k"),
+                block_type,
+                &[c.d_model, c.kv_dim()],
+                2.0 * din,
+                next(),
+            )?;
+            s.add(
+                &p("attn_v"),
+                block_type,
+                &[c.d_model, c.kv_dim()],
+                din,
+                next(),
+            )?;
+            s.add(
+                &p("attn_output"),
+                block_type,
+                &[c.q_dim(), c.d_model],
+                din,
+                next(),
+            )?;
+            s.add(
+                &p("ffn_gate"),
+                block_type,
+                &[c.d_model, c.d_ff],
+                din,
+                next(),
+            )?;
             s.add(&p("ffn_up"), block_type, &[c.d_model, c.d_ff], din, next())?;
             let dff = 1.0 / (c.d_ff as f32).sqrt();
-            s.add(&p("ffn_down"), block_type, &[c.d_ff, c.d_model], dff, next())?;
+            s.add(
+                &p("ffn_down"),
+                block_type,
+                &[c.d_ff, c.d_model],
+                dff,
+                next(),
+            )?;
         }
         Ok(s)
     }
 
-    fn add(&mut self, name: &str, ty: GgmlType, dims: &[usize], scale: f32, seed: u64) -> Result<(), ModelError> {
+    fn add(
+        &mut self,
+        name: &str,
+        ty: GgmlType,
+        dims: &[usize],
+        scale: f32,
+        seed: u64,
+    ) -> Result<(), ModelError> {
         let n = dims.iter().product();
         let data = quantize(ty, &pseudo_random(n, seed, scale))?;
         self.tensors.insert(
@@ -118,7 +173,10 @@ impl SyntheticWeights {
     }
 
     fn add_norm(&mut self, name: &str, d: usize, seed: u64) -> Result<(), ModelError> {
-        let v: Vec<f32> = pseudo_random(d, seed, 0.2).iter().map(|x| 1.0 + x).collect();
+        let v: Vec<f32> = pseudo_random(d, seed, 0.2)
+            .iter()
+            .map(|x| 1.0 + x)
+            .collect();
         self.tensors.insert(
             name.to_string(),
             Tensor {

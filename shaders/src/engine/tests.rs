@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::synthetic::{SyntheticWeights, tiny_config};
 use super::*;
 use crate::model::{GgmlType, RopeStyle, WeightSource};
+use crate::ops::linear::Shape;
 use crate::ops::pseudo_random;
 use crate::ops::testing::{assert_close, ctx};
 
@@ -54,11 +55,23 @@ fn gpu_blocks_match_cpu() {
         let w = weights(ty, GgmlType::Q8_0, style);
         let x = pseudo_random(8 * w.config().d_model, 3, 1.0);
         let mut cpu = CpuBlocks::new(&*w, 0..3).expect("cpu");
-        let mut gpu = GpuBlocks::new(ctx(), &*w, 0..3).expect("gpu");
         let want = run(&mut cpu, &x);
-        let got = run(&mut gpu, &x);
-        assert!(want.iter().zip(&x).any(|(a, b)| (a - b).abs() > 0.1), "blocks changed nothing");
-        assert_close(&format!("{} {style:?}", ty.name()), &got, &want, 1e-3);
+        assert!(
+            want.iter().zip(&x).any(|(a, b)| (a - b).abs() > 0.1),
+            "blocks changed nothing"
+        );
+        // Both kernel shapes: one row per invocation with separate norms (CPU adapters),
+        // workgroup reduction with norms fused into the linears (GPUs).
+        for shape in [Shape::ROW_PER_INVOCATION, Shape::WORKGROUP_REDUCE] {
+            let mut gpu = GpuBlocks::with_shape(ctx(), &*w, 0..3, shape).expect("gpu");
+            let got = run(&mut gpu, &x);
+            assert_close(
+                &format!("{} {style:?} {shape:?}", ty.name()),
+                &got,
+                &want,
+                1e-3,
+            );
+        }
     }
 }
 
@@ -102,10 +115,12 @@ fn split_ranges_equal_one_range() {
             }
         };
         let mut outs = Vec::new();
-        for split in [vec![0..3], vec![0..1, 1..3], vec![0..1, 1..2, 2..3]] {
+        let splits: [&[(usize, usize)]; 3] =
+            [&[(0, 3)], &[(0, 1), (1, 3)], &[(0, 1), (1, 2), (2, 3)]];
+        for split in splits {
             let mut y = x.clone();
-            for r in split {
-                let mut b = make(r);
+            for &(start, end) in split {
+                let mut b = make(start..end);
                 b.open_session(SessionId(3), 64).expect("open");
                 b.forward(SessionId(3), 0, &mut y).expect("forward");
             }
@@ -145,22 +160,46 @@ fn rewind_replays() {
 fn errors_name_the_problem() {
     let w = weights(GgmlType::Q8_0, GgmlType::Q8_0, RopeStyle::Adjacent);
     let d = w.config().d_model;
-    assert!(matches!(CpuBlocks::new(&*w, 2..4), Err(EngineError::BadBlockRange { .. })));
-    assert!(matches!(GpuBlocks::new(ctx(), &*w, 0..9), Err(EngineError::BadBlockRange { .. })));
+    assert!(matches!(
+        CpuBlocks::new(&*w, 2..4),
+        Err(EngineError::BadBlockRange { .. })
+    ));
+    assert!(matches!(
+        GpuBlocks::new(ctx(), &*w, 0..9),
+        Err(EngineError::BadBlockRange { .. })
+    ));
     for mut b in [
         Box::new(CpuBlocks::new(&*w, 0..1).expect("cpu")) as Box<dyn BlockBackend>,
         Box::new(GpuBlocks::new(ctx(), &*w, 0..1).expect("gpu")),
     ] {
         let mut row = vec![0.5f32; d];
-        assert!(matches!(b.forward(SessionId(1), 0, &mut row), Err(EngineError::UnknownSession(_))));
+        assert!(matches!(
+            b.forward(SessionId(1), 0, &mut row),
+            Err(EngineError::UnknownSession(_))
+        ));
         b.open_session(SessionId(1), 4).expect("open");
-        assert!(matches!(b.open_session(SessionId(1), 4), Err(EngineError::SessionExists(_))));
-        assert!(matches!(b.open_session(SessionId(2), 100_000), Err(EngineError::ContextFull { .. })));
-        assert!(matches!(b.forward(SessionId(1), 1, &mut row), Err(EngineError::PositionGap { .. })));
+        assert!(matches!(
+            b.open_session(SessionId(1), 4),
+            Err(EngineError::SessionExists(_))
+        ));
+        assert!(matches!(
+            b.open_session(SessionId(2), 100_000),
+            Err(EngineError::ContextFull { .. })
+        ));
+        assert!(matches!(
+            b.forward(SessionId(1), 1, &mut row),
+            Err(EngineError::PositionGap { .. })
+        ));
         let mut bad = vec![0.0; d + 1];
-        assert!(matches!(b.forward(SessionId(1), 0, &mut bad), Err(EngineError::BadHiddenShape { .. })));
+        assert!(matches!(
+            b.forward(SessionId(1), 0, &mut bad),
+            Err(EngineError::BadHiddenShape { .. })
+        ));
         let mut five = vec![0.1; 5 * d];
-        assert!(matches!(b.forward(SessionId(1), 0, &mut five), Err(EngineError::ContextFull { .. })));
+        assert!(matches!(
+            b.forward(SessionId(1), 0, &mut five),
+            Err(EngineError::ContextFull { .. })
+        ));
     }
 }
 
@@ -185,16 +224,28 @@ fn gpu_head_matches_cpu() {
         cpu.logits(&h, &mut la).expect("cpu logits");
         gpu.logits(&h, &mut lb).expect("gpu logits");
         assert_close("logits", &lb, &la, 1e-4);
-        assert_eq!(gpu.argmax(&h).expect("argmax"), crate::ops::argmax::reference(&la));
+        assert_eq!(
+            gpu.argmax(&h).expect("argmax"),
+            crate::ops::argmax::reference(&la)
+        );
         let p = crate::ops::sample::SamplingParams {
             temperature: 3.0,
             top_k: 20,
             top_p: 0.9,
         };
         for u in [0.1f32, 0.5, 0.9] {
-            assert_eq!(gpu.sample(&h, &p, u).expect("sample"), crate::ops::sample::reference(&lb, &p, u));
+            assert_eq!(
+                gpu.sample(&h, &p, u).expect("sample"),
+                crate::ops::sample::reference(&lb, &p, u)
+            );
         }
-        assert!(matches!(gpu.embed(&[256], &mut vec![0.0; c.d_model]), Err(EngineError::BadToken { .. })));
-        assert!(matches!(cpu.embed(&[999], &mut vec![0.0; c.d_model]), Err(EngineError::BadToken { .. })));
+        assert!(matches!(
+            gpu.embed(&[256], &mut vec![0.0; c.d_model]),
+            Err(EngineError::BadToken { .. })
+        ));
+        assert!(matches!(
+            cpu.embed(&[999], &mut vec![0.0; c.d_model]),
+            Err(EngineError::BadToken { .. })
+        ));
     }
 }

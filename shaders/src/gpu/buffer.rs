@@ -66,6 +66,26 @@ impl GpuContext {
         })
     }
 
+    /// Small buffers bound where a kernel's specialization ignores a binding: one for
+    /// read-only bindings and two distinct ones for read-write bindings.
+    pub fn unused_buffers(&self) -> &[wgpu::Buffer; 3] {
+        self.unused.get_or_init(|| {
+            let make = |label| {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: 16,
+                    usage: STORAGE,
+                    mapped_at_creation: false,
+                })
+            };
+            [
+                make("unused read"),
+                make("unused write 0"),
+                make("unused write 1"),
+            ]
+        })
+    }
+
     /// Copies `bytes` bytes of `src` back to the host (a one-off: for hot paths keep a
     /// [`Readback`]).
     pub fn read_back(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, GpuError> {
@@ -120,10 +140,11 @@ impl Readback {
         };
         let len = bytes.next_multiple_of(4);
         let (tx, rx) = mpsc::channel();
-        self.buffer.map_async(wgpu::MapMode::Read, 0..len, move |r| {
-            // The receiver outlives the poll below; a failed send only means it is gone.
-            let _ = tx.send(r);
-        });
+        self.buffer
+            .map_async(wgpu::MapMode::Read, 0..len, move |r| {
+                // The receiver outlives the poll below; a failed send only means it is gone.
+                let _ = tx.send(r);
+            });
         ctx.wait()?;
         rx.recv()
             .map_err(|e| err(e.to_string()))?
@@ -141,6 +162,38 @@ impl Readback {
 
     /// Reads back `len` f32 values.
     pub fn read_f32(&self, ctx: &GpuContext, len: usize) -> Result<Vec<f32>, GpuError> {
-        Ok(bytemuck::pod_collect_to_vec(&self.read(ctx, (len * 4) as u64)?))
+        Ok(bytemuck::pod_collect_to_vec(
+            &self.read(ctx, (len * 4) as u64)?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A buffer past the storage binding limit (128 MiB on lavapipe) is refused with an
+    /// error naming it, before anything is allocated; one within it round-trips.
+    #[test]
+    fn binding_limit_is_checked_and_data_round_trips() {
+        let ctx = crate::gpu::shared().expect("a Vulkan adapter");
+        let limit = ctx.max_storage_binding();
+        match ctx.storage("too big", limit + 4) {
+            Err(GpuError::BindingTooLarge { label, size, .. }) => {
+                assert_eq!(label, "too big");
+                assert_eq!(size, limit + 4);
+            }
+            other => panic!("expected BindingTooLarge, got {other:?}"),
+        }
+        let data: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5).collect();
+        let b = ctx
+            .storage_init("round trip", bytemuck::cast_slice(&data))
+            .expect("small buffer");
+        assert_eq!(ctx.read_f32(&b, data.len()).expect("readback"), data);
+        assert!(
+            ctx.info().contains("llvmpipe") || !ctx.is_cpu(),
+            "{}",
+            ctx.info()
+        );
     }
 }

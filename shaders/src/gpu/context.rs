@@ -13,11 +13,14 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     features: wgpu::Features,
     pub(crate) pipelines: PipelineCache,
+    pub(crate) unused: std::sync::OnceLock<[wgpu::Buffer; 3]>,
 }
 
 impl std::fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuContext").field("info", &self.info()).finish()
+        f.debug_struct("GpuContext")
+            .field("info", &self.info())
+            .finish()
     }
 }
 
@@ -57,6 +60,7 @@ impl GpuContext {
             limits,
             features,
             pipelines: PipelineCache::default(),
+            unused: std::sync::OnceLock::new(),
         }))
     }
 

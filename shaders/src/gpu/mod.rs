@@ -19,7 +19,11 @@ pub enum GpuError {
     #[error(
         "buffer {label:?} of {size} bytes exceeds this adapter's storage binding limit of {limit} bytes"
     )]
-    BindingTooLarge { label: String, size: u64, limit: u64 },
+    BindingTooLarge {
+        label: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("kernel {kernel}: {reason}")]
     Kernel { kernel: String, reason: String },
     #[error("reading back {label:?}: {reason}")]

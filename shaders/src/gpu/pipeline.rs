@@ -90,12 +90,28 @@ impl GpuContext {
             return Ok(m.clone());
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(spec.name),
-                source: wgpu::ShaderSource::Wgsl(spec.source.into()),
-            });
+        // Without naga's bounds clamps and loop counters the drivers can unroll the
+        // kernels' fixed-trip loops and keep their small arrays in registers: on llvmpipe
+        // the checked form spills them to memory and runs several times slower.
+        let checks = wgpu::ShaderRuntimeChecks {
+            bounds_checks: false,
+            force_loop_bounding: false,
+            int_div_checks: false,
+            ..wgpu::ShaderRuntimeChecks::checked()
+        };
+        // SAFETY: the kernels are this crate's own WGSL; every index they form is bounded
+        // by sizes the host checks before binding (`ops::*` dispatch code, the backends'
+        // shape checks), every loop has a finite trip count set by override constants or
+        // the `Step` uniform, and no kernel divides by a runtime value that can be zero.
+        let module = unsafe {
+            self.device.create_shader_module_trusted(
+                wgpu::ShaderModuleDescriptor {
+                    label: Some(spec.name),
+                    source: wgpu::ShaderSource::Wgsl(spec.source.into()),
+                },
+                checks,
+            )
+        };
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Kernel {
                 kernel: spec.name.to_string(),

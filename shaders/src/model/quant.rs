@@ -154,7 +154,7 @@ pub fn dot(ty: GgmlType, row: &[u8], x: &[f32]) -> Result<f32, ModelError> {
 /// (round to nearest on a max-derived scale, not llama.cpp's search); they exist so tests
 /// can build quantized weights. `F32`, `F16` and `BF16` are converted.
 pub fn quantize(ty: GgmlType, x: &[f32]) -> Result<Vec<u8>, ModelError> {
-    if x.len() % ty.block_elems() != 0 {
+    if !x.len().is_multiple_of(ty.block_elems()) {
         return Err(ModelError::Malformed(format!(
             "{} elements are not whole {} blocks",
             x.len(),
@@ -192,7 +192,10 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
         let dq = f16::from_f32(d).to_f32();
         let inv = if dq != 0.0 { 1.0 / dq } else { 0.0 };
         push_f16(&mut out, d);
-        out.extend(b.iter().map(|v| (v * inv).round().clamp(-128.0, 127.0) as i8 as u8));
+        out.extend(
+            b.iter()
+                .map(|v| (v * inv).round().clamp(-128.0, 127.0) as i8 as u8),
+        );
     }
     out
 }
@@ -256,8 +259,16 @@ pub fn quantize_q4_k(x: &[f32]) -> Vec<u8> {
         let mut sc = [0u8; 8];
         let mut mn = [0u8; 8];
         for j in 0..8 {
-            sc[j] = if d > 0.0 { (scales[j] / d).round().clamp(0.0, 63.0) as u8 } else { 0 };
-            mn[j] = if dmin > 0.0 { (mins[j] / dmin).round().clamp(0.0, 63.0) as u8 } else { 0 };
+            sc[j] = if d > 0.0 {
+                (scales[j] / d).round().clamp(0.0, 63.0) as u8
+            } else {
+                0
+            };
+            mn[j] = if dmin > 0.0 {
+                (mins[j] / dmin).round().clamp(0.0, 63.0) as u8
+            } else {
+                0
+            };
         }
         push_f16(&mut out, d);
         push_f16(&mut out, dmin);
@@ -300,7 +311,11 @@ pub fn quantize_q6_k(x: &[f32]) -> Vec<u8> {
         let mut sc = [0i8; 16];
         let mut q = [0u8; 256];
         for g in 0..16 {
-            sc[g] = if d > 0.0 { (gscale[g] / d).round().clamp(-128.0, 127.0) as i8 } else { 0 };
+            sc[g] = if d > 0.0 {
+                (gscale[g] / d).round().clamp(-128.0, 127.0) as i8
+            } else {
+                0
+            };
             let s = d * sc[g] as f32;
             let inv = if s != 0.0 { 1.0 / s } else { 0.0 };
             for l in 0..16 {
@@ -316,7 +331,8 @@ pub fn quantize_q6_k(x: &[f32]) -> Vec<u8> {
                 let (q1, q2, q3, q4) = (q[e + l], q[e + l + 32], q[e + l + 64], q[e + l + 96]);
                 ql[64 * half + l] = (q1 & 0x0f) | ((q3 & 0x0f) << 4);
                 ql[64 * half + l + 32] = (q2 & 0x0f) | ((q4 & 0x0f) << 4);
-                qh[32 * half + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
+                qh[32 * half + l] =
+                    (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
             }
         }
         out.extend_from_slice(&ql);
@@ -332,7 +348,9 @@ mod tests {
     use super::*;
 
     fn wave(n: usize, seed: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 * 0.37 + seed).sin() * 1.7) + 0.1).collect()
+        (0..n)
+            .map(|i| ((i as f32 * 0.37 + seed).sin() * 1.7) + 0.1)
+            .collect()
     }
 
     /// Quantize-then-dequantize stays within each format's step size, and `dot` equals
@@ -360,7 +378,11 @@ mod tests {
             let y = wave(512, 1.1);
             let want: f32 = back.iter().zip(&y).map(|(a, b)| a * b).sum();
             let got = dot(ty, &q, &y).expect("sizes match");
-            assert!((want - got).abs() <= 1e-3 * want.abs().max(1.0), "{}", ty.name());
+            assert!(
+                (want - got).abs() <= 1e-3 * want.abs().max(1.0),
+                "{}",
+                ty.name()
+            );
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Causal attention with GQA over the KV cache (`wgsl/attention.wgsl`): query head `h` of
 //! the token at position `p` attends positions `0..=p` of KV head `h / (n_heads /
 //! n_kv_heads)`, scale `1/sqrt(head_dim)`, softmax in f32. Serves prefill (many query
-//! rows) and decode (one).
+//! rows) and decode (one). A workgroup of 32 lanes per (head, token) splits the positions
+//! and merges their partial softmaxes.
 
 use std::sync::Arc;
 
@@ -28,7 +29,11 @@ pub fn kernel(
     n_heads: usize,
     n_kv_heads: usize,
 ) -> Result<Arc<Kernel>, GpuError> {
-    if head_dim > MAX_HEAD_DIM || head_dim % 4 != 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+    if head_dim > MAX_HEAD_DIM
+        || !head_dim.is_multiple_of(4)
+        || n_kv_heads == 0
+        || !n_heads.is_multiple_of(n_kv_heads)
+    {
         return Err(GpuError::Kernel {
             kernel: "attention".into(),
             reason: format!(
@@ -110,22 +115,26 @@ mod tests {
     use crate::ops::pseudo_random;
     use crate::ops::testing::{assert_close, ctx, step, upload_f32};
 
-    /// Prefill (4 query rows after 3 cached positions) and decode (one row), GQA 6/2
-    /// heads, within 1e-5.
+    /// Prefill (query rows after cached positions) and decode (one row), GQA 6/2 heads,
+    /// contexts shorter and longer than the 32 lanes that split positions; within 1e-5.
     #[test]
     fn gpu_matches_cpu_prefill_and_decode() {
         let ctx = ctx();
         let (hd, nh, nkv) = (32, 6, 2);
         let qkv_w = (nh + 2 * nkv) * hd;
         let kvd = nkv * hd;
-        for (start, n) in [(3usize, 4usize), (9, 1), (0, 1)] {
+        for (start, n) in [(3usize, 4usize), (9, 1), (0, 1), (70, 3), (100, 1)] {
             let total = start + n;
             let qkv = pseudo_random(n * qkv_w, 5 + start as u64, 2.0);
             let kc = pseudo_random(total * kvd, 6, 2.0);
             let vc = pseudo_random(total * kvd, 7, 1.0);
             let mut want = vec![0f32; n * nh * hd];
             reference(&qkv, qkv_w, &kc, &vc, nh, nkv, hd, start, &mut want);
-            let (qb, kb, vb) = (upload_f32(&ctx, &qkv), upload_f32(&ctx, &kc), upload_f32(&ctx, &vc));
+            let (qb, kb, vb) = (
+                upload_f32(&ctx, &qkv),
+                upload_f32(&ctx, &kc),
+                upload_f32(&ctx, &vc),
+            );
             let ob = upload_f32(&ctx, &vec![0.0; n * nh * hd]);
             let st = step(&ctx, n as u32, start as u32);
             let k = kernel(&ctx, hd, nh, nkv).expect("kernel");

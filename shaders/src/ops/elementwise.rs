@@ -58,7 +58,11 @@ mod tests {
         for (op, tol) in [(Op::Add, 0.0), (Op::SwiGlu, 1e-5)] {
             let mut want = vec![0f32; n];
             reference(op, &a, &b, &mut want);
-            let (ab, bb, yb) = (upload_f32(&ctx, &a), upload_f32(&ctx, &b), upload_f32(&ctx, &vec![0.0; n]));
+            let (ab, bb, yb) = (
+                upload_f32(&ctx, &a),
+                upload_f32(&ctx, &b),
+                upload_f32(&ctx, &vec![0.0; n]),
+            );
             let k = kernel(&ctx, op, n).expect("kernel");
             crate::ops::run_once(&ctx, &k, &[&ab, &bb, &yb], groups(n));
             let got = ctx.read_f32(&yb, n).expect("readback");

@@ -24,7 +24,10 @@ pub const SPEC: KernelSpec = KernelSpec {
 };
 
 pub fn kernel(ctx: &GpuContext, table: &GpuWeight) -> Result<Arc<Kernel>, GpuError> {
-    ctx.kernel(&SPEC, &[("FMT", table.fmt as f64), ("K", table.cols as f64)])
+    ctx.kernel(
+        &SPEC,
+        &[("FMT", table.fmt as f64), ("K", table.cols as f64)],
+    )
 }
 
 pub fn groups(d: usize, n_tokens: usize) -> (u32, u32, u32) {
@@ -65,16 +68,33 @@ mod tests {
         let ctx = ctx();
         let (vocab, d) = (50, 64);
         let tokens = [3u32, 0, 49, 3, 17];
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_1, GgmlType::F32, GgmlType::Q4_0] {
+        for ty in [
+            GgmlType::Q8_0,
+            GgmlType::Q4_1,
+            GgmlType::F32,
+            GgmlType::Q4_0,
+        ] {
             let table = quantize(ty, &pseudo_random(vocab * d, 21, 1.0)).expect("q");
             let mut want = vec![0f32; tokens.len() * d];
             reference(ty, &table, d, &tokens, &mut want).expect("reference");
-            let w = pack(ty, &table, vocab, d).expect("pack").upload(&ctx, "embd").expect("upload");
-            let tb = ctx.storage_init("tokens", bytemuck::cast_slice(&tokens)).expect("small");
-            let ob = ctx.storage("out", (tokens.len() * d * 4) as u64).expect("small");
+            let w = pack(ty, &table, vocab, d)
+                .expect("pack")
+                .upload(&ctx, "embd")
+                .expect("upload");
+            let tb = ctx
+                .storage_init("tokens", bytemuck::cast_slice(&tokens))
+                .expect("small");
+            let ob = ctx
+                .storage("out", (tokens.len() * d * 4) as u64)
+                .expect("small");
             let st = step(&ctx, tokens.len() as u32, 0);
             let k = kernel(&ctx, &w).expect("kernel");
-            crate::ops::run_once(&ctx, &k, &[&st, &tb, &w.quants, &w.scales, &ob], groups(d, tokens.len()));
+            crate::ops::run_once(
+                &ctx,
+                &k,
+                &[&st, &tb, &w.quants, &w.scales, &ob],
+                groups(d, tokens.len()),
+            );
             let got = ctx.read_f32(&ob, tokens.len() * d).expect("readback");
             assert_close(ty.name(), &got, &want, 1e-6);
         }

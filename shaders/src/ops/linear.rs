@@ -27,6 +27,10 @@ pub const SPEC: KernelSpec = KernelSpec {
         Binding::Read,
         Binding::Read,
         Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
+        Binding::ReadWrite,
+        Binding::ReadWrite,
     ],
 };
 
@@ -39,6 +43,52 @@ pub enum Mode {
     Accumulate = 1,
     /// `y = silu(W[r] x) * (W[r + rows] x)` over a `[gate; up]` matrix of `2 rows` rows.
     SwiGlu = 2,
+    /// Fused q/k/v over a `[q; k; v]` matrix: RoPE on q and k (see [`Rope`]), q into `y`,
+    /// k and v into the KV cache at `start_pos + t`.
+    QkvRope = 3,
+}
+
+/// The attention shape a [`Mode::QkvRope`] kernel rotates and stores for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rope {
+    pub head_dim: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub style: crate::model::RopeStyle,
+}
+
+/// A linear kernel's specialization.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Variant {
+    pub mode: Mode,
+    /// Token rows per invocation (1 for decode, up to 4 for prefill).
+    pub tokens_per_invocation: u32,
+    pub shape: Shape,
+    /// Apply RMSNorm (with this epsilon, weight bound at binding 5) to the input first.
+    pub norm_eps: Option<f32>,
+    /// Required for [`Mode::QkvRope`].
+    pub rope: Option<Rope>,
+}
+
+impl Variant {
+    pub fn new(mode: Mode, shape: Shape) -> Self {
+        Self {
+            mode,
+            tokens_per_invocation: 1,
+            shape,
+            norm_eps: None,
+            rope: None,
+        }
+    }
+}
+
+/// Rows the invocations of `mode` cover over a matrix of `w_rows` rows: output rows, or
+/// row pairs (SwiGLU's gate/up pairs, RoPE pairs).
+pub fn invocation_rows(w_rows: usize, mode: Mode) -> usize {
+    match mode {
+        Mode::Store | Mode::Accumulate => w_rows,
+        Mode::SwiGlu | Mode::QkvRope => w_rows / 2,
+    }
 }
 
 /// How invocations map onto rows.
@@ -93,8 +143,13 @@ pub struct PackedWeight {
 }
 
 /// Repacks a ggml tensor of `rows × cols` (`cols` a multiple of 32) for the GPU.
-pub fn pack(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Result<PackedWeight, ModelError> {
-    if cols % 32 != 0 || cols % ty.block_elems() != 0 {
+pub fn pack(
+    ty: GgmlType,
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+) -> Result<PackedWeight, ModelError> {
+    if !cols.is_multiple_of(32) || !cols.is_multiple_of(ty.block_elems()) {
         return Err(ModelError::Malformed(format!(
             "{} rows of {cols} elements are not whole groups of 32",
             ty.name()
@@ -148,7 +203,13 @@ pub fn pack(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Result<Packe
                     scales.extend_from_slice(&(d * sc as f32).to_le_bytes());
                     scales.extend_from_slice(&(-(dmin * m as f32)).to_le_bytes());
                     let pair = &qs[32 * (j / 2)..32 * (j / 2) + 32];
-                    let q = |l: usize| if j % 2 == 0 { pair[l] & 0x0f } else { pair[l] >> 4 };
+                    let q = |l: usize| {
+                        if j.is_multiple_of(2) {
+                            pair[l] & 0x0f
+                        } else {
+                            pair[l] >> 4
+                        }
+                    };
                     for i in 0..16 {
                         quants.push(q(i) | (q(i + 16) << 4));
                     }
@@ -241,36 +302,77 @@ pub struct GpuWeight {
     pub scales: wgpu::Buffer,
 }
 
-/// The pipeline for `w` producing `out_rows` rows (half of `w.rows` in SwiGLU mode),
-/// `tokens_per_invocation` (1..=4) token rows per invocation.
-pub fn kernel(
+/// The pipeline for `w` specialised as `v`.
+pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel>, GpuError> {
+    let mut c = vec![
+        ("FMT", w.fmt as f64),
+        ("K", w.cols as f64),
+        ("ROWS", invocation_rows(w.rows, v.mode) as f64),
+        ("MODE", v.mode as u32 as f64),
+        ("TT", v.tokens_per_invocation.clamp(1, 4) as f64),
+        ("TPR", v.shape.threads_per_row as f64),
+        ("WG", v.shape.workgroup as f64),
+    ];
+    if let Some(eps) = v.norm_eps {
+        c.push(("NORM", 1.0));
+        c.push(("EPS", eps as f64));
+    }
+    if v.mode == Mode::QkvRope {
+        let r = v.rope.ok_or_else(|| GpuError::Kernel {
+            kernel: "linear".into(),
+            reason: "q/k/v mode needs the attention shape".into(),
+        })?;
+        if (r.n_heads + 2 * r.n_kv_heads) * r.head_dim != w.rows || !r.head_dim.is_multiple_of(2) {
+            return Err(GpuError::Kernel {
+                kernel: "linear".into(),
+                reason: format!("{} rows are not q/k/v heads of {r:?}", w.rows),
+            });
+        }
+        c.push(("HD", r.head_dim as f64));
+        c.push(("NH", r.n_heads as f64));
+        c.push(("NKV", r.n_kv_heads as f64));
+        c.push((
+            "NEOX",
+            (r.style == crate::model::RopeStyle::NeoX) as u32 as f64,
+        ));
+    }
+    ctx.kernel(&SPEC, &c)
+}
+
+/// The optional inputs of a linear kernel's bind group.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras<'a> {
+    /// RMSNorm weight (with [`Variant::norm_eps`]).
+    pub norm: Option<&'a wgpu::Buffer>,
+    /// RoPE (cos, sin) table, K cache, V cache (with [`Mode::QkvRope`]).
+    pub rope_kv: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer)>,
+}
+
+/// The bind group of a linear kernel: `step` uniform, input `x`, weights `w`, output `y`.
+pub fn bind(
     ctx: &GpuContext,
+    kernel: &Kernel,
+    step: &wgpu::Buffer,
+    x: &wgpu::Buffer,
     w: &GpuWeight,
-    mode: Mode,
-    tokens_per_invocation: u32,
-    shape: Shape,
-) -> Result<Arc<Kernel>, GpuError> {
-    let out_rows = if mode == Mode::SwiGlu { w.rows / 2 } else { w.rows };
-    ctx.kernel(
-        &SPEC,
-        &[
-            ("FMT", w.fmt as f64),
-            ("K", w.cols as f64),
-            ("ROWS", out_rows as f64),
-            ("MODE", mode as u32 as f64),
-            ("TT", tokens_per_invocation.clamp(1, 4) as f64),
-            ("TPR", shape.threads_per_row as f64),
-            ("WG", shape.workgroup as f64),
-        ],
+    y: &wgpu::Buffer,
+    extras: Extras<'_>,
+) -> wgpu::BindGroup {
+    let [ur, uw0, uw1] = ctx.unused_buffers();
+    let norm = extras.norm.unwrap_or(ur);
+    let (cs, kc, vc) = extras.rope_kv.unwrap_or((ur, uw0, uw1));
+    ctx.bind_group(
+        kernel,
+        &[step, x, &w.quants, &w.scales, y, norm, cs, kc, vc],
     )
 }
 
-/// Workgroups for `out_rows` rows and `n_tokens` tokens.
-pub fn groups(out_rows: usize, n_tokens: usize, tokens_per_invocation: u32, shape: Shape) -> (u32, u32, u32) {
-    let rows_per_wg = (shape.workgroup / shape.threads_per_row).max(1) as usize;
+/// Workgroups for `v` over a matrix of `w_rows` rows and `n_tokens` tokens.
+pub fn groups(w_rows: usize, n_tokens: usize, v: &Variant) -> (u32, u32, u32) {
+    let rows_per_wg = (v.shape.workgroup / v.shape.threads_per_row).max(1) as usize;
     (
-        out_rows.div_ceil(rows_per_wg) as u32,
-        n_tokens.div_ceil(tokens_per_invocation.clamp(1, 4) as usize) as u32,
+        invocation_rows(w_rows, v.mode).div_ceil(rows_per_wg) as u32,
+        n_tokens.div_ceil(v.tokens_per_invocation.clamp(1, 4) as usize) as u32,
         1,
     )
 }
@@ -289,7 +391,7 @@ pub fn reference(
     let row_bytes = ty
         .bytes_for(cols)
         .ok_or_else(|| ModelError::Malformed(format!("{} row of {cols}", ty.name())))?;
-    if w.len() != row_bytes * rows || x.len() % cols != 0 {
+    if w.len() != row_bytes * rows || !x.len().is_multiple_of(cols) {
         return Err(ModelError::Malformed(format!(
             "linear reference: {} bytes of weights for {rows}x{cols}, {} inputs",
             w.len(),
@@ -297,7 +399,12 @@ pub fn reference(
         )));
     }
     let n = x.len() / cols;
-    let out_rows = if mode == Mode::SwiGlu { rows / 2 } else { rows };
+    if mode == Mode::QkvRope {
+        return Err(ModelError::Malformed(
+            "the q/k/v mode's reference is the composition in engine::cpu".into(),
+        ));
+    }
+    let out_rows = invocation_rows(rows, mode);
     let mut row = vec![0f32; cols];
     let mut wx = vec![0f32; n * rows];
     for r in 0..rows {
@@ -315,6 +422,7 @@ pub fn reference(
                 Mode::Store => *o = v,
                 Mode::Accumulate => *o += v,
                 Mode::SwiGlu => *o = super::elementwise::silu(v) * wx[t * rows + r + out_rows],
+                Mode::QkvRope => unreachable!("rejected above"),
             }
         }
     }
@@ -329,31 +437,88 @@ mod tests {
     use crate::ops::testing::{assert_close, ctx, step, upload_f32};
 
     fn run(ty: GgmlType, rows: usize, cols: usize, n: usize, mode: Mode, tt: u32, shape: Shape) {
+        run_norm(ty, rows, cols, n, mode, tt, shape, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_norm(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        n: usize,
+        mode: Mode,
+        tt: u32,
+        shape: Shape,
+        norm: bool,
+    ) {
         let ctx = ctx();
         let wf = pseudo_random(rows * cols, 7 + rows as u64, 1.0);
         let w = quantize(ty, &wf).expect("whole blocks");
         let x = pseudo_random(n * cols, 11, 1.0);
-        let out_rows = if mode == Mode::SwiGlu { rows / 2 } else { rows };
+        let g = pseudo_random(cols, 12, 2.0);
+        let out_rows = invocation_rows(rows, mode);
         let y0 = pseudo_random(n * out_rows, 13, 1.0);
         let mut want = y0.clone();
-        reference(ty, &w, rows, cols, mode, &x, &mut want).expect("reference");
+        let mut xin = x.clone();
+        if norm {
+            crate::ops::rmsnorm::reference(&x, &g, 1e-5, &mut xin);
+        }
+        reference(ty, &w, rows, cols, mode, &xin, &mut want).expect("reference");
         let gw = pack(ty, &w, rows, cols)
             .expect("pack")
             .upload(&ctx, "w")
             .expect("upload");
-        let k = kernel(&ctx, &gw, mode, tt, shape).expect("kernel");
+        let v = Variant {
+            tokens_per_invocation: tt,
+            norm_eps: norm.then_some(1e-5),
+            ..Variant::new(mode, shape)
+        };
+        let k = kernel(&ctx, &gw, &v).expect("kernel");
         let xb = upload_f32(&ctx, &x);
+        let gb = upload_f32(&ctx, &g);
         let yb = upload_f32(&ctx, &y0);
         let st = step(&ctx, n as u32, 0);
-        crate::ops::run_once(
-            &ctx,
-            &k,
-            &[&st, &xb, &gw.quants, &gw.scales, &yb],
-            groups(out_rows, n, tt, shape),
-        );
+        let extras = Extras {
+            norm: norm.then_some(&gb),
+            ..Default::default()
+        };
+        let bg = bind(&ctx, &k, &st, &xb, &gw, &yb, extras);
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            crate::gpu::pipeline::dispatch(&mut pass, &k, &bg, groups(rows, n, &v));
+        }
+        ctx.queue.submit([enc.finish()]);
         let got = ctx.read_f32(&yb, n * out_rows).expect("readback");
-        let what = format!("{} {mode:?} n={n} tt={tt} {shape:?}", ty.name());
+        let what = format!("{} {mode:?} n={n} tt={tt} norm={norm} {shape:?}", ty.name());
         assert_close(&what, &got, &want, 2e-4);
+    }
+
+    /// The fused RMSNorm input (norm weight at binding 5) matches norm-then-linear.
+    #[test]
+    fn fused_norm_matches() {
+        for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
+            run_norm(
+                ty,
+                64,
+                576,
+                1,
+                Mode::Store,
+                1,
+                Shape::ROW_PER_INVOCATION,
+                true,
+            );
+            run_norm(
+                ty,
+                64,
+                128,
+                3,
+                Mode::SwiGlu,
+                4,
+                Shape::WORKGROUP_REDUCE,
+                true,
+            );
+        }
     }
 
     /// Every weight format, decode (n=1) and prefill (n=5, 4 tokens per invocation),

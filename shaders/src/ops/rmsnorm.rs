@@ -8,7 +8,12 @@ use crate::gpu::{Binding, GpuContext, GpuError, Kernel, KernelSpec};
 pub const SPEC: KernelSpec = KernelSpec {
     name: "rmsnorm",
     source: include_str!("../../wgsl/rmsnorm.wgsl"),
-    bindings: &[Binding::Uniform, Binding::Read, Binding::Read, Binding::ReadWrite],
+    bindings: &[
+        Binding::Uniform,
+        Binding::Read,
+        Binding::Read,
+        Binding::ReadWrite,
+    ],
 };
 
 pub fn kernel(ctx: &GpuContext, d: usize, eps: f32) -> Result<Arc<Kernel>, GpuError> {
@@ -46,10 +51,19 @@ mod tests {
         let g = pseudo_random(d, 4, 1.5);
         let mut want = vec![0f32; n * d];
         reference(&x, &g, 1e-5, &mut want);
-        let (xb, gb, yb) = (upload_f32(&ctx, &x), upload_f32(&ctx, &g), upload_f32(&ctx, &vec![0.0; n * d]));
+        let (xb, gb, yb) = (
+            upload_f32(&ctx, &x),
+            upload_f32(&ctx, &g),
+            upload_f32(&ctx, &vec![0.0; n * d]),
+        );
         let k = kernel(&ctx, d, 1e-5).expect("kernel");
         let st = step(&ctx, n as u32, 0);
         crate::ops::run_once(&ctx, &k, &[&st, &xb, &gb, &yb], groups(n));
-        assert_close("rmsnorm", &ctx.read_f32(&yb, n * d).expect("readback"), &want, 1e-5);
+        assert_close(
+            "rmsnorm",
+            &ctx.read_f32(&yb, n * d).expect("readback"),
+            &want,
+            1e-5,
+        );
     }
 }

@@ -101,20 +101,36 @@ mod tests {
                 let mut k = row[nh * hd..nh * hd + kvd].to_vec();
                 reference(style, hd, &tab, start + t, &mut k);
                 want_k[(start + t) * kvd..(start + t + 1) * kvd].copy_from_slice(&k);
-                want_v[(start + t) * kvd..(start + t + 1) * kvd].copy_from_slice(&row[nh * hd + kvd..]);
+                want_v[(start + t) * kvd..(start + t + 1) * kvd]
+                    .copy_from_slice(&row[nh * hd + kvd..]);
             }
             let xb = upload_f32(&ctx, &x);
-            let csb = ctx.storage_init("cs", bytemuck::cast_slice(&tab)).expect("small");
+            let csb = ctx
+                .storage_init("cs", bytemuck::cast_slice(&tab))
+                .expect("small");
             let kb = upload_f32(&ctx, &vec![0.0; 16 * kvd]);
             let vb = upload_f32(&ctx, &vec![0.0; 16 * kvd]);
             let st = step(&ctx, n as u32, start as u32);
             let k = kernel(&ctx, hd, nh, nkv, style).expect("kernel");
             crate::ops::run_once(&ctx, &k, &[&st, &xb, &csb, &kb, &vb], groups(nh, nkv, n));
             let got = ctx.read_f32(&xb, n * qkv_w).expect("readback");
-            let got_q: Vec<f32> = got.chunks_exact(qkv_w).flat_map(|r| r[..nh * hd].to_vec()).collect();
+            let got_q: Vec<f32> = got
+                .chunks_exact(qkv_w)
+                .flat_map(|r| r[..nh * hd].to_vec())
+                .collect();
             assert_close("q", &got_q, &want_q, 1e-6);
-            assert_close("k cache", &ctx.read_f32(&kb, 16 * kvd).expect("rb"), &want_k, 1e-6);
-            assert_close("v cache", &ctx.read_f32(&vb, 16 * kvd).expect("rb"), &want_v, 0.0);
+            assert_close(
+                "k cache",
+                &ctx.read_f32(&kb, 16 * kvd).expect("rb"),
+                &want_k,
+                1e-6,
+            );
+            assert_close(
+                "v cache",
+                &ctx.read_f32(&vb, 16 * kvd).expect("rb"),
+                &want_v,
+                0.0,
+            );
         }
     }
 

@@ -57,7 +57,11 @@ pub const GROUPS: (u32, u32, u32) = (1, 1, 1);
 
 /// CPU reference; `u` in `[0, 1)`.
 pub fn reference(logits: &[f32], p: &SamplingParams, u: f32) -> u32 {
-    let mut k = if p.top_k == 0 || p.top_k > MAX_TOP_K { MAX_TOP_K } else { p.top_k } as usize;
+    let mut k = if p.top_k == 0 || p.top_k > MAX_TOP_K {
+        MAX_TOP_K
+    } else {
+        p.top_k
+    } as usize;
     if p.temperature <= 0.0 {
         k = 1;
     }
@@ -72,7 +76,10 @@ pub fn reference(logits: &[f32], p: &SamplingParams, u: f32) -> u32 {
     if cand.len() <= 1 {
         return cand.first().map_or(0, |c| c.0);
     }
-    let w: Vec<f32> = cand.iter().map(|c| ((c.1 - cand[0].1) / p.temperature).exp()).collect();
+    let w: Vec<f32> = cand
+        .iter()
+        .map(|c| ((c.1 - cand[0].1) / p.temperature).exp())
+        .collect();
     let total: f32 = w.iter().sum();
     let mut kept = w.len();
     let mut cum = 0f32;
@@ -105,7 +112,8 @@ mod tests {
         let ctx = ctx();
         let lb = upload_f32(&ctx, logits);
         let ub = ctx.uniform("sample params", 16);
-        ctx.queue.write_buffer(&ub, 0, bytemuck::bytes_of(&Uniform::new(p, u)));
+        ctx.queue
+            .write_buffer(&ub, 0, bytemuck::bytes_of(&Uniform::new(p, u)));
         let ob = ctx.storage("sample out", 4).expect("small");
         let k = kernel(&ctx, logits.len()).expect("kernel");
         crate::ops::run_once(&ctx, &k, &[&ub, &lb, &ob], GROUPS);
@@ -122,10 +130,26 @@ mod tests {
         let us = pseudo_random(12, 5, 0.5);
         let mut seen = std::collections::BTreeSet::new();
         for p in [
-            SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95 },
-            SamplingParams { temperature: 1.5, top_k: 0, top_p: 1.0 },
-            SamplingParams { temperature: 1.0, top_k: 5, top_p: 0.5 },
-            SamplingParams { temperature: 0.0, top_k: 40, top_p: 0.9 },
+            SamplingParams {
+                temperature: 0.8,
+                top_k: 40,
+                top_p: 0.95,
+            },
+            SamplingParams {
+                temperature: 1.5,
+                top_k: 0,
+                top_p: 1.0,
+            },
+            SamplingParams {
+                temperature: 1.0,
+                top_k: 5,
+                top_p: 0.5,
+            },
+            SamplingParams {
+                temperature: 0.0,
+                top_k: 40,
+                top_p: 0.9,
+            },
         ] {
             for &u in &us {
                 let u = u + 0.5;
@@ -138,7 +162,11 @@ mod tests {
             }
         }
         assert!(seen.len() > 3, "picks: {seen:?}");
-        let p = SamplingParams { temperature: 1.0, top_k: 3, top_p: 1.0 };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 3,
+            top_p: 1.0,
+        };
         let mut top: Vec<(usize, f32)> = logits.iter().copied().enumerate().collect();
         top.sort_by(|a, b| b.1.total_cmp(&a.1));
         for u in [0.0, 0.3, 0.6, 0.999] {
