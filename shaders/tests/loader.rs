@@ -967,3 +967,34 @@ fn loaders_are_send_and_sync() {
     let boxed: Box<dyn WeightSource> = Box::new(GgufFile::from_bytes(tiny_bytes()).expect("opens"));
     assert_eq!(boxed.config().n_blocks, 2);
 }
+
+/// Fuzz regression (gguf_parse timeout): `llama.block_count` mutated to 0x60000001 made the
+/// validator list 14 billion tensor names before finding the first missing one.
+#[test]
+fn fuzz_regression_huge_block_count_fails_fast() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/fuzz_gguf_huge_block_count.gguf"
+    );
+    let bytes = std::fs::read(path).expect("fixture");
+    let start = std::time::Instant::now();
+    let msg = open_err(bytes);
+    assert!(msg.contains("llama.block_count 1610612737"), "{msg}");
+    assert!(start.elapsed().as_secs() < 2, "took {:?}", start.elapsed());
+}
+
+#[test]
+fn overflowing_widths_are_errors_not_panics() {
+    let mut w = tiny_llama(3);
+    w.remove_meta("llama.rope.dimension_count")
+        .meta("llama.attention.key_length", MetaValue::U64(1 << 62));
+    let msg = open_err(w.to_bytes());
+    assert!(msg.contains("overflow"), "{msg}");
+    let mut w = tiny_llama(3);
+    w.meta("llama.embedding_length", MetaValue::U64(u64::MAX / 2));
+    let msg = open_err(w.to_bytes());
+    assert!(
+        msg.contains("overflow") || msg.contains("llama.embedding_length"),
+        "{msg}"
+    );
+}

@@ -933,7 +933,16 @@ pub fn llama_config(header: &GgufHeader) -> Result<ModelConfig, ModelError> {
             "llama.rope.dimension_count {v:?} differs from head_dim {head_dim} (partial RoPE is unsupported)"
         )));
     }
-    Ok(ModelConfig {
+    // A llama model has 9 tensors per block: a block count the file cannot hold is a lie
+    // (checked before anything is sized by it).
+    let n_tensors = header.tensors.len();
+    if n_blocks > n_tensors / 9 {
+        return Err(ModelError::Malformed(format!(
+            "llama.block_count {n_blocks} needs {} block tensors, the file has {n_tensors} tensors",
+            n_blocks.saturating_mul(9)
+        )));
+    }
+    let config = ModelConfig {
         architecture: arch.to_string(),
         name: md.get_str("general.name").ok().map(str::to_string),
         n_blocks,
@@ -948,32 +957,67 @@ pub fn llama_config(header: &GgufHeader) -> Result<ModelConfig, ModelError> {
         rope_style: RopeStyle::Adjacent,
         rms_eps,
         tied_embeddings: header.tensor_info("output.weight").is_none(),
-    })
+    };
+    check_config_arithmetic(&config)?;
+    Ok(config)
+}
+
+/// Checks that the widths [`ModelConfig`]'s methods compute (q, kv, KV-cache bytes per
+/// position) cannot overflow, so later code may multiply them freely.
+pub fn check_config_arithmetic(config: &ModelConfig) -> Result<(), ModelError> {
+    let q = config.n_heads.checked_mul(config.head_dim);
+    let kv = config
+        .n_kv_heads
+        .checked_mul(config.head_dim)
+        .and_then(|kv| kv.checked_mul(2 * std::mem::size_of::<f32>()));
+    let ffn = config.d_ff.checked_mul(config.d_model);
+    let embd = config.vocab_size.checked_mul(config.d_model);
+    if q.is_none() || kv.is_none() || ffn.is_none() || embd.is_none() {
+        return Err(ModelError::Malformed(format!(
+            "model widths overflow: {} heads x {} (kv {}), d_model {}, ffn {}, vocab {}",
+            config.n_heads,
+            config.head_dim,
+            config.n_kv_heads,
+            config.d_model,
+            config.d_ff,
+            config.vocab_size
+        )));
+    }
+    Ok(())
 }
 
 /// Every tensor a llama model of `config` needs, with its dims in ggml order.
 pub fn llama_tensor_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    llama_tensor_shapes_iter(config).collect()
+}
+
+/// [`llama_tensor_shapes`], lazily: a lying block count costs nothing until reached.
+pub fn llama_tensor_shapes_iter(
+    config: &ModelConfig,
+) -> impl Iterator<Item = (String, Vec<usize>)> + '_ {
     let d = config.d_model;
-    let mut out = vec![
+    let mut head = vec![
         ("token_embd.weight".to_string(), vec![d, config.vocab_size]),
         ("output_norm.weight".to_string(), vec![d]),
     ];
     if !config.tied_embeddings {
-        out.push(("output.weight".to_string(), vec![d, config.vocab_size]));
+        head.push(("output.weight".to_string(), vec![d, config.vocab_size]));
     }
-    for i in 0..config.n_blocks {
+    let blocks = (0..config.n_blocks).flat_map(move |i| {
         let b = |s: &str| format!("blk.{i}.{s}.weight");
-        out.push((b("attn_norm"), vec![d]));
-        out.push((b("attn_q"), vec![d, config.q_dim()]));
-        out.push((b("attn_k"), vec![d, config.kv_dim()]));
-        out.push((b("attn_v"), vec![d, config.kv_dim()]));
-        out.push((b("attn_output"), vec![config.q_dim(), d]));
-        out.push((b("ffn_norm"), vec![d]));
-        out.push((b("ffn_gate"), vec![d, config.d_ff]));
-        out.push((b("ffn_up"), vec![d, config.d_ff]));
-        out.push((b("ffn_down"), vec![config.d_ff, d]));
-    }
-    out
+        [
+            (b("attn_norm"), vec![d]),
+            (b("attn_q"), vec![d, config.q_dim()]),
+            (b("attn_k"), vec![d, config.kv_dim()]),
+            (b("attn_v"), vec![d, config.kv_dim()]),
+            (b("attn_output"), vec![config.q_dim(), d]),
+            (b("ffn_norm"), vec![d]),
+            (b("ffn_gate"), vec![d, config.d_ff]),
+            (b("ffn_up"), vec![d, config.d_ff]),
+            (b("ffn_down"), vec![config.d_ff, d]),
+        ]
+    });
+    head.into_iter().chain(blocks)
 }
 
 /// Checks that `source` has every tensor of a llama model of `config`, with the right dims,
@@ -983,7 +1027,8 @@ pub fn validate_llama_tensors(
     source: &dyn WeightSource,
     config: &ModelConfig,
 ) -> Result<(), ModelError> {
-    for (name, dims) in llama_tensor_shapes(config) {
+    check_config_arithmetic(config)?;
+    for (name, dims) in llama_tensor_shapes_iter(config) {
         let t = source.tensor(&name)?;
         t.expect_dims(&dims)?;
         if dims.len() == 1 && t.ty.block_elems() != 1 {

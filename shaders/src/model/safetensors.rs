@@ -3,7 +3,7 @@
 //! GGUF names and shapes reported in ggml order.
 
 use super::config::{ModelConfig, RopeStyle};
-use super::gguf::{manifest_hash, validate_llama_tensors};
+use super::gguf::{check_config_arithmetic, manifest_hash, validate_llama_tensors};
 use super::tensor::{GgmlType, TensorRef};
 use super::{ModelError, WeightSource};
 use safetensors::{Dtype, SafeTensors};
@@ -128,7 +128,7 @@ pub fn hf_llama_config(json: &Value) -> Result<ModelConfig, ModelError> {
             "config.json: rope_scaling {scaling} is not supported"
         )));
     }
-    Ok(ModelConfig {
+    let config = ModelConfig {
         architecture: model_type.to_string(),
         name: json
             .get("_name_or_path")
@@ -149,7 +149,9 @@ pub fn hf_llama_config(json: &Value) -> Result<ModelConfig, ModelError> {
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)
             .unwrap_or(false),
-    })
+    };
+    check_config_arithmetic(&config)?;
+    Ok(config)
 }
 
 impl SafetensorsModel {
