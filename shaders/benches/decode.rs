@@ -4,7 +4,6 @@
 
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
 
 use cocoon_shaders::engine::cpu::{CpuBlocks, CpuHead};
 use cocoon_shaders::engine::gpu::{GpuBlocks, GpuHead};
@@ -99,14 +98,14 @@ fn main() {
     prompt.truncate(PREFILL_TOKENS);
     let decode_tokens = 64;
 
-    let ctx = Arc::new(GpuContext::new().expect("wgpu device"));
-    let mut gpu_head = GpuHead::new(ctx.clone(), model.clone()).expect("gpu head");
-    let gpu_blocks = GpuBlocks::new(ctx.clone(), model.clone(), 0..n_blocks).expect("gpu blocks");
+    let ctx = GpuContext::new().expect("wgpu device");
+    let mut gpu_head = GpuHead::new(ctx.clone(), model.as_ref()).expect("gpu head");
+    let gpu_blocks = GpuBlocks::new(ctx.clone(), model.as_ref(), 0..n_blocks).expect("gpu blocks");
     let gpu = measure(&mut gpu_head, Box::new(gpu_blocks), &prompt, decode_tokens);
     let rss_after_gpu = peak_rss_mib();
 
-    let mut cpu_head = CpuHead::new(model.clone()).expect("cpu head");
-    let cpu_blocks = CpuBlocks::new(model.clone(), 0..n_blocks).expect("cpu blocks");
+    let mut cpu_head = CpuHead::new(model.as_ref()).expect("cpu head");
+    let cpu_blocks = CpuBlocks::new(model.as_ref(), 0..n_blocks).expect("cpu blocks");
     let cpu = measure(&mut cpu_head, Box::new(cpu_blocks), &prompt[..32], 8);
 
     let llama = llama_bench(&path, decode_tokens);

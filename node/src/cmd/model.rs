@@ -69,8 +69,8 @@ fn info(path: PathBuf, json: bool) -> Result<()> {
             bytes: 0,
         });
         usage.tensors += 1;
-        usage.bytes += t.byte_len() as u64;
-        parameters += t.elems() as u64;
+        usage.bytes += t.size as u64;
+        parameters += t.dims.iter().product::<usize>() as u64;
         tensors += 1;
     }
     let info = ModelInfo {

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -13,7 +12,6 @@ use cocoon_shaders::engine::{
 };
 use cocoon_shaders::model::chat::ChatMessage;
 use cocoon_shaders::model::gguf::GgufFile;
-use cocoon_shaders::model::tokenizer::StreamDecoder;
 use serde::Serialize;
 
 use crate::default_model;
@@ -80,7 +78,7 @@ pub fn main(args: RunArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.top_p) {
         bail!("--top-p must be within 0..=1, got {}", args.top_p);
     }
-    let file = Arc::new(load(&path)?);
+    let file = load(&path)?;
     let (head_backend, blocks, device) = backends(&file, args.backend)?;
     let mut head = Head::from_gguf(&file, head_backend)?;
     let prompt_ids = if args.chat {
@@ -118,11 +116,12 @@ pub fn main(args: RunArgs) -> Result<()> {
         max_new_tokens: args.max_tokens,
         stop_ids: &stop_ids,
     };
-    let mut decoder = StreamDecoder::new(head.tokenizer().clone());
+    let tokenizer = head.tokenizer().clone();
+    let mut decoder = tokenizer.stream_decoder();
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
     let generation = head.generate(&mut chain, &mut sampler, &prompt_ids, &options, |id| {
-        let piece = decoder.push(id);
+        let piece = decoder.push(id).unwrap_or_default();
         match stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()) {
             Ok(()) => true,
             Err(e) => {
@@ -134,7 +133,7 @@ pub fn main(args: RunArgs) -> Result<()> {
     if let Some(e) = write_error {
         return Err(e).context("writing to stdout");
     }
-    let tail = decoder.finish();
+    let tail = decoder.finish().unwrap_or_default();
     stdout.write_all(tail.as_bytes())?;
     writeln!(stdout)?;
     eprintln!(
@@ -149,7 +148,7 @@ pub fn main(args: RunArgs) -> Result<()> {
         let report = RunReport {
             prompt_token_ids: &generation.prompt_token_ids,
             token_ids: &generation.token_ids,
-            text: head.tokenizer().decode(&generation.token_ids)?,
+            text: head.tokenizer().decode(&generation.token_ids),
             tokens_per_second: generation.tokens_per_second(),
             prefill_tokens_per_second: generation.prefill_tokens_per_second(),
             decode_tokens_per_second: generation.decode_tokens_per_second(),
@@ -169,23 +168,23 @@ fn load(path: &Path) -> Result<GgufFile> {
 type Backends = (Box<dyn HeadBackend>, Box<dyn BlockBackend>, String);
 
 /// The head and the whole block range on the chosen backend, and the device's name.
-fn backends(file: &Arc<GgufFile>, backend: Backend) -> Result<Backends> {
+fn backends(file: &GgufFile, backend: Backend) -> Result<Backends> {
     use cocoon_shaders::engine::cpu::{CpuBlocks, CpuHead};
     use cocoon_shaders::engine::gpu::{GpuBlocks, GpuHead};
     use cocoon_shaders::gpu::GpuContext;
-    let n_blocks = cocoon_shaders::model::WeightSource::config(file.as_ref()).n_blocks;
+    let n_blocks = cocoon_shaders::model::WeightSource::config(file).n_blocks;
     Ok(match backend {
         Backend::Cpu => (
-            Box::new(CpuHead::new(file.clone())?),
-            Box::new(CpuBlocks::new(file.clone(), 0..n_blocks)?),
+            Box::new(CpuHead::new(file)?),
+            Box::new(CpuBlocks::new(file, 0..n_blocks)?),
             "cpu (float32 reference)".to_string(),
         ),
         Backend::Wgpu => {
-            let ctx = Arc::new(GpuContext::new().context("opening a wgpu device")?);
+            let ctx = GpuContext::new().context("opening a wgpu device")?;
             let device = ctx.info();
             (
-                Box::new(GpuHead::new(ctx.clone(), file.clone())?),
-                Box::new(GpuBlocks::new(ctx, file.clone(), 0..n_blocks)?),
+                Box::new(GpuHead::new(ctx.clone(), file)?),
+                Box::new(GpuBlocks::new(ctx, file, 0..n_blocks)?),
                 device,
             )
         }

@@ -2,6 +2,8 @@
 //! norm, LM head — and the generation loop over any [`BlockChain`].
 //! The prompt's token ids never leave it: only hidden states go to the blocks.
 
+use std::sync::Arc;
+
 use super::generate::{self, BlockChain, GenerateOptions, Generation};
 use super::sampler::Sampler;
 use super::{EngineError, HeadBackend};
@@ -12,7 +14,8 @@ use crate::model::{ModelConfig, ModelError};
 
 pub struct Head {
     backend: Box<dyn HeadBackend>,
-    tokenizer: Tokenizer,
+    /// Shared so a caller can decode the stream while the head generates.
+    tokenizer: Arc<Tokenizer>,
     chat: ChatTemplate,
 }
 
@@ -20,7 +23,7 @@ impl Head {
     pub fn new(backend: Box<dyn HeadBackend>, tokenizer: Tokenizer, chat: ChatTemplate) -> Self {
         Self {
             backend,
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
             chat,
         }
     }
@@ -38,7 +41,7 @@ impl Head {
         self.backend.config()
     }
 
-    pub fn tokenizer(&self) -> &Tokenizer {
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
         &self.tokenizer
     }
 
@@ -65,7 +68,7 @@ impl Head {
 
     /// Token ids that end a reply.
     pub fn stop_ids(&self) -> Vec<u32> {
-        self.tokenizer.eos_ids()
+        self.tokenizer.eos_ids().to_vec()
     }
 
     /// Generates through `chain`, which must hold blocks `[0, n_blocks)`.

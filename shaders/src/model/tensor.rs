@@ -3,6 +3,7 @@
 use super::ModelError;
 
 /// Element types a weight may be stored in. Discriminants are ggml's type ids.
+#[allow(non_camel_case_types)] // ggml's own names (Q4_K), which users know them by
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GgmlType {
     F32 = 0,
