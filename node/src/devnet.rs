@@ -236,7 +236,7 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        Ok(())
+        Ok::<(), anyhow::Error>(())
     }
     .await;
     eprintln!("stopping {} nodes", nodes.len());

@@ -105,19 +105,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let dir = cli.data_dir.unwrap_or_else(|| std::env::temp_dir().join("cocoon-devnet"));
             runtime()?.block_on(devnet::run(&dir, &args))
         }
-        other => {
-            init_logging(cli.verbose, false);
-            match other {
-                Command::Id(j) => cli::id(&data_dir, j.json),
-                Command::Status(j) => cli::status(&data_dir, j.json),
-                Command::Peers(j) => cli::peers(&data_dir, j.json),
-                Command::Peer { id, json } => cli::peer(&data_dir, &id, json.json),
-                Command::Ping { id, count, json } => cli::ping(&data_dir, &id, count, json.json),
-                Command::Models(j) => cli::models(&data_dir, j.json),
-                Command::Node(_) | Command::Devnet(_) => unreachable!("dispatched above"),
-            }
-        }
+        Command::Id(j) => inspect(cli.verbose, || cli::id(&data_dir, j.json)),
+        Command::Status(j) => inspect(cli.verbose, || cli::status(&data_dir, j.json)),
+        Command::Peers(j) => inspect(cli.verbose, || cli::peers(&data_dir, j.json)),
+        Command::Peer { id, json } => inspect(cli.verbose, || cli::peer(&data_dir, &id, json.json)),
+        Command::Ping { id, count, json } => inspect(cli.verbose, || cli::ping(&data_dir, &id, count, json.json)),
+        Command::Models(j) => inspect(cli.verbose, || cli::models(&data_dir, j.json)),
     }
+}
+
+/// Runs an inspection command (CLI logging: warnings only unless -v).
+fn inspect(verbose: u8, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    init_logging(verbose, false);
+    f()
 }
 
 fn main() -> ExitCode {

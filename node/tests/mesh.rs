@@ -196,3 +196,49 @@ fn cli_says_plainly_when_no_node_runs() {
         assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
     }
 }
+
+#[test]
+fn devnet_comes_up_writes_devnet_json_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(common::BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["devnet", "--nodes", "3", "--timeout", "50"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn devnet");
+    let json_path = dir.path().join("devnet.json");
+    let started = Instant::now();
+    let devnet: serde_json::Value = wait_for(Duration::from_secs(55), "devnet.json", || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("devnet exited early: {status}");
+        }
+        serde_json::from_slice(&std::fs::read(&json_path).ok()?).ok()
+    });
+    println!("devnet of 4 nodes up in {:.2} s", started.elapsed().as_secs_f64());
+    let nodes = devnet["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 4);
+    assert_eq!(nodes[0]["role"], "relay");
+    assert_eq!(nodes[3]["blocks"], "20..30");
+    // A node's data dir works with the CLI and lists the three others.
+    let data_dir = nodes[1]["data_dir"].as_str().expect("data_dir");
+    let out = std::process::Command::new(common::BIN)
+        .args(["--data-dir", data_dir, "peers", "--json"])
+        .output()
+        .expect("cli");
+    let peers: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("peers JSON");
+    assert_eq!(peers.len(), 3, "{peers:?}");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = wait_for(Duration::from_secs(15), "devnet to stop", || child.try_wait().ok().flatten());
+    assert!(status.success(), "devnet exit status {status}");
+    // Its nodes are gone: their control APIs no longer answer.
+    let out = std::process::Command::new(common::BIN)
+        .args(["--data-dir", data_dir, "status"])
+        .output()
+        .expect("cli");
+    assert!(!out.status.success());
+}

@@ -34,6 +34,9 @@ use crate::control::server::ControlRequest;
 use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmOptions};
 use metrics::MeshMetrics;
 
+/// Peers found through announcements or mDNS are dialled only below this many connections.
+const MAX_AUTO_PEERS: usize = 64;
+
 /// Relay hop protocol, advertised through identify by peers that relay.
 const RELAY_HOP: &str = "/libp2p/circuit/relay/0.2.0/hop";
 
@@ -389,13 +392,20 @@ impl Daemon {
         }
     }
 
+    /// Dials a peer we learnt of (announcement, mDNS), unless connected, banned, or we
+    /// already hold [`MAX_AUTO_PEERS`] connections. Concurrent with any dial already in
+    /// flight (a Kademlia query may be trying stale addresses).
     fn dial_known(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
-        if peer == self.local_peer() || self.swarm.is_connected(&peer) || self.table.is_banned(&peer, now_ms()) {
+        if peer == self.local_peer()
+            || self.swarm.is_connected(&peer)
+            || self.table.is_banned(&peer, now_ms())
+            || self.swarm.connected_peers().count() >= MAX_AUTO_PEERS
+        {
             return;
         }
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .condition(PeerCondition::Disconnected)
             .build();
         if let Err(e) = self.swarm.dial(opts) {
             tracing::debug!(%peer, error = %e, "not dialing");
@@ -416,7 +426,9 @@ impl Daemon {
                     live.agent = Some(info.agent_version.clone());
                     live.protocols = info.protocols.iter().map(|p| p.to_string()).collect();
                     live.listen_addrs = info.listen_addrs.clone();
-                    for a in &info.listen_addrs {
+                    // Loopback addresses are only useful to peers on this host.
+                    let local_link = live.connections.values().any(is_loopback);
+                    for a in info.listen_addrs.iter().filter(|a| local_link || !is_loopback(a)) {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, a.clone());
                     }
                     if is_public_candidate(&observed) && !self.swarm.external_addresses().any(|a| a == &observed) {
@@ -443,10 +455,8 @@ impl Daemon {
             }
             BehaviourEvent::Kad(e) => {
                 self.libp2p_metrics.record(&e);
-                if let kad::Event::RoutingUpdated { peer, addresses, .. } = e {
-                    if self.live.get(&peer).is_none_or(|l| l.connections.is_empty()) {
-                        self.dial_known(peer, addresses.into_vec());
-                    }
+                if let kad::Event::RoutingUpdated { peer, .. } = e {
+                    tracing::trace!(%peer, "kademlia routing updated");
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
@@ -813,6 +823,14 @@ impl Daemon {
         self.publish(bytes)?;
         Ok(format!("published a forged announcement ({kind:?})"))
     }
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
 }
 
 fn strip_p2p(addr: Multiaddr) -> Multiaddr {

@@ -82,10 +82,20 @@ fn gossipsub(key: &libp2p::identity::Keypair) -> anyhow::Result<gossipsub::Behav
     params.ip_colocation_factor_whitelist = HashSet::from([IpAddr::V4(Ipv4Addr::LOCALHOST)]);
     params.topics.insert(
         topic.hash(),
+        // Announcements are rare, so delivery-rate penalties (P3, P3b) are off; what
+        // counts is invalid messages (P4), whose penalty grows with their square.
         gossipsub::TopicScoreParams {
             topic_weight: 1.0,
-            invalid_message_deliveries_weight: -100.0,
-            invalid_message_deliveries_decay: 0.9,
+            time_in_mesh_weight: 0.01,
+            time_in_mesh_quantum: Duration::from_secs(1),
+            time_in_mesh_cap: 100.0,
+            first_message_deliveries_weight: 1.0,
+            first_message_deliveries_decay: 0.5,
+            first_message_deliveries_cap: 10.0,
+            mesh_message_deliveries_weight: 0.0,
+            mesh_failure_penalty_weight: 0.0,
+            invalid_message_deliveries_weight: -20.0,
+            invalid_message_deliveries_decay: 0.5,
             ..gossipsub::TopicScoreParams::default()
         },
     );
