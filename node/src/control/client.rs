@@ -64,13 +64,6 @@ impl ControlClient {
         self.call("POST", path)
     }
 
-    /// `GET path` returning the raw body text.
-    pub fn get_text(&self, path: &str) -> anyhow::Result<String> {
-        let (status, body) = request(self.addr, "GET", path, Some(&self.cookie), self.timeout)?;
-        check_status(status, &body)?;
-        String::from_utf8(body).context("response is not UTF-8")
-    }
-
     fn call<T: DeserializeOwned>(&self, method: &str, path: &str) -> anyhow::Result<T> {
         let (status, body) = request(self.addr, method, path, Some(&self.cookie), self.timeout)?;
         check_status(status, &body)?;

@@ -106,13 +106,20 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         dev_forge,
     } = args;
     let identity = crate::keys::load_or_create_identity(&data_dir)?;
-    let blocks = config.block_range()?;
     let (model_id, n_blocks) = match &config.model {
         Some(path) => {
             let d = crate::model_info::describe_model(path, config.n_blocks)?;
             (Some(d.id), d.n_blocks)
         }
         None => (config.parsed_model_id()?, config.n_blocks),
+    };
+    let blocks = if model_id.is_none() && config.blocks.is_none() {
+        if config.role == Role::Worker {
+            tracing::warn!("no model (--model or --model-id): this worker serves no blocks");
+        }
+        BlockRange::EMPTY
+    } else {
+        config.block_range()?
     };
     anyhow::ensure!(
         blocks.is_empty() || model_id.is_some(),
