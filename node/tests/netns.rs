@@ -109,7 +109,10 @@ fn nat_lab(tag: &str) -> Option<NatLab> {
             format!("ip -n {relay} link set r{i} up"),
             format!("ip netns exec {nat} sysctl -qw net.ipv4.ip_forward=1"),
             format!(
-                "printf 'table ip nat {{\\n chain post {{ type nat hook postrouting priority 100; oifname \"w{i}\" masquerade; }}\\n}}\\n' | ip netns exec {nat} nft -f -"
+                // Masquerade out of the public side, and drop unsolicited packets to the
+                // NAT box itself, as home routers do (else Linux conntrack records them
+                // and masquerade must pick another port, spoiling the hole punch).
+                "printf 'table ip nat {{\\n chain post {{ type nat hook postrouting priority 100; oifname \"w{i}\" masquerade; }}\\n}}\\ntable ip filter {{\\n chain input {{ type filter hook input priority 0; iifname \"w{i}\" drop; }}\\n}}\\n' | ip netns exec {nat} nft -f -"
             ),
         ]);
     }
@@ -180,10 +183,20 @@ fn nat_traversal_relay_then_dcutr_direct_connection() {
     let started = Instant::now();
     // a learns b's announcement (relayed circuit address among them) and dials it; the
     // relayed connection is then upgraded by DCUtR.
-    let row = wait_for(Duration::from_secs(45), "a direct connection from a to b", || {
-        let row = a.peer(&b.peer_id)?;
-        (row["connection"] == "direct").then_some(row)
-    });
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let row = loop {
+        if let Some(row) = a.peer(&b.peer_id).filter(|r| r["connection"] == "direct") {
+            break row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no direct connection from a to b in 45 s: {:?}\n--- a ---\n{}\n--- b ---\n{}",
+            a.peer(&b.peer_id),
+            a.log(),
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
     println!("direct connection after {:.2} s: {row}", started.elapsed().as_secs_f64());
     let addrs: Vec<&str> = row["addresses"].as_array().expect("addresses").iter().filter_map(|v| v.as_str()).collect();
     assert!(
@@ -202,7 +215,7 @@ fn nat_traversal_relayed_path_works_when_hole_punching_is_blocked() {
     let Some(lab) = nat_lab("x") else { return };
     // The public network drops NAT-to-NAT traffic: only the relay connects them.
     sh(&format!(
-        "printf 'table inet block {{\\n chain fwd {{ type filter hook forward priority 0; ip saddr 10.99.0.0/16 ip daddr 10.99.0.0/16 drop; }}\\n}}\\n' | ip netns exec {} nft -f -",
+        "printf 'table inet block {{\\n chain nat2nat {{ type filter hook forward priority 0; ip saddr 10.99.0.0/16 ip daddr 10.99.0.0/16 drop; }}\\n}}\\n' | ip netns exec {} nft -f -",
         lab.relay
     ))
     .expect("blocking rule");

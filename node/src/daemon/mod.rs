@@ -90,6 +90,9 @@ struct Daemon {
     nat_status: String,
     relay_mode: RelayServerMode,
     relay_listening: HashSet<PeerId>,
+    /// Circuit listeners by id, so a closed one can be retried.
+    relay_listeners: HashMap<libp2p::core::transport::ListenerId, Multiaddr>,
+    relay_retries: Vec<(Instant, Multiaddr)>,
     want_relay: bool,
     libp2p_metrics: Metrics,
     metrics: MeshMetrics,
@@ -169,15 +172,18 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         }
     }
     let mut relay_listening = HashSet::new();
+    let mut relay_listeners = HashMap::new();
     for addr in &config.relays {
         let ma: Multiaddr = addr.parse().with_context(|| format!("--relay {addr}"))?;
         let Some(Protocol::P2p(relay_peer)) = ma.iter().last() else {
             anyhow::bail!("--relay {addr} must end in /p2p/<peer id>");
         };
         swarm.dial(ma.clone()).with_context(|| format!("dialing relay {addr}"))?;
-        swarm
-            .listen_on(ma.with(Protocol::P2pCircuit))
+        let circuit = ma.with(Protocol::P2pCircuit);
+        let id = swarm
+            .listen_on(circuit.clone())
             .with_context(|| format!("listening through relay {addr}"))?;
+        relay_listeners.insert(id, circuit);
         relay_listening.insert(relay_peer);
     }
 
@@ -212,6 +218,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         nat_status: "unknown".into(),
         relay_mode: if relay_on { RelayServerMode::On } else { config.relay_server },
         relay_listening,
+        relay_listeners,
+        relay_retries: Vec::new(),
         want_relay: false,
         libp2p_metrics,
         metrics,
@@ -258,6 +266,22 @@ impl Daemon {
                 self.swarm.behaviour_mut().blocked.unblock_peer(peer);
             }
         }
+        let now_i = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.relay_retries)
+            .into_iter()
+            .partition(|(at, _)| *at <= now_i);
+        self.relay_retries = later;
+        for (_, circuit) in due {
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    self.relay_listeners.insert(id, circuit);
+                }
+                Err(e) => {
+                    tracing::warn!(%circuit, error = %e, "cannot listen through relay");
+                    self.relay_retries.push((now_i + Duration::from_secs(10), circuit));
+                }
+            }
+        }
         if self.announce_due.is_some_and(|t| t <= Instant::now()) {
             self.announce_due = None;
             self.announce();
@@ -275,7 +299,13 @@ impl Daemon {
         }
     }
 
+    /// The addresses to announce. A node listening through relays is behind a NAT: it
+    /// announces only its relayed addresses, so peers come through the relay and DCUtR
+    /// upgrades the connection (a direct dial would only hit the NAT).
     fn my_addrs(&self) -> Vec<Multiaddr> {
+        if !self.relay_listeners.is_empty() {
+            return self.swarm.listeners().filter(|a| is_relayed(a)).cloned().collect();
+        }
         let mut addrs: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
         for a in self.swarm.listeners() {
             if !addrs.contains(a) {
@@ -318,6 +348,12 @@ impl Daemon {
     }
 
     fn announce(&mut self) {
+        let waiting_for_relay = !self.relay_listeners.is_empty() && self.my_addrs().is_empty();
+        if waiting_for_relay && self.started.elapsed() < Duration::from_secs(20) {
+            // Not reachable yet: announce once the relay reservation gives an address.
+            self.schedule_announce(Duration::from_millis(500));
+            return;
+        }
         let ann = self.my_announcement(now_ms());
         let bytes = sign_announcement(&self.identity, &ann);
         match self.publish(bytes) {
@@ -332,7 +368,29 @@ impl Daemon {
             SwarmEvent::Behaviour(ev) => self.on_behaviour_event(ev),
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
+                // A relay must know its public addresses before it can grant reservations
+                // (they go into the reservation); a relay is public by definition.
+                if self.swarm.behaviour().relay_server.is_enabled() && is_public_candidate(&address) {
+                    self.swarm.add_external_address(address);
+                }
                 self.schedule_announce(Duration::from_millis(300));
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id, reason, ..
+            } => {
+                if let Some(circuit) = self.relay_listeners.remove(&listener_id) {
+                    tracing::warn!(%circuit, reason = ?reason, "relay listener closed; retrying in 5 s");
+                    self.relay_retries.push((Instant::now() + Duration::from_secs(5), circuit));
+                }
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                tracing::warn!(?listener_id, %error, "listener error");
+            }
+            // An address a peer saw us at. DCUtR uses it as a hole-punching candidate;
+            // only AutoNAT (a successful dial-back) or being a relay confirms it as
+            // external, so NATed nodes never advertise a public address that drops dials.
+            SwarmEvent::NewExternalAddrCandidate { address } => {
+                tracing::debug!(%address, "external address candidate");
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 tracing::info!(%address, "external address confirmed");
@@ -428,7 +486,6 @@ impl Daemon {
             BehaviourEvent::Identify(e) => {
                 self.libp2p_metrics.record(&e);
                 if let identify::Event::Received { peer_id, info, .. } = e {
-                    let observed = info.observed_addr.clone();
                     let live = self.live.entry(peer_id).or_default();
                     live.agent = Some(info.agent_version.clone());
                     live.protocols = info.protocols.iter().map(|p| p.to_string()).collect();
@@ -437,10 +494,6 @@ impl Daemon {
                     let local_link = live.connections.values().any(is_loopback);
                     for a in info.listen_addrs.iter().filter(|a| local_link || !is_loopback(a)) {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, a.clone());
-                    }
-                    if is_public_candidate(&observed) && !self.swarm.external_addresses().any(|a| a == &observed) {
-                        tracing::debug!(%observed, "observed address added as external");
-                        self.swarm.add_external_address(observed);
                     }
                     if info.protocols.iter().any(|p| p.as_ref() == RELAY_HOP) && self.want_relay {
                         self.listen_via_relay(peer_id);
@@ -509,11 +562,12 @@ impl Daemon {
                 self.libp2p_metrics.record(&e);
                 tracing::debug!(event = ?e, "relay server");
             }
-            BehaviourEvent::RelayClient(e) => {
-                if let relay::client::Event::ReservationReqAccepted { relay_peer_id, .. } = &e {
+            BehaviourEvent::RelayClient(e) => match &e {
+                relay::client::Event::ReservationReqAccepted { relay_peer_id, .. } => {
                     tracing::info!(relay = %relay_peer_id, "relay reservation accepted");
                 }
-            }
+                other => tracing::debug!(event = ?other, "relay client"),
+            },
             BehaviourEvent::Dcutr(e) => {
                 self.libp2p_metrics.record(&e);
                 match &e.result {
@@ -546,8 +600,9 @@ impl Daemon {
         };
         let circuit = strip_p2p(addr).with(Protocol::P2p(relay_peer)).with(Protocol::P2pCircuit);
         match self.swarm.listen_on(circuit.clone()) {
-            Ok(_) => {
+            Ok(id) => {
                 tracing::info!(%circuit, "listening through relay");
+                self.relay_listeners.insert(id, circuit);
                 self.relay_listening.insert(relay_peer);
             }
             Err(e) => tracing::warn!(%circuit, error = %e, "cannot listen through relay"),
@@ -568,11 +623,16 @@ impl Daemon {
                     Ok(ann) => {
                         let author = ann.peer_id().ok();
                         self.metrics.received("accepted");
-                        let addrs: Vec<Multiaddr> = ann
+                        let mut addrs: Vec<Multiaddr> = ann
                             .listen_addrs
                             .iter()
                             .filter_map(|b| Multiaddr::try_from(b.clone()).ok())
                             .collect();
+                        // A peer that listens through a relay is behind a NAT: reach it
+                        // through the relay and let DCUtR punch the direct path.
+                        if addrs.iter().any(is_relayed) {
+                            addrs.retain(is_relayed);
+                        }
                         tracing::debug!(author = ?author, seqno = %ann.seqno, via = %propagation_source, "announcement accepted");
                         self.table.record_announcement(ann, now);
                         if let Some(author) = author {
