@@ -87,7 +87,10 @@ pub enum RelayServerMode {
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
-            listen: vec!["/ip4/0.0.0.0/tcp/0".into(), "/ip4/0.0.0.0/udp/0/quic-v1".into()],
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".into(),
+                "/ip4/0.0.0.0/udp/0/quic-v1".into(),
+            ],
             bootstrap: Vec::new(),
             relays: Vec::new(),
             role: Role::Worker,
@@ -113,7 +116,8 @@ impl Default for NodeConfig {
 impl NodeConfig {
     /// Reads a TOML file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
     }
 

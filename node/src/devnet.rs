@@ -45,26 +45,48 @@ struct Node {
     peer_id: Option<String>,
 }
 
-fn spawn_node(exe: &Path, dir: &Path, name: &str, role: &'static str, extra: &[String]) -> anyhow::Result<Node> {
+fn spawn_node(
+    exe: &Path,
+    dir: &Path,
+    name: &str,
+    role: &'static str,
+    extra: &[String],
+) -> anyhow::Result<Node> {
     let data_dir = dir.join(name);
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let _ = std::fs::remove_file(data_dir.join(files::CONTROL_ADDR));
     let log_path = data_dir.join("node.log");
-    let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
     let log2 = log.try_clone().context("log file handle")?;
     let mut cmd = Command::new(exe);
     cmd.arg("--data-dir")
         .arg(&data_dir)
         .arg("node")
         .args(["--role", role])
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
-        .args(["--mdns", "false", "--announce-interval", "10", "--autonat-delay", "5"])
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        ])
+        .args([
+            "--mdns",
+            "false",
+            "--announce-interval",
+            "10",
+            "--autonat-delay",
+            "5",
+        ])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2))
         .kill_on_drop(true);
-    let child = cmd.spawn().with_context(|| format!("starting {}", exe.display()))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
     let blocks = extra
         .iter()
         .position(|a| a == "--blocks")
@@ -128,7 +150,10 @@ async fn stop_all(nodes: &mut [Node]) {
         }
     }
     for n in nodes.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(5), n.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), n.child.wait())
+            .await
+            .is_err()
+        {
             let _ = n.child.kill().await;
         }
     }
@@ -146,13 +171,19 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let exe = std::env::current_exe().context("locating the cocoon binary")?;
     let model_id = devnet_model_id();
-    let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
 
     let mut nodes = Vec::new();
     let result = async {
         let deadline = Instant::now() + Duration::from_secs(30);
-        nodes.push(spawn_node(&exe, dir, "bootstrap", "relay", &["--relay-server".into(), "on".into()])?);
+        nodes.push(spawn_node(
+            &exe,
+            dir,
+            "bootstrap",
+            "relay",
+            &["--relay-server".into(), "on".into()],
+        )?);
         let status = wait_status(&mut nodes[0], deadline).await?;
         let boot_addr = status
             .listen_addrs
@@ -173,7 +204,13 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
                 "--blocks".into(),
                 format!("{start}..{end}"),
             ];
-            nodes.push(spawn_node(&exe, dir, &format!("node-{}", i + 1), "worker", &extra)?);
+            nodes.push(spawn_node(
+                &exe,
+                dir,
+                &format!("node-{}", i + 1),
+                "worker",
+                &extra,
+            )?);
         }
         for n in nodes.iter_mut().skip(1) {
             wait_status(n, deadline).await?;
@@ -216,8 +253,13 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
             "model_id": model_id,
         });
         let path = dir.join("devnet.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&json)?).with_context(|| format!("writing {}", path.display()))?;
-        println!("devnet up: {} nodes, described in {}", nodes.len(), path.display());
+        std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "devnet up: {} nodes, described in {}",
+            nodes.len(),
+            path.display()
+        );
         println!("inspect them with, for example:");
         println!("  cocoon --data-dir {} peers", nodes[1].data_dir.display());
         println!("  cocoon --data-dir {} models", nodes[1].data_dir.display());

@@ -16,7 +16,11 @@ use std::process::ExitCode;
 use clap::{ArgAction, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cocoon", version, about = "A peer-to-peer mesh for private, paid AI inference")]
+#[command(
+    name = "cocoon",
+    version,
+    about = "A peer-to-peer mesh for private, paid AI inference"
+)]
 struct Cli {
     /// The node's data directory [default: $XDG_DATA_HOME/cocoon or ~/.local/share/cocoon].
     #[arg(long, global = true, env = "COCOON_DATA_DIR")]
@@ -75,8 +79,8 @@ fn init_logging(verbose: u8, daemon: bool) {
         (1, _) => "info,cocoon=debug,cocoon_protocol=debug",
         _ => "debug,cocoon=trace",
     };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -93,7 +97,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let data_dir = cli.data_dir.clone().unwrap_or_else(config::default_data_dir);
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(config::default_data_dir);
     match cli.command {
         Command::Node(args) => {
             init_logging(cli.verbose, true);
@@ -106,14 +113,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Devnet(args) => {
             init_logging(cli.verbose, false);
-            let dir = cli.data_dir.unwrap_or_else(|| std::env::temp_dir().join("cocoon-devnet"));
+            let dir = cli
+                .data_dir
+                .unwrap_or_else(|| std::env::temp_dir().join("cocoon-devnet"));
             runtime()?.block_on(devnet::run(&dir, &args))
         }
         Command::Id(j) => inspect(cli.verbose, || cli::id(&data_dir, j.json)),
         Command::Status(j) => inspect(cli.verbose, || cli::status(&data_dir, j.json)),
         Command::Peers(j) => inspect(cli.verbose, || cli::peers(&data_dir, j.json)),
         Command::Peer { id, json } => inspect(cli.verbose, || cli::peer(&data_dir, &id, json.json)),
-        Command::Ping { id, count, json } => inspect(cli.verbose, || cli::ping(&data_dir, &id, count, json.json)),
+        Command::Ping { id, count, json } => {
+            inspect(cli.verbose, || cli::ping(&data_dir, &id, count, json.json))
+        }
         Command::Models(j) => inspect(cli.verbose, || cli::models(&data_dir, j.json)),
     }
 }

@@ -21,11 +21,14 @@ pub struct ModelDescription {
 /// Describes the model file at `path`: for now its id is the sha256 of the whole file
 /// and `n_blocks` comes from the caller's configuration.
 pub fn describe_model(path: &Path, n_blocks: u32) -> anyhow::Result<ModelDescription> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening model {}", path.display()))?;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening model {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading model {}", path.display()))?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading model {}", path.display()))?;
         if n == 0 {
             break;
         }

@@ -40,27 +40,48 @@ fn five_nodes_on_loopback_learn_each_other_and_their_announcements() {
     let workers: Vec<TestNode> = ["0..8", "8..15", "15..23", "23..30"]
         .iter()
         .enumerate()
-        .map(|(i, blocks)| TestNode::start(&format!("w{i}"), dir.path(), None, &worker_args(&b, blocks, &[])))
+        .map(|(i, blocks)| {
+            TestNode::start(
+                &format!("w{i}"),
+                dir.path(),
+                None,
+                &worker_args(&b, blocks, &[]),
+            )
+        })
         .collect();
     let mut all: Vec<&TestNode> = vec![&boot];
     all.extend(workers.iter());
     let ids: Vec<&str> = all.iter().map(|n| n.peer_id.as_str()).collect();
-    wait_for(Duration::from_secs(30), "all 5 nodes to see the 4 others' announcements", || {
-        all.iter()
-            .all(|n| {
-                let others: Vec<&str> = ids.iter().copied().filter(|i| *i != n.peer_id).collect();
-                sees_all_announced(n, &others)
-            })
-            .then_some(())
-    });
-    println!("5 nodes saw each other's announcements {:.2} s after the workers started", started.elapsed().as_secs_f64());
+    wait_for(
+        Duration::from_secs(30),
+        "all 5 nodes to see the 4 others' announcements",
+        || {
+            all.iter()
+                .all(|n| {
+                    let others: Vec<&str> =
+                        ids.iter().copied().filter(|i| *i != n.peer_id).collect();
+                    sees_all_announced(n, &others)
+                })
+                .then_some(())
+        },
+    );
+    println!(
+        "5 nodes saw each other's announcements {:.2} s after the workers started",
+        started.elapsed().as_secs_f64()
+    );
 
     // Every row has at least a peer_id; roles and blocks come from the announcements.
     let peers = workers[0].peers();
     assert_eq!(peers.len(), 4, "{peers:?}");
-    let boot_row = peers.iter().find(|p| p["peer_id"] == boot.peer_id).expect("bootstrap listed");
+    let boot_row = peers
+        .iter()
+        .find(|p| p["peer_id"] == boot.peer_id)
+        .expect("bootstrap listed");
     assert_eq!(boot_row["role"], "relay");
-    let w3 = peers.iter().find(|p| p["peer_id"] == workers[3].peer_id).expect("w3 listed");
+    let w3 = peers
+        .iter()
+        .find(|p| p["peer_id"] == workers[3].peer_id)
+        .expect("w3 listed");
     assert_eq!(w3["blocks"], "23..30");
     assert_eq!(w3["model_id"], MODEL_ID);
 
@@ -78,7 +99,11 @@ fn five_nodes_on_loopback_learn_each_other_and_their_announcements() {
     let ping = workers[0].json(&["ping", &workers[1].peer_id, "-c", "2"]);
     let rtts = ping["rtts_ms"].as_array().expect("rtts");
     assert_eq!(rtts.len(), 2);
-    assert!(rtts.iter().all(|r| r.as_f64().is_some_and(|ms| ms > 0.0 && ms < 1000.0)), "{ping}");
+    assert!(
+        rtts.iter()
+            .all(|r| r.as_f64().is_some_and(|ms| ms > 0.0 && ms < 1000.0)),
+        "{ping}"
+    );
 
     // Human tables name the peers too.
     let table = String::from_utf8_lossy(&workers[0].cli(&["peers"]).stdout).into_owned();
@@ -91,10 +116,17 @@ fn forged_announcements_are_rejected_by_rule_and_lower_the_senders_score() {
     let dir = tempfile::tempdir().expect("tempdir");
     let honest = TestNode::start("honest", dir.path(), None, &relay_args());
     let b = honest.addr("/tcp/");
-    let forger = TestNode::start("forger", dir.path(), None, &worker_args(&b, "0..10", &["--dev-forge"]));
-    wait_for(Duration::from_secs(20), "the honest node to accept the forger's real announcement", || {
-        sees_all_announced(&honest, &[&forger.peer_id]).then_some(())
-    });
+    let forger = TestNode::start(
+        "forger",
+        dir.path(),
+        None,
+        &worker_args(&b, "0..10", &["--dev-forge"]),
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "the honest node to accept the forger's real announcement",
+        || sees_all_announced(&honest, &[&forger.peer_id]).then_some(()),
+    );
     let initial = honest.peer(&forger.peer_id).expect("listed");
     let mut last_score = initial["score"].as_f64().expect("score");
     let mut rejections = 0;
@@ -106,30 +138,45 @@ fn forged_announcements_are_rejected_by_rule_and_lower_the_senders_score() {
     ] {
         let client_out = forge(&forger, kind);
         assert!(client_out.is_ok(), "forge {kind}: {client_out:?}");
-        let row = wait_for(Duration::from_secs(15), &format!("a {rule} rejection"), || {
-            let row = honest.peer(&forger.peer_id)?;
-            (row["rejections"].as_u64() == Some(rejections + 1)).then_some(row)
-        });
+        let row = wait_for(
+            Duration::from_secs(15),
+            &format!("a {rule} rejection"),
+            || {
+                let row = honest.peer(&forger.peer_id)?;
+                (row["rejections"].as_u64() == Some(rejections + 1)).then_some(row)
+            },
+        );
         rejections += 1;
         assert_eq!(row["last_rejection"], rule, "{row}");
         let score = row["score"].as_f64().expect("score");
-        assert!(score < last_score, "score fell after {kind}: {last_score} -> {score}");
+        assert!(
+            score < last_score,
+            "score fell after {kind}: {last_score} -> {score}"
+        );
         last_score = score;
         let gossip = row["gossip_score"].as_f64().unwrap_or(0.0);
-        assert!(gossip < 0.0, "gossipsub's score of the sender fell too: {row}");
+        assert!(
+            gossip < 0.0,
+            "gossipsub's score of the sender fell too: {row}"
+        );
         // Let gossipsub's invalid-message penalty decay, so the next forgery is heard.
         std::thread::sleep(Duration::from_millis(2500));
     }
     let log = honest.log();
     assert!(log.contains("rejected: signature does not verify"), "{log}");
-    assert!(log.contains("rule=\"seqno\"") || log.contains("rule=seqno"), "{log}");
+    assert!(
+        log.contains("rule=\"seqno\"") || log.contains("rule=seqno"),
+        "{log}"
+    );
 }
 
 /// Calls the forger's `POST /v1/dev/forge?kind=K` with its cookie.
 fn forge(node: &TestNode, kind: &str) -> Result<String, String> {
     use std::io::{Read, Write};
-    let addr = std::fs::read_to_string(node.data_dir.join("control.addr")).map_err(|e| e.to_string())?;
-    let cookie = std::fs::read_to_string(node.data_dir.join("control.cookie")).map_err(|e| e.to_string())?;
+    let addr =
+        std::fs::read_to_string(node.data_dir.join("control.addr")).map_err(|e| e.to_string())?;
+    let cookie =
+        std::fs::read_to_string(node.data_dir.join("control.cookie")).map_err(|e| e.to_string())?;
     let mut s = std::net::TcpStream::connect(addr.trim()).map_err(|e| e.to_string())?;
     write!(
         s,
@@ -139,14 +186,24 @@ fn forge(node: &TestNode, kind: &str) -> Result<String, String> {
     .map_err(|e| e.to_string())?;
     let mut reply = String::new();
     s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
-    if reply.starts_with("HTTP/1.1 200") { Ok(reply) } else { Err(reply) }
+    if reply.starts_with("HTTP/1.1 200") {
+        Ok(reply)
+    } else {
+        Err(reply)
+    }
 }
 
 fn raw_get(addr: &str, path: &str, auth: Option<&str>) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect control API");
-    let auth = auth.map(|c| format!("Authorization: Bearer {c}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").expect("send");
+    let auth = auth
+        .map(|c| format!("Authorization: Bearer {c}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut reply = String::new();
     s.read_to_string(&mut reply).expect("read");
     reply
@@ -158,21 +215,39 @@ fn control_api_needs_the_cookie_and_secrets_are_0600() {
     let node = TestNode::start("n", dir.path(), None, LOOPBACK);
     let addr = std::fs::read_to_string(node.data_dir.join("control.addr")).expect("control.addr");
     let addr = addr.trim();
-    assert!(addr.starts_with("127.0.0.1:"), "control API only on loopback: {addr}");
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "control API only on loopback: {addr}"
+    );
     let cookie = std::fs::read_to_string(node.data_dir.join("control.cookie")).expect("cookie");
     for path in ["/v1/status", "/v1/peers", "/metrics"] {
         let reply = raw_get(addr, path, None);
-        assert!(reply.starts_with("HTTP/1.1 401"), "{path} without cookie: {reply}");
+        assert!(
+            reply.starts_with("HTTP/1.1 401"),
+            "{path} without cookie: {reply}"
+        );
         let reply = raw_get(addr, path, Some("0000"));
-        assert!(reply.starts_with("HTTP/1.1 401"), "{path} with a wrong cookie: {reply}");
+        assert!(
+            reply.starts_with("HTTP/1.1 401"),
+            "{path} with a wrong cookie: {reply}"
+        );
         let reply = raw_get(addr, path, Some(cookie.trim()));
-        assert!(reply.starts_with("HTTP/1.1 200"), "{path} with the cookie: {reply}");
+        assert!(
+            reply.starts_with("HTTP/1.1 200"),
+            "{path} with the cookie: {reply}"
+        );
     }
     let metrics = raw_get(addr, "/metrics", Some(cookie.trim()));
     assert!(metrics.contains("cocoon_peers_connected"), "{metrics}");
-    assert!(metrics.contains("libp2p_"), "libp2p metrics exported: {metrics}");
+    assert!(
+        metrics.contains("libp2p_"),
+        "libp2p metrics exported: {metrics}"
+    );
     for f in ["control.cookie", "node.key", "noise.key"] {
-        let mode = std::fs::metadata(node.data_dir.join(f)).expect(f).permissions().mode();
+        let mode = std::fs::metadata(node.data_dir.join(f))
+            .expect(f)
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "{f} has mode {:o}", mode & 0o777);
     }
     // The forge endpoint is off unless asked for.
@@ -193,7 +268,10 @@ fn cli_says_plainly_when_no_node_runs() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("no cocoon node is running"), "{err}");
-        assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{err}"
+        );
     }
 }
 
@@ -216,7 +294,10 @@ fn devnet_comes_up_writes_devnet_json_and_stops_on_sigterm() {
         }
         serde_json::from_slice(&std::fs::read(&json_path).ok()?).ok()
     });
-    println!("devnet of 4 nodes up in {:.2} s", started.elapsed().as_secs_f64());
+    println!(
+        "devnet of 4 nodes up in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     let nodes = devnet["nodes"].as_array().expect("nodes");
     assert_eq!(nodes.len(), 4);
     assert_eq!(nodes[0]["role"], "relay");
@@ -233,7 +314,9 @@ fn devnet_comes_up_writes_devnet_json_and_stops_on_sigterm() {
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
     }
-    let status = wait_for(Duration::from_secs(15), "devnet to stop", || child.try_wait().ok().flatten());
+    let status = wait_for(Duration::from_secs(15), "devnet to stop", || {
+        child.try_wait().ok().flatten()
+    });
     assert!(status.success(), "devnet exit status {status}");
     // Its nodes are gone: their control APIs no longer answer.
     let out = std::process::Command::new(common::BIN)

@@ -16,7 +16,9 @@ fn namespaces(names: &[String]) -> Option<Namespaces> {
     match Namespaces::create(names) {
         Ok(ns) => Some(ns),
         Err(why) => {
-            eprintln!("SKIPPED: cannot create network namespaces here (needs root and iproute2): {why}");
+            eprintln!(
+                "SKIPPED: cannot create network namespaces here (needs root and iproute2): {why}"
+            );
             None
         }
     }
@@ -27,7 +29,9 @@ fn mdns_alone_finds_peers_on_a_lan() {
     // libp2p-mdns skips loopback interfaces, so the "LAN" is a veth pair inside one
     // namespace: no bootstrap, no other discovery.
     let lan = format!("cmd-{}", unique());
-    let Some(_ns) = namespaces(std::slice::from_ref(&lan)) else { return };
+    let Some(_ns) = namespaces(std::slice::from_ref(&lan)) else {
+        return;
+    };
     let setup = [
         format!("ip -n {lan} link add m0 type veth peer name m1"),
         format!("ip -n {lan} addr add 10.77.0.1/24 dev m0"),
@@ -59,16 +63,27 @@ fn mdns_alone_finds_peers_on_a_lan() {
             .filter(|o| o.peer_id != n.peer_id)
             .map(|o| o.peer_id.as_str())
             .collect();
-        wait_for(Duration::from_secs(40), &format!("{} to find the others by mDNS", n.name), || {
-            let peers = n.peers();
-            others
-                .iter()
-                .all(|id| peers.iter().any(|p| p["peer_id"] == *id && p["connected"] == true))
-                .then_some(())
-        });
+        wait_for(
+            Duration::from_secs(40),
+            &format!("{} to find the others by mDNS", n.name),
+            || {
+                let peers = n.peers();
+                others
+                    .iter()
+                    .all(|id| {
+                        peers
+                            .iter()
+                            .any(|p| p["peer_id"] == *id && p["connected"] == true)
+                    })
+                    .then_some(())
+            },
+        );
         assert!(n.log().contains("found on the LAN by mDNS"), "{}", n.log());
     }
-    println!("3 nodes found each other by mDNS in {:.2} s", started.elapsed().as_secs_f64());
+    println!(
+        "3 nodes found each other by mDNS in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Two private networks behind two NATs and a public network with a relay:
@@ -91,7 +106,10 @@ fn nat_lab(tag: &str) -> Option<NatLab> {
     let (a, n1, relay, n2, b) = (name("a"), name("n1"), name("r"), name("n2"), name("b"));
     let ns = namespaces(&[a.clone(), n1.clone(), relay.clone(), n2.clone(), b.clone()])?;
     let mut steps = vec![];
-    for (host, nat, lan, wan, i) in [(&a, &n1, "192.168.1", "10.99.1", 1), (&b, &n2, "192.168.2", "10.99.2", 2)] {
+    for (host, nat, lan, wan, i) in [
+        (&a, &n1, "192.168.1", "10.99.1", 1),
+        (&b, &n2, "192.168.2", "10.99.2", 2),
+    ] {
         steps.extend([
             // Private side: host <-> NAT.
             format!("ip link add h{i} netns {host} type veth peer name l{i} netns {nat}"),
@@ -116,7 +134,9 @@ fn nat_lab(tag: &str) -> Option<NatLab> {
             ),
         ]);
     }
-    steps.push(format!("ip netns exec {relay} sysctl -qw net.ipv4.ip_forward=1"));
+    steps.push(format!(
+        "ip netns exec {relay} sysctl -qw net.ipv4.ip_forward=1"
+    ));
     for s in &steps {
         if let Err(e) = sh(s) {
             eprintln!("SKIPPED: cannot build the NAT lab here (needs nftables): {e}");
@@ -168,8 +188,18 @@ fn start_nat_pair(lab: &NatLab, dir: &std::path::Path) -> (TestNode, TestNode, T
     let via2 = format!("/ip4/10.99.2.1/udp/4001/quic-v1/p2p/{}", relay.peer_id);
     let a_args = nat_node_args(&via1);
     let b_args = nat_node_args(&via2);
-    let a = TestNode::start("a", dir, Some(&lab.a), &a_args.iter().map(String::as_str).collect::<Vec<_>>());
-    let b = TestNode::start("b", dir, Some(&lab.b), &b_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let a = TestNode::start(
+        "a",
+        dir,
+        Some(&lab.a),
+        &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let b = TestNode::start(
+        "b",
+        dir,
+        Some(&lab.b),
+        &b_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     (relay, a, b)
 }
 
@@ -197,10 +227,20 @@ fn nat_traversal_relay_then_dcutr_direct_connection() {
         );
         std::thread::sleep(Duration::from_millis(250));
     };
-    println!("direct connection after {:.2} s: {row}", started.elapsed().as_secs_f64());
-    let addrs: Vec<&str> = row["addresses"].as_array().expect("addresses").iter().filter_map(|v| v.as_str()).collect();
+    println!(
+        "direct connection after {:.2} s: {row}",
+        started.elapsed().as_secs_f64()
+    );
+    let addrs: Vec<&str> = row["addresses"]
+        .as_array()
+        .expect("addresses")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
     assert!(
-        addrs.iter().any(|x| x.contains("10.99.2.2") && !x.contains("p2p-circuit")),
+        addrs
+            .iter()
+            .any(|x| x.contains("10.99.2.2") && !x.contains("p2p-circuit")),
         "a reaches b at b's NAT's public address: {addrs:?}"
     );
     let log = format!("{}\n{}", a.log(), b.log());
@@ -221,10 +261,14 @@ fn nat_traversal_relayed_path_works_when_hole_punching_is_blocked() {
     .expect("blocking rule");
     let dir = tempfile::tempdir().expect("tempdir");
     let (_relay, a, b) = start_nat_pair(&lab, dir.path());
-    let row = wait_for(Duration::from_secs(30), "a relayed connection from a to b", || {
-        let row = a.peer(&b.peer_id)?;
-        (row["connected"] == true).then_some(row)
-    });
+    let row = wait_for(
+        Duration::from_secs(30),
+        "a relayed connection from a to b",
+        || {
+            let row = a.peer(&b.peer_id)?;
+            (row["connected"] == true).then_some(row)
+        },
+    );
     let ping = wait_for(Duration::from_secs(20), "a ping over the relay", || {
         let out = a.cli(&["ping", &b.peer_id, "-c", "3", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -235,6 +279,13 @@ fn nat_traversal_relayed_path_works_when_hole_punching_is_blocked() {
     std::thread::sleep(Duration::from_secs(8));
     let row = a.peer(&b.peer_id).expect("b still known");
     assert_eq!(row["connection"], "relayed", "{row}");
-    assert!(row["addresses"].as_array().expect("addresses").iter().all(|x| x.as_str().is_some_and(|s| s.contains("p2p-circuit"))), "{row}");
+    assert!(
+        row["addresses"]
+            .as_array()
+            .expect("addresses")
+            .iter()
+            .all(|x| x.as_str().is_some_and(|s| s.contains("p2p-circuit"))),
+        "{row}"
+    );
     drop(lab.ns);
 }

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use cocoon_protocol::announce::{Announcement, Prices, VerifyPolicy, sign_announcement, verify_announcement};
+use cocoon_protocol::announce::{
+    Announcement, Prices, VerifyPolicy, sign_announcement, verify_announcement,
+};
 use cocoon_protocol::identity::{NodeIdentity, verify_signature};
 use cocoon_protocol::units::{BlockRange, ModelId, NanoTon, Role, SeqNo, UnixMillis};
 
@@ -40,7 +42,10 @@ fn main() {
         free_kv_tokens: 8192,
         noise_static_key: id.noise_public_key(),
         ton_wallet: "EQD4FPq-PRDieyQKkizFTRtSDyucUIqrj0v_zXJmqaDp6_0t".into(),
-        listen_addrs: vec![vec![4, 127, 0, 0, 1, 6, 0x0f, 0xa1], vec![4, 10, 0, 0, 2, 0x91, 0x02, 0x0f, 0xa1, 0xcc, 0x03]],
+        listen_addrs: vec![
+            vec![4, 127, 0, 0, 1, 6, 0x0f, 0xa1],
+            vec![4, 10, 0, 0, 2, 0x91, 0x02, 0x0f, 0xa1, 0xcc, 0x03],
+        ],
         seqno: SeqNo(1),
         issued_at: now,
         expires_at: now.plus_ms(300_000),
@@ -69,10 +74,29 @@ fn main() {
         let got = verify_announcement(std::hint::black_box(&bytes), now, &policy, |_| None);
         assert!(got.is_ok());
     });
-    println!("announcement size: {} bytes (single thread, one core)", bytes.len());
+    println!(
+        "announcement size: {} bytes (single thread, one core)",
+        bytes.len()
+    );
     println!("{:<34} {:>12} {:>10}", "operation", "ops/s", "vs ed25519");
-    println!("{:<34} {:>12.0} {:>10}", "ed25519 sign (baseline)", base_sign, "1.00");
-    println!("{:<34} {:>12.0} {:>10.2}", "sign announcement (encode+sign)", sign, sign / base_sign);
-    println!("{:<34} {:>12.0} {:>10}", "ed25519 verify_strict (baseline)", base_verify, "1.00");
-    println!("{:<34} {:>12.0} {:>10.2}", "verify_announcement (all rules)", verify, verify / base_verify);
+    println!(
+        "{:<34} {:>12.0} {:>10}",
+        "ed25519 sign (baseline)", base_sign, "1.00"
+    );
+    println!(
+        "{:<34} {:>12.0} {:>10.2}",
+        "sign announcement (encode+sign)",
+        sign,
+        sign / base_sign
+    );
+    println!(
+        "{:<34} {:>12.0} {:>10}",
+        "ed25519 verify_strict (baseline)", base_verify, "1.00"
+    );
+    println!(
+        "{:<34} {:>12.0} {:>10.2}",
+        "verify_announcement (all rules)",
+        verify,
+        verify / base_verify
+    );
 }

@@ -106,7 +106,10 @@ impl Announcement {
 
     fn from_proto(p: proto::Announcement) -> Result<Self, Rejection> {
         let malformed = |what: &'static str| Rejection::Malformed(what);
-        let node_key: [u8; 32] = p.node_key.try_into().map_err(|_| malformed("node_key is not 32 bytes"))?;
+        let node_key: [u8; 32] = p
+            .node_key
+            .try_into()
+            .map_err(|_| malformed("node_key is not 32 bytes"))?;
         let role = match proto::Role::try_from(p.role) {
             Ok(proto::Role::Worker) => Role::Worker,
             Ok(proto::Role::Client) => Role::Client,
@@ -122,11 +125,12 @@ impl Announcement {
             }
             _ => return Err(malformed("model_id is not 32 bytes")),
         };
-        let blocks = BlockRange::new(p.block_start, p.block_end)
-            .map_err(|_| Rejection::BlockRangeReversed {
+        let blocks = BlockRange::new(p.block_start, p.block_end).map_err(|_| {
+            Rejection::BlockRangeReversed {
                 start: p.block_start,
                 end: p.block_end,
-            })?;
+            }
+        })?;
         let noise_static_key: [u8; 32] = p
             .noise_static_key
             .try_into()
@@ -134,7 +138,9 @@ impl Announcement {
         if p.ton_wallet.len() > MAX_WALLET_LEN {
             return Err(malformed("ton_wallet too long"));
         }
-        if p.listen_addrs.len() > MAX_LISTEN_ADDRS || p.listen_addrs.iter().any(|a| a.len() > MAX_ADDR_LEN) {
+        if p.listen_addrs.len() > MAX_LISTEN_ADDRS
+            || p.listen_addrs.iter().any(|a| a.len() > MAX_ADDR_LEN)
+        {
             return Err(malformed("too many or too long listen addresses"));
         }
         Ok(Announcement {
@@ -215,8 +221,14 @@ pub enum Rejection {
     BadSignature,
     #[error("announcement expired at {expires_at} ms, now is {now} ms")]
     Expired { expires_at: u64, now: u64 },
-    #[error("announcement expires at {expires_at} ms, more than {max_ttl_ms} ms after now ({now} ms)")]
-    ExpiryTooFar { expires_at: u64, now: u64, max_ttl_ms: u64 },
+    #[error(
+        "announcement expires at {expires_at} ms, more than {max_ttl_ms} ms after now ({now} ms)"
+    )]
+    ExpiryTooFar {
+        expires_at: u64,
+        now: u64,
+        max_ttl_ms: u64,
+    },
     #[error("announcement issued at {issued_at} ms, in the future (now {now} ms)")]
     IssuedInFuture { issued_at: u64, now: u64 },
     #[error("block range {start}..{end} is reversed")]
@@ -248,9 +260,9 @@ impl Rejection {
             Rejection::TooLarge { .. } => "size",
             Rejection::Malformed(_) => "decode",
             Rejection::BadSignature => "signature",
-            Rejection::Expired { .. } | Rejection::ExpiryTooFar { .. } | Rejection::IssuedInFuture { .. } => {
-                "expiry"
-            }
+            Rejection::Expired { .. }
+            | Rejection::ExpiryTooFar { .. }
+            | Rejection::IssuedInFuture { .. } => "expiry",
             Rejection::BlockRangeReversed { .. }
             | Rejection::BlockRangeOutsideModel { .. }
             | Rejection::BlocksWithoutModel { .. } => "block_range",
@@ -283,7 +295,8 @@ pub fn verify_announcement(
             max: policy.max_size,
         });
     }
-    let signed = proto::SignedAnnouncement::decode(bytes).map_err(|_| Rejection::Malformed("not a SignedAnnouncement"))?;
+    let signed = proto::SignedAnnouncement::decode(bytes)
+        .map_err(|_| Rejection::Malformed("not a SignedAnnouncement"))?;
     let signature: [u8; 64] = signed
         .signature
         .as_slice()
@@ -328,7 +341,10 @@ pub fn verify_announcement(
     }
     if let Some(last) = last_seen(&peer) {
         if ann.seqno < last {
-            return Err(Rejection::StaleSeqNo { got: ann.seqno, last });
+            return Err(Rejection::StaleSeqNo {
+                got: ann.seqno,
+                last,
+            });
         }
         if ann.seqno == last {
             return Err(Rejection::DuplicateSeqNo { got: ann.seqno });
@@ -370,7 +386,11 @@ pub(crate) mod tests {
 
     const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
 
-    fn verify(bytes: &[u8], now: UnixMillis, last: Option<SeqNo>) -> Result<Announcement, Rejection> {
+    fn verify(
+        bytes: &[u8],
+        now: UnixMillis,
+        last: Option<SeqNo>,
+    ) -> Result<Announcement, Rejection> {
         verify_announcement(bytes, now, &VerifyPolicy::default(), |_| last)
     }
 
@@ -427,7 +447,10 @@ pub(crate) mod tests {
         let mut ann = sample(&id, 7, NOW);
         ann.blocks = BlockRange::new(20, 31).expect("ordered");
         let err = verify(&sign_announcement(&id, &ann), NOW, None).expect_err("outside");
-        assert!(matches!(err, Rejection::BlockRangeOutsideModel { n_blocks: 30, .. }));
+        assert!(matches!(
+            err,
+            Rejection::BlockRangeOutsideModel { n_blocks: 30, .. }
+        ));
         assert_eq!(err.rule(), "block_range");
 
         let mut reversed = sample(&id, 7, NOW).to_proto();
@@ -448,7 +471,13 @@ pub(crate) mod tests {
         let id = identity(1);
         let bytes = sign_announcement(&id, &sample(&id, 5, NOW));
         let err = verify(&bytes, NOW, Some(SeqNo(6))).expect_err("replayed");
-        assert_eq!(err, Rejection::StaleSeqNo { got: SeqNo(5), last: SeqNo(6) });
+        assert_eq!(
+            err,
+            Rejection::StaleSeqNo {
+                got: SeqNo(5),
+                last: SeqNo(6)
+            }
+        );
         assert_eq!(err.rule(), "seqno");
         assert_eq!(err.verdict(), Verdict::Reject);
         let dup = verify(&bytes, NOW, Some(SeqNo(5))).expect_err("duplicate");
@@ -473,32 +502,40 @@ pub(crate) mod tests {
             "[a-zA-Z0-9_-]{0,48}",
             proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..5),
             1u64..u64::MAX / 2,
-            (0u64..600_000, prop_oneof![Just(Role::Worker), Just(Role::Client), Just(Role::Relay)]),
+            (
+                0u64..600_000,
+                prop_oneof![Just(Role::Worker), Just(Role::Client), Just(Role::Relay)],
+            ),
             proptest::option::of(any::<[u8; 32]>()),
         )
-            .prop_map(|(k, a, b, n, nums, wallet, addrs, seqno, (ttl, role), model)| {
-                let id = identity(k);
-                let (s, e) = (a.min(b), a.max(b));
-                (k, Announcement {
-                    node_key: id.public_key(),
-                    role,
-                    model_id: model.map(ModelId),
-                    n_blocks: n,
-                    blocks: BlockRange::new(s, e).expect("ordered"),
-                    prices: Prices {
-                        prompt: NanoTon(nums[0]),
-                        completion: NanoTon(nums[1]),
-                    },
-                    throughput_milli_tps: nums[2],
-                    free_kv_tokens: nums[3],
-                    noise_static_key: id.noise_public_key(),
-                    ton_wallet: wallet,
-                    listen_addrs: addrs,
-                    seqno: SeqNo(seqno),
-                    issued_at: NOW,
-                    expires_at: NOW.plus_ms(ttl + 1),
-                })
-            })
+            .prop_map(
+                |(k, a, b, n, nums, wallet, addrs, seqno, (ttl, role), model)| {
+                    let id = identity(k);
+                    let (s, e) = (a.min(b), a.max(b));
+                    (
+                        k,
+                        Announcement {
+                            node_key: id.public_key(),
+                            role,
+                            model_id: model.map(ModelId),
+                            n_blocks: n,
+                            blocks: BlockRange::new(s, e).expect("ordered"),
+                            prices: Prices {
+                                prompt: NanoTon(nums[0]),
+                                completion: NanoTon(nums[1]),
+                            },
+                            throughput_milli_tps: nums[2],
+                            free_kv_tokens: nums[3],
+                            noise_static_key: id.noise_public_key(),
+                            ton_wallet: wallet,
+                            listen_addrs: addrs,
+                            seqno: SeqNo(seqno),
+                            issued_at: NOW,
+                            expires_at: NOW.plus_ms(ttl + 1),
+                        },
+                    )
+                },
+            )
     }
 
     proptest! {

@@ -57,7 +57,8 @@ pub fn decode_key_file(kind: KeyKind, bytes: &[u8]) -> Result<Zeroizing<[u8; 32]
         return Err(KeyFileError::BadSecret);
     }
     let mut out = Zeroizing::new([0u8; 32]);
-    hex::decode_to_slice(hex_secret.as_bytes(), &mut out[..]).map_err(|_| KeyFileError::BadSecret)?;
+    hex::decode_to_slice(hex_secret.as_bytes(), &mut out[..])
+        .map_err(|_| KeyFileError::BadSecret)?;
     Ok(out)
 }
 
@@ -137,7 +138,8 @@ pub struct InvalidNodeKey;
 
 /// The libp2p PeerId of the node whose ed25519 public key is `key`.
 pub fn peer_id_of(key: &[u8; 32]) -> Result<PeerId, InvalidNodeKey> {
-    let pk = libp2p_identity::ed25519::PublicKey::try_from_bytes(key).map_err(|_| InvalidNodeKey)?;
+    let pk =
+        libp2p_identity::ed25519::PublicKey::try_from_bytes(key).map_err(|_| InvalidNodeKey)?;
     Ok(libp2p_identity::PublicKey::from(pk).to_peer_id())
 }
 
@@ -158,7 +160,10 @@ mod tests {
     fn key_files_round_trip_and_refuse_the_wrong_kind() {
         let secret = [7u8; 32];
         let text = encode_key_file(KeyKind::Ed25519, &secret);
-        assert_eq!(*decode_key_file(KeyKind::Ed25519, &text).expect("decodes"), secret);
+        assert_eq!(
+            *decode_key_file(KeyKind::Ed25519, &text).expect("decodes"),
+            secret
+        );
         assert!(matches!(
             decode_key_file(KeyKind::X25519, &text),
             Err(KeyFileError::WrongKind { .. })
@@ -189,7 +194,8 @@ mod tests {
     fn noise_public_key_is_x25519_of_the_secret() {
         let id = NodeIdentity::from_secrets(&[3; 32], &[9; 32]);
         // X25519(secret, 9) computed independently through curve25519-dalek's DH.
-        let base = curve25519_dalek::MontgomeryPoint(curve25519_dalek::constants::X25519_BASEPOINT.0);
+        let base =
+            curve25519_dalek::MontgomeryPoint(curve25519_dalek::constants::X25519_BASEPOINT.0);
         assert_eq!(id.noise_public_key(), base.mul_clamped([9; 32]).to_bytes());
         assert_ne!(id.noise_public_key(), [0; 32]);
     }

@@ -132,7 +132,12 @@ impl PeerTable {
     }
 
     /// `peer` sent an announcement that was rejected.
-    pub fn record_rejection(&mut self, peer: PeerId, why: &Rejection, now: UnixMillis) -> Option<BanAction> {
+    pub fn record_rejection(
+        &mut self,
+        peer: PeerId,
+        why: &Rejection,
+        now: UnixMillis,
+    ) -> Option<BanAction> {
         let rec = self.entry(peer, now);
         rec.rejections += 1;
         rec.last_rejection = Some(why.rule());
@@ -146,7 +151,10 @@ impl PeerTable {
         };
         let rec = self.entry(peer, now);
         rec.accepted += 1;
-        rec.last_seqno = Some(rec.last_seqno.map_or(announcement.seqno, |s| s.max(announcement.seqno)));
+        rec.last_seqno = Some(
+            rec.last_seqno
+                .map_or(announcement.seqno, |s| s.max(announcement.seqno)),
+        );
         rec.announcement = Some(announcement);
     }
 
@@ -163,8 +171,13 @@ impl PeerTable {
     pub fn score_of(&self, r: &PeerRecord) -> f64 {
         let p = &self.policy;
         let bonus = (f64::from(r.accepted) * p.accept_bonus).min(p.max_accept_bonus);
-        let rtt = r.rtt_us.map_or(0.0, |us| us as f64 / 100_000.0 * p.rtt_penalty_per_100ms);
-        bonus - f64::from(r.rejections) * p.rejection_penalty - f64::from(r.failures) * p.failure_penalty - rtt
+        let rtt = r
+            .rtt_us
+            .map_or(0.0, |us| us as f64 / 100_000.0 * p.rtt_penalty_per_100ms);
+        bonus
+            - f64::from(r.rejections) * p.rejection_penalty
+            - f64::from(r.failures) * p.failure_penalty
+            - rtt
     }
 
     pub fn is_banned(&self, peer: &PeerId, now: UnixMillis) -> bool {
@@ -182,7 +195,10 @@ impl PeerTable {
             return None;
         }
         let factor = 1u64.checked_shl(rec.strikes.min(32)).unwrap_or(u64::MAX);
-        let len = policy.base_ban_ms.saturating_mul(factor).min(policy.max_ban_ms);
+        let len = policy
+            .base_ban_ms
+            .saturating_mul(factor)
+            .min(policy.max_ban_ms);
         rec.strikes += 1;
         let until = now.plus_ms(len);
         rec.banned_until = Some(until);
@@ -200,7 +216,11 @@ impl PeerTable {
                 rec.failures = 0;
                 out.push(BanAction::Unban { peer: *peer });
             }
-            if rec.announcement.as_ref().is_some_and(|a| a.expires_at <= now) {
+            if rec
+                .announcement
+                .as_ref()
+                .is_some_and(|a| a.expires_at <= now)
+            {
                 rec.announcement = None;
             }
         }
@@ -242,7 +262,10 @@ mod tests {
         assert!(t.is_banned(&p, NOW.plus_ms(59_999)));
         assert_eq!(t.get(&p).and_then(|r| r.last_rejection), Some("signature"));
         assert!(t.expire(NOW.plus_ms(30_000)).is_empty());
-        assert_eq!(t.expire(NOW.plus_ms(60_000)), vec![BanAction::Unban { peer: p }]);
+        assert_eq!(
+            t.expire(NOW.plus_ms(60_000)),
+            vec![BanAction::Unban { peer: p }]
+        );
         assert!(!t.is_banned(&p, NOW.plus_ms(60_000)));
         // The second ban lasts twice as long.
         let later = NOW.plus_ms(100_000);
@@ -264,7 +287,8 @@ mod tests {
         let mut t = PeerTable::new(ScorePolicy::default());
         let id = identity(3);
         let bytes = sign_announcement(&id, &sample(&id, 10, NOW));
-        let ann = verify_announcement(&bytes, NOW, &VerifyPolicy::default(), |p| t.last_seqno(p)).expect("fresh");
+        let ann = verify_announcement(&bytes, NOW, &VerifyPolicy::default(), |p| t.last_seqno(p))
+            .expect("fresh");
         t.record_announcement(ann, NOW);
         assert_eq!(t.last_seqno(&id.peer_id()), Some(SeqNo(10)));
         let again = verify_announcement(&bytes, NOW, &VerifyPolicy::default(), |p| t.last_seqno(p));

@@ -138,7 +138,9 @@ impl FromStr for BlockRange {
 }
 
 /// An amount of TON in nanoton (1 TON = 10^9 nanoton).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
 pub struct NanoTon(pub u64);
 
 impl fmt::Display for NanoTon {
@@ -148,7 +150,9 @@ impl fmt::Display for NanoTon {
 }
 
 /// A per-node announcement sequence number: each new announcement carries a larger one.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
 pub struct SeqNo(pub u64);
 
 impl SeqNo {
@@ -171,7 +175,9 @@ impl fmt::Display for SeqNo {
 
 /// Wall-clock time as milliseconds since the Unix epoch. The protocol never reads a
 /// clock: drivers pass this in.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
 pub struct UnixMillis(pub u64);
 
 impl UnixMillis {

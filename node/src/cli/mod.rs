@@ -52,7 +52,9 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
 pub fn id(data_dir: &Path, json: bool) -> anyhow::Result<()> {
     let s: StatusInfo = ControlClient::for_data_dir(data_dir)?.get("/v1/status")?;
     if json {
-        return print_json(&serde_json::json!({ "peer_id": s.peer_id, "noise_static_key": s.noise_static_key, "listen_addrs": s.listen_addrs }));
+        return print_json(
+            &serde_json::json!({ "peer_id": s.peer_id, "noise_static_key": s.noise_static_key, "listen_addrs": s.listen_addrs }),
+        );
     }
     println!("{}", s.peer_id);
     Ok(())
@@ -66,9 +68,21 @@ pub fn status(data_dir: &Path, json: bool) -> anyhow::Result<()> {
     }
     println!("peer id      {}", s.peer_id);
     println!("role         {}  (cocoon {})", s.role, s.version);
-    println!("model        {}  blocks {} of {}", opt(&s.model_id), s.blocks, s.n_blocks);
-    println!("NAT          {}  relay server: {}", s.nat_status, if s.relay_server { "on" } else { "off" });
-    println!("peers        {} connected, {} known, {} announcements", s.connected_peers, s.known_peers, s.announcements);
+    println!(
+        "model        {}  blocks {} of {}",
+        opt(&s.model_id),
+        s.blocks,
+        s.n_blocks
+    );
+    println!(
+        "NAT          {}  relay server: {}",
+        s.nat_status,
+        if s.relay_server { "on" } else { "off" }
+    );
+    println!(
+        "peers        {} connected, {} known, {} announcements",
+        s.connected_peers, s.known_peers, s.announcements
+    );
     println!("uptime       {} s", s.uptime_secs);
     for a in &s.listen_addrs {
         println!("listening    {a}");
@@ -85,7 +99,9 @@ fn peer_row(p: &PeerInfo) -> Vec<String> {
         p.connection.clone(),
         p.rtt_ms.map_or_else(|| "-".into(), |r| format!("{r:.1}")),
         opt(&p.role),
-        p.model_id.as_deref().map_or_else(|| "-".into(), |m| m.chars().take(8).collect()),
+        p.model_id
+            .as_deref()
+            .map_or_else(|| "-".into(), |m| m.chars().take(8).collect()),
         opt(&p.blocks),
         format!("{:.1}{}", p.score, if p.banned { " banned" } else { "" }),
         p.addresses.first().cloned().unwrap_or_else(|| "-".into()),
@@ -103,7 +119,12 @@ pub fn peers(data_dir: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let rows: Vec<Vec<String>> = peers.iter().map(peer_row).collect();
-    table(&["PEER", "LINK", "RTT ms", "ROLE", "MODEL", "BLOCKS", "SCORE", "ADDRESS"], &rows);
+    table(
+        &[
+            "PEER", "LINK", "RTT ms", "ROLE", "MODEL", "BLOCKS", "SCORE", "ADDRESS",
+        ],
+        &rows,
+    );
     Ok(())
 }
 
@@ -115,15 +136,26 @@ pub fn peer(data_dir: &Path, id: &str, json: bool) -> anyhow::Result<()> {
     }
     let p = &d.peer;
     println!("peer id      {}", p.peer_id);
-    println!("link         {}{}", p.connection, if p.banned { " (banned)" } else { "" });
+    println!(
+        "link         {}{}",
+        p.connection,
+        if p.banned { " (banned)" } else { "" }
+    );
     println!("agent        {}", opt(&p.agent));
-    println!("rtt          {}", p.rtt_ms.map_or_else(|| "-".into(), |r| format!("{r:.2} ms")));
+    println!(
+        "rtt          {}",
+        p.rtt_ms
+            .map_or_else(|| "-".into(), |r| format!("{r:.2} ms"))
+    );
     println!(
         "score        {:.1} (gossip {}), {} rejected announcements{}, {} failures",
         p.score,
-        p.gossip_score.map_or_else(|| "-".into(), |s| format!("{s:.1}")),
+        p.gossip_score
+            .map_or_else(|| "-".into(), |s| format!("{s:.1}")),
         p.rejections,
-        p.last_rejection.as_deref().map_or_else(String::new, |r| format!(" (last: {r})")),
+        p.last_rejection
+            .as_deref()
+            .map_or_else(String::new, |r| format!(" (last: {r})")),
         p.failures
     );
     for a in &p.addresses {
@@ -149,7 +181,11 @@ pub fn ping(data_dir: &Path, id: &str, count: u32, json: bool) -> anyhow::Result
     }
     for (i, rtt) in r.rtts_ms.iter().enumerate() {
         match rtt {
-            Some(ms) => println!("pong from {}: seq={} time={ms:.2} ms", short(&r.peer_id), i + 1),
+            Some(ms) => println!(
+                "pong from {}: seq={} time={ms:.2} ms",
+                short(&r.peer_id),
+                i + 1
+            ),
             None => println!("no pong from {}: seq={}", short(&r.peer_id), i + 1),
         }
     }
@@ -160,7 +196,12 @@ pub fn ping(data_dir: &Path, id: &str, count: u32, json: bool) -> anyhow::Result
     if ok.is_empty() {
         anyhow::bail!("{} did not answer", r.peer_id);
     }
-    println!("{} of {} answered, mean {:.2} ms", ok.len(), r.rtts_ms.len(), ok.iter().sum::<f64>() / ok.len() as f64);
+    println!(
+        "{} of {} answered, mean {:.2} ms",
+        ok.len(),
+        r.rtts_ms.len(),
+        ok.iter().sum::<f64>() / ok.len() as f64
+    );
     Ok(())
 }
 
@@ -179,7 +220,11 @@ pub fn models(data_dir: &Path, json: bool) -> anyhow::Result<()> {
             m.model_id,
             m.covered_blocks,
             m.n_blocks,
-            if m.complete { " (complete route possible)" } else { "" }
+            if m.complete {
+                " (complete route possible)"
+            } else {
+                ""
+            }
         );
         let rows: Vec<Vec<String>> = m
             .workers
@@ -194,7 +239,10 @@ pub fn models(data_dir: &Path, json: bool) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        table(&["  WORKER", "BLOCKS", "PROMPT nTON", "COMPL nTON", "TOK/S"], &rows);
+        table(
+            &["  WORKER", "BLOCKS", "PROMPT nTON", "COMPL nTON", "TOK/S"],
+            &rows,
+        );
     }
     Ok(())
 }

@@ -67,7 +67,8 @@ impl ControlClient {
     fn call<T: DeserializeOwned>(&self, method: &str, path: &str) -> anyhow::Result<T> {
         let (status, body) = request(self.addr, method, path, Some(&self.cookie), self.timeout)?;
         check_status(status, &body)?;
-        serde_json::from_slice(&body).with_context(|| format!("decoding the reply to {method} {path}"))
+        serde_json::from_slice(&body)
+            .with_context(|| format!("decoding the reply to {method} {path}"))
     }
 }
 
@@ -87,10 +88,16 @@ pub fn request(
     cookie: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(timeout)).context("socket timeout")?;
-    let auth = cookie.map(|c| format!("Authorization: Bearer {c}\r\n")).unwrap_or_default();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(timeout))
+        .context("socket timeout")?;
+    let auth = cookie
+        .map(|c| format!("Authorization: Bearer {c}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).context("sending request")?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).context("reading reply")?;
@@ -120,9 +127,13 @@ fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut out = Vec::new();
     let mut rest = body;
     loop {
-        let eol = rest.windows(2).position(|w| w == b"\r\n").context("bad chunk")?;
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("bad chunk")?;
         let size_text = std::str::from_utf8(&rest[..eol]).context("bad chunk size")?;
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).context("bad chunk size")?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .context("bad chunk size")?;
         rest = &rest[eol + 2..];
         if size == 0 {
             break;
@@ -141,16 +152,27 @@ mod tests {
     #[test]
     fn parses_plain_and_chunked_replies() {
         let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]";
-        assert_eq!(parse_response(plain).expect("parses"), (200, b"[]".to_vec()));
+        assert_eq!(
+            parse_response(plain).expect("parses"),
+            (200, b"[]".to_vec())
+        );
         let chunked = b"HTTP/1.1 401 Unauthorized\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked).expect("parses"), (401, b"abcde".to_vec()));
+        assert_eq!(
+            parse_response(chunked).expect("parses"),
+            (401, b"abcde".to_vec())
+        );
         assert!(parse_response(b"garbage").is_err());
     }
 
     #[test]
     fn a_missing_node_is_reported_plainly() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = ControlClient::for_data_dir(dir.path()).err().expect("no node");
-        assert!(err.to_string().contains("no cocoon node is running"), "{err}");
+        let err = ControlClient::for_data_dir(dir.path())
+            .err()
+            .expect("no node");
+        assert!(
+            err.to_string().contains("no cocoon node is running"),
+            "{err}"
+        );
     }
 }

@@ -43,7 +43,10 @@ pub async fn bind(
     requests: mpsc::Sender<ControlRequest>,
     registry: Arc<Mutex<Registry>>,
     forge_enabled: bool,
-) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = std::io::Result<()>>)> {
+) -> anyhow::Result<(
+    SocketAddr,
+    impl std::future::Future<Output = std::io::Result<()>>,
+)> {
     let state = AppState {
         cookie: Arc::new(cookie),
         requests,
@@ -58,7 +61,10 @@ pub async fn bind(
         .route("/v1/models", get(models))
         .route("/v1/dev/forge", post(forge))
         .route("/metrics", get(metrics))
-        .layer(middleware::from_fn_with_state(state.clone(), require_cookie))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_cookie,
+        ))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
         .await
@@ -84,7 +90,10 @@ async fn require_cookie(State(state): State<AppState>, req: Request, next: Next)
     next.run(req).await
 }
 
-async fn ask<T>(state: &AppState, make: impl FnOnce(oneshot::Sender<T>) -> ControlRequest) -> Result<T, Response> {
+async fn ask<T>(
+    state: &AppState,
+    make: impl FnOnce(oneshot::Sender<T>) -> ControlRequest,
+) -> Result<T, Response> {
     let (tx, rx) = oneshot::channel();
     let gone = || (StatusCode::SERVICE_UNAVAILABLE, "node is shutting down\n").into_response();
     state.requests.send(make(tx)).await.map_err(|_| gone())?;
@@ -99,7 +108,10 @@ async fn peers(State(s): State<AppState>) -> Result<Json<Vec<PeerInfo>>, Respons
     Ok(Json(ask(&s, ControlRequest::Peers).await?))
 }
 
-async fn peer(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<PeerDetail>, Response> {
+async fn peer(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<PeerDetail>, Response> {
     ask(&s, |tx| ControlRequest::Peer(id, tx))
         .await?
         .map(Json)
@@ -132,9 +144,16 @@ struct ForgeQuery {
     kind: ForgeKind,
 }
 
-async fn forge(State(s): State<AppState>, Query(q): Query<ForgeQuery>) -> Result<Json<String>, Response> {
+async fn forge(
+    State(s): State<AppState>,
+    Query(q): Query<ForgeQuery>,
+) -> Result<Json<String>, Response> {
     if !s.forge_enabled {
-        return Err((StatusCode::NOT_FOUND, "forging is enabled only with --dev-forge\n").into_response());
+        return Err((
+            StatusCode::NOT_FOUND,
+            "forging is enabled only with --dev-forge\n",
+        )
+            .into_response());
     }
     ask(&s, |tx| ControlRequest::Forge(q.kind, tx))
         .await?
@@ -146,14 +165,27 @@ async fn metrics(State(s): State<AppState>) -> Response {
     let mut text = String::new();
     let encoded = match s.registry.lock() {
         Ok(reg) => prometheus_client::encoding::text::encode(&mut text, &reg),
-        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "metrics registry poisoned\n").into_response(),
+        Err(_) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics registry poisoned\n",
+            )
+                .into_response();
+        }
     };
     match encoded {
         Ok(()) => (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n").into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics encoding failed\n",
+        )
+            .into_response(),
     }
 }

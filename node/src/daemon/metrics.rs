@@ -36,9 +36,21 @@ impl MeshMetrics {
             "Announcements this node published",
             m.announcements_published.clone(),
         );
-        r.register("peers_connected", "Peers with an open connection", m.peers_connected.clone());
-        r.register("peers_known", "Peers in the peer table", m.peers_known.clone());
-        r.register("peers_banned", "Peers currently banned", m.peers_banned.clone());
+        r.register(
+            "peers_connected",
+            "Peers with an open connection",
+            m.peers_connected.clone(),
+        );
+        r.register(
+            "peers_known",
+            "Peers in the peer table",
+            m.peers_known.clone(),
+        );
+        r.register(
+            "peers_banned",
+            "Peers currently banned",
+            m.peers_banned.clone(),
+        );
         m
     }
 

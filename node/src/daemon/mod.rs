@@ -13,16 +13,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
+use libp2p::metrics::{Metrics, Recorder};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, autonat, gossipsub, identify, kad, mdns, ping as lping, relay};
-use libp2p::metrics::{Metrics, Recorder};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, autonat, gossipsub, identify, kad, mdns, ping as lping, relay,
+};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use cocoon_protocol::announce::{
-    ANNOUNCE_TOPIC, Announcement, Prices, Rejection, VerifyPolicy, sign_announcement, verify_announcement,
+    ANNOUNCE_TOPIC, Announcement, Prices, Rejection, VerifyPolicy, sign_announcement,
+    verify_announcement,
 };
 use cocoon_protocol::identity::NodeIdentity;
 use cocoon_protocol::peers::{BanAction, PeerTable, ScorePolicy};
@@ -49,7 +52,9 @@ pub struct DaemonArgs {
 }
 
 fn now_ms() -> UnixMillis {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     UnixMillis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
@@ -160,10 +165,14 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
 
     for addr in &config.listen {
         let ma: Multiaddr = addr.parse().with_context(|| format!("--listen {addr}"))?;
-        swarm.listen_on(ma).with_context(|| format!("listening on {addr}"))?;
+        swarm
+            .listen_on(ma)
+            .with_context(|| format!("listening on {addr}"))?;
     }
     for addr in &config.bootstrap {
-        let ma: Multiaddr = addr.parse().with_context(|| format!("--bootstrap {addr}"))?;
+        let ma: Multiaddr = addr
+            .parse()
+            .with_context(|| format!("--bootstrap {addr}"))?;
         if let Some(Protocol::P2p(peer)) = ma.iter().last() {
             swarm.behaviour_mut().kad.add_address(&peer, ma.clone());
         }
@@ -178,7 +187,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         let Some(Protocol::P2p(relay_peer)) = ma.iter().last() else {
             anyhow::bail!("--relay {addr} must end in /p2p/<peer id>");
         };
-        swarm.dial(ma.clone()).with_context(|| format!("dialing relay {addr}"))?;
+        swarm
+            .dial(ma.clone())
+            .with_context(|| format!("dialing relay {addr}"))?;
         let circuit = ma.with(Protocol::P2pCircuit);
         let id = swarm
             .listen_on(circuit.clone())
@@ -195,10 +206,17 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
 
     let cookie = crate::control::create_cookie(&data_dir)?;
     let (req_tx, mut req_rx) = mpsc::channel(64);
-    let (control_addr, server) =
-        crate::control::server::bind(config.control_port, cookie, req_tx, registry.clone(), dev_forge).await?;
+    let (control_addr, server) = crate::control::server::bind(
+        config.control_port,
+        cookie,
+        req_tx,
+        registry.clone(),
+        dev_forge,
+    )
+    .await?;
     let addr_path = data_dir.join(files::CONTROL_ADDR);
-    std::fs::write(&addr_path, format!("{control_addr}\n")).with_context(|| format!("writing {}", addr_path.display()))?;
+    std::fs::write(&addr_path, format!("{control_addr}\n"))
+        .with_context(|| format!("writing {}", addr_path.display()))?;
     tokio::spawn(async move {
         if let Err(e) = server.await {
             tracing::error!(error = %e, "control API stopped");
@@ -216,7 +234,11 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         last_seqno: None,
         announce_due: Some(Instant::now() + Duration::from_millis(500)),
         nat_status: "unknown".into(),
-        relay_mode: if relay_on { RelayServerMode::On } else { config.relay_server },
+        relay_mode: if relay_on {
+            RelayServerMode::On
+        } else {
+            config.relay_server
+        },
         relay_listening,
         relay_listeners,
         relay_retries: Vec::new(),
@@ -228,10 +250,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         bootstrapped: false,
     };
 
-    let mut announce_tick = tokio::time::interval(Duration::from_secs(config.announce_interval_secs.max(1)));
+    let mut announce_tick =
+        tokio::time::interval(Duration::from_secs(config.announce_interval_secs.max(1)));
     let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
     let mut kad_tick = tokio::time::interval(Duration::from_secs(60));
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
     let result = loop {
         tokio::select! {
             event = d.swarm.select_next_some() => d.on_swarm_event(event),
@@ -278,7 +302,8 @@ impl Daemon {
                 }
                 Err(e) => {
                     tracing::warn!(%circuit, error = %e, "cannot listen through relay");
-                    self.relay_retries.push((now_i + Duration::from_secs(10), circuit));
+                    self.relay_retries
+                        .push((now_i + Duration::from_secs(10), circuit));
                 }
             }
         }
@@ -286,10 +311,18 @@ impl Daemon {
             self.announce_due = None;
             self.announce();
         }
-        let connected = self.live.values().filter(|l| !l.connections.is_empty()).count();
+        let connected = self
+            .live
+            .values()
+            .filter(|l| !l.connections.is_empty())
+            .count();
         self.metrics.peers_connected.set(connected as i64);
         self.metrics.peers_known.set(self.table.len() as i64);
-        let banned = self.table.iter().filter(|(p, _)| self.table.is_banned(p, now)).count();
+        let banned = self
+            .table
+            .iter()
+            .filter(|(p, _)| self.table.is_banned(p, now))
+            .count();
         self.metrics.peers_banned.set(banned as i64);
     }
 
@@ -304,7 +337,12 @@ impl Daemon {
     /// upgrades the connection (a direct dial would only hit the NAT).
     fn my_addrs(&self) -> Vec<Multiaddr> {
         if !self.relay_listeners.is_empty() {
-            return self.swarm.listeners().filter(|a| is_relayed(a)).cloned().collect();
+            return self
+                .swarm
+                .listeners()
+                .filter(|a| is_relayed(a))
+                .cloned()
+                .collect();
         }
         let mut addrs: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
         for a in self.swarm.listeners() {
@@ -329,7 +367,12 @@ impl Daemon {
             free_kv_tokens: self.me.free_kv_tokens,
             noise_static_key: self.identity.noise_public_key(),
             ton_wallet: self.me.ton_wallet.clone(),
-            listen_addrs: self.my_addrs().iter().take(16).map(|a| a.to_vec()).collect(),
+            listen_addrs: self
+                .my_addrs()
+                .iter()
+                .take(16)
+                .map(|a| a.to_vec())
+                .collect(),
             seqno,
             issued_at: now,
             expires_at: now.plus_ms(self.me.ttl_ms),
@@ -370,17 +413,21 @@ impl Daemon {
                 tracing::info!(%address, "listening");
                 // A relay must know its public addresses before it can grant reservations
                 // (they go into the reservation); a relay is public by definition.
-                if self.swarm.behaviour().relay_server.is_enabled() && is_public_candidate(&address) {
+                if self.swarm.behaviour().relay_server.is_enabled() && is_public_candidate(&address)
+                {
                     self.swarm.add_external_address(address);
                 }
                 self.schedule_announce(Duration::from_millis(300));
             }
             SwarmEvent::ListenerClosed {
-                listener_id, reason, ..
+                listener_id,
+                reason,
+                ..
             } => {
                 if let Some(circuit) = self.relay_listeners.remove(&listener_id) {
                     tracing::warn!(%circuit, reason = ?reason, "relay listener closed; retrying in 5 s");
-                    self.relay_retries.push((Instant::now() + Duration::from_secs(5), circuit));
+                    self.relay_retries
+                        .push((Instant::now() + Duration::from_secs(5), circuit));
                 }
             }
             SwarmEvent::ListenerError { listener_id, error } => {
@@ -406,14 +453,19 @@ impl Daemon {
                     ConnectedPoint::Dialer { address, .. } => address.clone(),
                     ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
                 };
-                let relayed = is_relayed(&addr) || matches!(&endpoint, ConnectedPoint::Listener { local_addr, .. } if is_relayed(local_addr));
+                let relayed = is_relayed(&addr)
+                    || matches!(&endpoint, ConnectedPoint::Listener { local_addr, .. } if is_relayed(local_addr));
                 tracing::info!(peer = %peer_id, %addr, relayed, "connected");
                 let stored = if relayed && !is_relayed(&addr) {
                     addr.with(Protocol::P2pCircuit)
                 } else {
                     addr
                 };
-                self.live.entry(peer_id).or_default().connections.insert(connection_id, stored);
+                self.live
+                    .entry(peer_id)
+                    .or_default()
+                    .connections
+                    .insert(connection_id, stored);
                 self.table.record_seen(peer_id, now_ms());
                 if self.table.is_banned(&peer_id, now_ms()) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
@@ -424,7 +476,9 @@ impl Daemon {
                 }
             }
             SwarmEvent::ConnectionClosed {
-                peer_id, connection_id, ..
+                peer_id,
+                connection_id,
+                ..
             } => {
                 if let Some(l) = self.live.get_mut(&peer_id) {
                     l.connections.remove(&connection_id);
@@ -433,7 +487,11 @@ impl Daemon {
                     }
                 }
             }
-            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
                 tracing::debug!(%peer, %error, "dial failed");
                 if let Some(action) = self.table.record_failure(peer, now_ms()) {
                     self.apply(action);
@@ -452,7 +510,10 @@ impl Daemon {
             }
             BanAction::Unban { peer } => {
                 self.swarm.behaviour_mut().blocked.unblock_peer(peer);
-                self.swarm.behaviour_mut().gossipsub.remove_blacklisted_peer(&peer);
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .remove_blacklisted_peer(&peer);
             }
         }
     }
@@ -492,8 +553,15 @@ impl Daemon {
                     live.listen_addrs = info.listen_addrs.clone();
                     // Loopback addresses are only useful to peers on this host.
                     let local_link = live.connections.values().any(is_loopback);
-                    for a in info.listen_addrs.iter().filter(|a| local_link || !is_loopback(a)) {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, a.clone());
+                    for a in info
+                        .listen_addrs
+                        .iter()
+                        .filter(|a| local_link || !is_loopback(a))
+                    {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, a.clone());
                     }
                     if info.protocols.iter().any(|p| p.as_ref() == RELAY_HOP) && self.want_relay {
                         self.listen_via_relay(peer_id);
@@ -504,7 +572,9 @@ impl Daemon {
                 self.libp2p_metrics.record(&e);
                 let lping::Event { peer, result, .. } = e;
                 match result {
-                    Ok(rtt) => self.table.record_rtt(peer, rtt.as_micros() as u64, now_ms()),
+                    Ok(rtt) => self
+                        .table
+                        .record_rtt(peer, rtt.as_micros() as u64, now_ms()),
                     Err(err) => {
                         tracing::debug!(%peer, error = %err, "ping failed");
                         if let Some(a) = self.table.record_failure(peer, now_ms()) {
@@ -547,7 +617,10 @@ impl Daemon {
                         let relays: Vec<PeerId> = self
                             .live
                             .iter()
-                            .filter(|(_, l)| !l.connections.is_empty() && l.protocols.iter().any(|p| p == RELAY_HOP))
+                            .filter(|(_, l)| {
+                                !l.connections.is_empty()
+                                    && l.protocols.iter().any(|p| p == RELAY_HOP)
+                            })
                             .map(|(p, _)| *p)
                             .collect();
                         for r in relays {
@@ -571,8 +644,12 @@ impl Daemon {
             BehaviourEvent::Dcutr(e) => {
                 self.libp2p_metrics.record(&e);
                 match &e.result {
-                    Ok(conn) => tracing::info!(peer = %e.remote_peer_id, connection = ?conn, "hole punch succeeded: direct connection"),
-                    Err(err) => tracing::info!(peer = %e.remote_peer_id, error = %err, "hole punch failed"),
+                    Ok(conn) => {
+                        tracing::info!(peer = %e.remote_peer_id, connection = ?conn, "hole punch succeeded: direct connection")
+                    }
+                    Err(err) => {
+                        tracing::info!(peer = %e.remote_peer_id, error = %err, "hole punch failed")
+                    }
                 }
             }
             BehaviourEvent::Blocked(_) | BehaviourEvent::Stream(_) => {}
@@ -580,7 +657,9 @@ impl Daemon {
     }
 
     fn enable_relay_server(&mut self) {
-        if self.relay_mode == RelayServerMode::Auto && !self.swarm.behaviour().relay_server.is_enabled() {
+        if self.relay_mode == RelayServerMode::Auto
+            && !self.swarm.behaviour().relay_server.is_enabled()
+        {
             tracing::info!("AutoNAT says public: serving as a relay from now on");
             let peer = self.local_peer();
             self.swarm.behaviour_mut().relay_server = Some(swarm::relay_server(peer)).into();
@@ -598,7 +677,9 @@ impl Daemon {
         else {
             return;
         };
-        let circuit = strip_p2p(addr).with(Protocol::P2p(relay_peer)).with(Protocol::P2pCircuit);
+        let circuit = strip_p2p(addr)
+            .with(Protocol::P2p(relay_peer))
+            .with(Protocol::P2pCircuit);
         match self.swarm.listen_on(circuit.clone()) {
             Ok(id) => {
                 tracing::info!(%circuit, "listening through relay");
@@ -618,7 +699,8 @@ impl Daemon {
             } => {
                 let now = now_ms();
                 let table = &self.table;
-                let verdict = verify_announcement(&message.data, now, &self.policy, |p| table.last_seqno(p));
+                let verdict =
+                    verify_announcement(&message.data, now, &self.policy, |p| table.last_seqno(p));
                 let acceptance = match verdict {
                     Ok(ann) => {
                         let author = ann.peer_id().ok();
@@ -662,7 +744,12 @@ impl Daemon {
         }
     }
 
-    fn on_rejection(&mut self, from: PeerId, rejection: &Rejection, now: UnixMillis) -> gossipsub::MessageAcceptance {
+    fn on_rejection(
+        &mut self,
+        from: PeerId,
+        rejection: &Rejection,
+        now: UnixMillis,
+    ) -> gossipsub::MessageAcceptance {
         self.metrics.received(rejection.rule());
         match rejection.verdict() {
             cocoon_protocol::announce::Verdict::Ignore => {
@@ -683,7 +770,9 @@ impl Daemon {
         let now = now_ms();
         let rec = self.table.get(peer);
         let live = self.live.get(peer);
-        let conns: Vec<&Multiaddr> = live.map(|l| l.connections.values().collect()).unwrap_or_default();
+        let conns: Vec<&Multiaddr> = live
+            .map(|l| l.connections.values().collect())
+            .unwrap_or_default();
         let connection = if conns.is_empty() {
             "none"
         } else if conns.iter().any(|a| !is_relayed(a)) {
@@ -753,7 +842,11 @@ impl Daemon {
                             .map(announcement_json);
                         Ok(PeerDetail {
                             peer: self.peer_info(&p),
-                            protocols: self.live.get(&p).map(|l| l.protocols.clone()).unwrap_or_default(),
+                            protocols: self
+                                .live
+                                .get(&p)
+                                .map(|l| l.protocols.clone())
+                                .unwrap_or_default(),
                             announcement: ann,
                         })
                     });
@@ -761,7 +854,11 @@ impl Daemon {
             }
             ControlRequest::Ping(id, count, tx) => match id.parse::<PeerId>() {
                 Ok(peer) => {
-                    let addrs = self.live.get(&peer).map(|l| l.listen_addrs.clone()).unwrap_or_default();
+                    let addrs = self
+                        .live
+                        .get(&peer)
+                        .map(|l| l.listen_addrs.clone())
+                        .unwrap_or_default();
                     if !self.swarm.is_connected(&peer) {
                         self.dial_known(peer, addrs);
                     }
@@ -786,13 +883,21 @@ impl Daemon {
             role: self.me.role.to_string(),
             version: env!("CARGO_PKG_VERSION").into(),
             listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
-            external_addrs: self.swarm.external_addresses().map(|a| a.to_string()).collect(),
+            external_addrs: self
+                .swarm
+                .external_addresses()
+                .map(|a| a.to_string())
+                .collect(),
             nat_status: self.nat_status.clone(),
             relay_server: self.swarm.behaviour().relay_server.is_enabled(),
             model_id: self.me.model_id.map(|m| m.to_hex()),
             n_blocks: self.me.n_blocks,
             blocks: self.me.blocks.to_string(),
-            connected_peers: self.live.values().filter(|l| !l.connections.is_empty()).count(),
+            connected_peers: self
+                .live
+                .values()
+                .filter(|l| !l.connections.is_empty())
+                .count(),
             known_peers: self.all_peers().len(),
             announcements: self.table.announcements().count(),
             uptime_secs: self.started.elapsed().as_secs(),
@@ -901,7 +1006,9 @@ fn is_loopback(addr: &Multiaddr) -> bool {
 }
 
 fn strip_p2p(addr: Multiaddr) -> Multiaddr {
-    addr.into_iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()
+    addr.into_iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
 }
 
 /// Whether an address a peer saw us at may be our public one (not loopback, not relayed).
@@ -920,7 +1027,9 @@ fn announcement_json(a: &Announcement) -> serde_json::Value {
         let addrs: Vec<String> = a
             .listen_addrs
             .iter()
-            .map(|b| Multiaddr::try_from(b.clone()).map_or_else(|_| hex::encode(b), |m| m.to_string()))
+            .map(|b| {
+                Multiaddr::try_from(b.clone()).map_or_else(|_| hex::encode(b), |m| m.to_string())
+            })
             .collect();
         obj.insert("listen_addrs".into(), serde_json::json!(addrs));
         obj.insert(

@@ -53,7 +53,9 @@ pub async fn ping(
             return;
         }
         Err(_) => {
-            let _ = reply.send(Err(format!("no connection to {peer} within {PING_TIMEOUT:?}")));
+            let _ = reply.send(Err(format!(
+                "no connection to {peer} within {PING_TIMEOUT:?}"
+            )));
             return;
         }
     };
@@ -72,7 +74,9 @@ pub async fn ping(
             Ok::<_, std::io::Error>(back)
         };
         match tokio::time::timeout(PING_TIMEOUT, step).await {
-            Ok(Ok(back)) if back == out => report.rtts_ms.push(Some(started.elapsed().as_secs_f64() * 1000.0)),
+            Ok(Ok(back)) if back == out => report
+                .rtts_ms
+                .push(Some(started.elapsed().as_secs_f64() * 1000.0)),
             Ok(Ok(_)) => {
                 report.rtts_ms.push(None);
                 report.errors.push("echo did not match".into());

@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::Context;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, Swarm, allow_block_list, autonat, dcutr, gossipsub, identify, kad, mdns, noise, ping, relay,
-    tcp, yamux,
+    StreamProtocol, Swarm, allow_block_list, autonat, dcutr, gossipsub, identify, kad, mdns, noise,
+    ping, relay, tcp, yamux,
 };
 use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
@@ -71,11 +71,14 @@ fn gossipsub(key: &libp2p::identity::Keypair) -> anyhow::Result<gossipsub::Behav
         .validate_messages()
         .heartbeat_interval(Duration::from_millis(700))
         .max_transmit_size(64 * 1024)
-        .message_id_fn(|m: &gossipsub::Message| gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec()))
+        .message_id_fn(|m: &gossipsub::Message| {
+            gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec())
+        })
         .build()
         .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
-    let mut gs = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
-        .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+    let mut gs =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+            .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
     let topic = gossipsub::IdentTopic::new(ANNOUNCE_TOPIC);
     let mut params = gossipsub::PeerScoreParams::default();
     // Loopback devnets and testbeds put many peers on one address.
@@ -101,7 +104,8 @@ fn gossipsub(key: &libp2p::identity::Keypair) -> anyhow::Result<gossipsub::Behav
     );
     gs.with_peer_score(params, gossipsub::PeerScoreThresholds::default())
         .map_err(|e| anyhow::anyhow!("gossipsub scoring: {e}"))?;
-    gs.subscribe(&topic).context("subscribing to the announce topic")?;
+    gs.subscribe(&topic)
+        .context("subscribing to the announce topic")?;
     Ok(gs)
 }
 
@@ -113,7 +117,11 @@ pub fn build(
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .context("tcp transport")?
         .with_quic()
         .with_dns()
@@ -125,7 +133,8 @@ pub fn build(
             let peer = key.public().to_peer_id();
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
             kad_config.set_query_timeout(Duration::from_secs(30));
-            let mut kad = kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
+            let mut kad =
+                kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
             kad.set_mode(Some(kad::Mode::Server));
             let mdns = if opts.mdns {
                 Some(mdns::tokio::Behaviour::new(
@@ -159,9 +168,12 @@ pub fn build(
                     identify::Config::new(IDENTIFY_VERSION.to_owned(), key.public())
                         .with_agent_version(format!("cocoon/{}", env!("CARGO_PKG_VERSION"))),
                 ),
-                ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(Duration::from_secs(10)),
+                ),
                 kad,
-                gossipsub: gossipsub(key).map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e.to_string()))?,
+                gossipsub: gossipsub(key)
+                    .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e.to_string()))?,
                 mdns: Toggle::from(mdns),
                 stream: libp2p_stream::Behaviour::new(),
             })

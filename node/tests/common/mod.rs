@@ -62,7 +62,11 @@ impl TestNode {
                 node.peer_id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
                 break;
             }
-            assert!(Instant::now() < deadline, "node {name} did not start:\n{}", node.log());
+            assert!(
+                Instant::now() < deadline,
+                "node {name} did not start:\n{}",
+                node.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         node
@@ -92,7 +96,10 @@ impl TestNode {
     }
 
     pub fn peers(&self) -> Vec<serde_json::Value> {
-        self.json(&["peers"]).as_array().cloned().expect("peers is an array")
+        self.json(&["peers"])
+            .as_array()
+            .cloned()
+            .expect("peers is an array")
     }
 
     pub fn peer(&self, id: &str) -> Option<serde_json::Value> {
@@ -148,7 +155,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -156,9 +166,11 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 /// Whether `node` lists every id in `others` with an announcement.
 pub fn sees_all_announced(node: &TestNode, others: &[&str]) -> bool {
     let peers = node.peers();
-    others
-        .iter()
-        .all(|id| peers.iter().any(|p| p["peer_id"] == *id && !p["role"].is_null()))
+    others.iter().all(|id| {
+        peers
+            .iter()
+            .any(|p| p["peer_id"] == *id && !p["role"].is_null())
+    })
 }
 
 /// Loopback-only flags: no mDNS (it would see other engineers' nodes on the host).
@@ -177,7 +189,11 @@ pub const MODEL_ID: &str = "1111111111111111111111111111111111111111111111111111
 
 /// Runs `sh -c script`, returning whether it succeeded (output kept for messages).
 pub fn sh(script: &str) -> Result<(), String> {
-    let out = Command::new("sh").arg("-c").arg(script).output().map_err(|e| e.to_string())?;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(())
     } else {
