@@ -111,13 +111,12 @@ async fn wait_status(node: &mut Node, deadline: Instant) -> anyhow::Result<Statu
                 node.data_dir.join("node.log").display()
             );
         }
-        if let Ok(c) = ControlClient::for_data_dir(&node.data_dir) {
-            if let Ok(s) = c.get::<StatusInfo>("/v1/status") {
-                if !s.listen_addrs.is_empty() {
-                    node.peer_id = Some(s.peer_id.clone());
-                    return Ok(s);
-                }
-            }
+        if let Ok(c) = ControlClient::for_data_dir(&node.data_dir)
+            && let Ok(s) = c.get::<StatusInfo>("/v1/status")
+            && !s.listen_addrs.is_empty()
+        {
+            node.peer_id = Some(s.peer_id.clone());
+            return Ok(s);
         }
         if Instant::now() > deadline {
             bail!("node {} did not start its control API in time", node.name);

@@ -32,6 +32,8 @@ struct Cli {
     command: Command,
 }
 
+// `Node` carries every daemon flag; the value is parsed once, so its size is harmless.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a mesh node (the daemon).

@@ -129,13 +129,16 @@ fn forged_announcements_are_rejected_by_rule_and_lower_the_senders_score() {
     );
     let initial = honest.peer(&forger.peer_id).expect("listed");
     let mut last_score = initial["score"].as_f64().expect("score");
-    let mut rejections = 0;
-    for (kind, rule) in [
+    for (done, (kind, rule)) in [
         ("bad-signature", "signature"),
         ("expired", "expiry"),
         ("blocks-beyond-model", "block_range"),
         ("replayed-seqno", "seqno"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let rejections = done as u64;
         let client_out = forge(&forger, kind);
         assert!(client_out.is_ok(), "forge {kind}: {client_out:?}");
         let row = wait_for(
@@ -146,7 +149,6 @@ fn forged_announcements_are_rejected_by_rule_and_lower_the_senders_score() {
                 (row["rejections"].as_u64() == Some(rejections + 1)).then_some(row)
             },
         );
-        rejections += 1;
         assert_eq!(row["last_rejection"], rule, "{row}");
         let score = row["score"].as_f64().expect("score");
         assert!(

@@ -733,12 +733,12 @@ impl Daemon {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
-            gossipsub::Event::Subscribed { peer_id, topic } => {
-                if topic == gossipsub::IdentTopic::new(ANNOUNCE_TOPIC).hash() {
-                    tracing::debug!(peer = %peer_id, "peer subscribed to announcements");
-                    // A new listener: tell it who we are soon (debounced).
-                    self.schedule_announce(Duration::from_millis(400));
-                }
+            gossipsub::Event::Subscribed { peer_id, topic }
+                if topic == gossipsub::IdentTopic::new(ANNOUNCE_TOPIC).hash() =>
+            {
+                tracing::debug!(peer = %peer_id, "peer subscribed to announcements");
+                // A new listener: tell it who we are soon (debounced).
+                self.schedule_announce(Duration::from_millis(400));
             }
             _ => {}
         }

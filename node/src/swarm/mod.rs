@@ -80,9 +80,11 @@ fn gossipsub(key: &libp2p::identity::Keypair) -> anyhow::Result<gossipsub::Behav
         gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
             .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
     let topic = gossipsub::IdentTopic::new(ANNOUNCE_TOPIC);
-    let mut params = gossipsub::PeerScoreParams::default();
-    // Loopback devnets and testbeds put many peers on one address.
-    params.ip_colocation_factor_whitelist = HashSet::from([IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    let mut params = gossipsub::PeerScoreParams {
+        // Loopback devnets and testbeds put many peers on one address.
+        ip_colocation_factor_whitelist: HashSet::from([IpAddr::V4(Ipv4Addr::LOCALHOST)]),
+        ..gossipsub::PeerScoreParams::default()
+    };
     params.topics.insert(
         topic.hash(),
         // Announcements are rare, so delivery-rate penalties (P3, P3b) are off; what
