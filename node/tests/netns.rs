@@ -209,6 +209,8 @@ fn nat_traversal_relay_then_dcutr_direct_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_relay, a, b) = start_nat_pair(&lab, dir.path());
     // The NATs really separate them: a cannot reach b's private address.
+    sh("command -v ping").expect("the NAT test needs ping (apt-get install iputils-ping)");
+    sh(&format!("ip netns exec {} ping -c1 -W1 10.99.1.1", lab.a)).expect("a reaches the relay");
     assert!(sh(&format!("ip netns exec {} ping -c1 -W1 192.168.2.2", lab.a)).is_err());
     let started = Instant::now();
     // a learns b's announcement (relayed circuit address among them) and dials it; the
