@@ -133,6 +133,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Runs an inspection command (CLI logging: warnings only unless -v).
 fn inspect(verbose: u8, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    // Like other Unix tools, end quietly when the reader goes away (`cocoon peers | head`).
+    // SAFETY: sets a signal disposition before any thread or output exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     init_logging(verbose, false);
     f()
 }
