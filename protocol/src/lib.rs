@@ -3,3 +3,16 @@
 //! Every decision lives here as a plain function or state machine: the current time and
 //! input events go in, actions come out. Nothing in this crate owns a socket, a timer, a
 //! thread or a GPU.
+
+pub mod announce;
+pub mod identity;
+pub mod peers;
+pub mod units;
+
+/// Generated protobuf types (`protocol/proto/*.proto`).
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/cocoon.announce.v1.rs"));
+}
+
+pub use libp2p_identity::PeerId;

@@ -1,0 +1,110 @@
+//! `cocoon node`: flags (each a twin of a `cocoon.toml` key) merged over the config file.
+
+use std::path::PathBuf;
+
+use cocoon_protocol::units::Role;
+
+use crate::config::{NodeConfig, RelayServerMode};
+
+/// Runs a mesh node (the daemon).
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// TOML config file; flags override its keys.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Multiaddr to listen on (repeatable) [default: all interfaces, TCP and QUIC, random ports].
+    #[arg(long)]
+    pub listen: Vec<String>,
+    /// Bootstrap peer multiaddr, ideally ending in /p2p/<id> (repeatable).
+    #[arg(long)]
+    pub bootstrap: Vec<String>,
+    /// Relay to listen through, ending in /p2p/<id> (repeatable).
+    #[arg(long)]
+    pub relay: Vec<String>,
+    /// worker, client or relay.
+    #[arg(long)]
+    pub role: Option<Role>,
+    /// Blocks served, START..END (half-open).
+    #[arg(long)]
+    pub blocks: Option<String>,
+    /// Model file (its sha256 is its id for now).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Model id (64 hex digits) when no model file is given.
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// Number of blocks in the model.
+    #[arg(long)]
+    pub n_blocks: Option<u32>,
+    /// Price per prompt token, nanoton.
+    #[arg(long)]
+    pub price_prompt: Option<u64>,
+    /// Price per generated token, nanoton.
+    #[arg(long)]
+    pub price_completion: Option<u64>,
+    /// Announced throughput in tokens/s.
+    #[arg(long)]
+    pub throughput: Option<f64>,
+    /// Announced free KV capacity in tokens.
+    #[arg(long)]
+    pub free_kv_tokens: Option<u64>,
+    /// TON wallet address.
+    #[arg(long)]
+    pub ton_wallet: Option<String>,
+    /// Discover LAN peers with mDNS.
+    #[arg(long)]
+    pub mdns: Option<bool>,
+    /// Serve as a circuit relay: auto (when AutoNAT finds us public), on, off.
+    #[arg(long, value_enum)]
+    pub relay_server: Option<RelayServerMode>,
+    /// Seconds between re-announcements.
+    #[arg(long)]
+    pub announce_interval: Option<u64>,
+    /// Lifetime of an announcement in seconds.
+    #[arg(long)]
+    pub announce_ttl: Option<u64>,
+    /// Control API port on 127.0.0.1 (0: any free port).
+    #[arg(long)]
+    pub control_port: Option<u16>,
+    /// Seconds before AutoNAT's first probe.
+    #[arg(long)]
+    pub autonat_delay: Option<u64>,
+    /// Test tooling: enable POST /v1/dev/forge, which publishes invalid announcements.
+    #[arg(long, hide = true)]
+    pub dev_forge: bool,
+}
+
+impl NodeArgs {
+    /// The config file (or defaults) with every given flag applied over it.
+    pub fn resolve(&self) -> anyhow::Result<NodeConfig> {
+        let mut c = match &self.config {
+            Some(p) => NodeConfig::load(p)?,
+            None => NodeConfig::default(),
+        };
+        if !self.listen.is_empty() {
+            c.listen = self.listen.clone();
+        }
+        c.bootstrap.extend(self.bootstrap.iter().cloned());
+        c.relays.extend(self.relay.iter().cloned());
+        if let Some(v) = self.role {
+            c.role = v;
+        }
+        if let Some(v) = &self.blocks {
+            c.blocks = Some(v.clone());
+        }
+        if let Some(v) = &self.model {
+            c.model = Some(v.clone());
+        }
+        if let Some(v) = &self.model_id {
+            c.model_id = Some(v.clone());
+        }
+        macro_rules! set {
+            ($($flag:ident => $key:ident),*) => { $( if let Some(v) = self.$flag.clone() { c.$key = v; } )* };
+        }
+        set!(n_blocks => n_blocks, price_prompt => price_prompt_nanoton, price_completion => price_completion_nanoton,
+             throughput => throughput_tps, free_kv_tokens => free_kv_tokens, ton_wallet => ton_wallet, mdns => mdns,
+             relay_server => relay_server, announce_interval => announce_interval_secs, announce_ttl => announce_ttl_secs,
+             control_port => control_port, autonat_delay => autonat_delay_secs);
+        Ok(c)
+    }
+}

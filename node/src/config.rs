@@ -1,0 +1,189 @@
+//! The daemon's configuration: a TOML file (`cocoon.toml`) whose every key has a
+//! command-line flag of the same meaning; flags win over the file. Also the data
+//! directory's default location and the names of the files in it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use cocoon_protocol::units::{BlockRange, ModelId, Role};
+use serde::{Deserialize, Serialize};
+
+/// Files kept in a node's data directory.
+pub mod files {
+    /// ed25519 identity (mode 0600).
+    pub const NODE_KEY: &str = "node.key";
+    /// X25519 static key for end-to-end sessions (mode 0600).
+    pub const NOISE_KEY: &str = "noise.key";
+    /// Control API bearer token (mode 0600), rewritten at every start.
+    pub const COOKIE: &str = "control.cookie";
+    /// Control API address (`127.0.0.1:PORT`), removed at exit.
+    pub const CONTROL_ADDR: &str = "control.addr";
+}
+
+/// The data directory when `--data-dir` is not given: `$XDG_DATA_HOME/cocoon`, else
+/// `$HOME/.local/share/cocoon`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("cocoon");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/cocoon")
+}
+
+/// Everything `cocoon node` can be told. Field names are the TOML keys; each has a flag
+/// `--field-name`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Multiaddrs to listen on (`--listen`).
+    pub listen: Vec<String>,
+    /// Multiaddrs of bootstrap peers, ideally with `/p2p/<id>` (`--bootstrap`).
+    pub bootstrap: Vec<String>,
+    /// Relays to listen through, `/p2p/<id>` required (`--relay`).
+    pub relays: Vec<String>,
+    /// worker, client or relay (`--role`).
+    pub role: Role,
+    /// Blocks served, `S..E` (`--blocks`); default: the whole model for workers, none otherwise.
+    pub blocks: Option<String>,
+    /// Model file (`--model`); its sha256 is the model id until the manifest hash lands.
+    pub model: Option<PathBuf>,
+    /// Model id as 64 hex digits, used when no model file is given (`--model-id`).
+    pub model_id: Option<String>,
+    /// Blocks in the model (`--n-blocks`).
+    pub n_blocks: u32,
+    /// Price per prompt token in nanoton (`--price-prompt`).
+    pub price_prompt_nanoton: u64,
+    /// Price per generated token in nanoton (`--price-completion`).
+    pub price_completion_nanoton: u64,
+    /// Announced throughput, tokens/s (`--throughput`), until it is measured.
+    pub throughput_tps: f64,
+    /// Announced free KV capacity in tokens (`--free-kv-tokens`).
+    pub free_kv_tokens: u64,
+    /// TON wallet address (`--ton-wallet`).
+    pub ton_wallet: String,
+    /// Find peers on the LAN with mDNS (`--mdns true|false`).
+    pub mdns: bool,
+    /// Serve as a relay: `auto` (when AutoNAT finds us public), `on`, `off` (`--relay-server`).
+    pub relay_server: RelayServerMode,
+    /// Seconds between re-announcements (`--announce-interval`).
+    pub announce_interval_secs: u64,
+    /// Lifetime of an announcement, seconds (`--announce-ttl`).
+    pub announce_ttl_secs: u64,
+    /// Port of the control API on 127.0.0.1; 0 picks a free one (`--control-port`).
+    pub control_port: u16,
+    /// Seconds before AutoNAT's first probe (`--autonat-delay`).
+    pub autonat_delay_secs: u64,
+}
+
+/// When the node serves as a circuit relay.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayServerMode {
+    Auto,
+    On,
+    Off,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".into(),
+                "/ip4/0.0.0.0/udp/0/quic-v1".into(),
+            ],
+            bootstrap: Vec::new(),
+            relays: Vec::new(),
+            role: Role::Worker,
+            blocks: None,
+            model: None,
+            model_id: None,
+            n_blocks: crate::model_info::DEFAULT_N_BLOCKS,
+            price_prompt_nanoton: 1_000,
+            price_completion_nanoton: 2_000,
+            throughput_tps: 0.0,
+            free_kv_tokens: 0,
+            ton_wallet: String::new(),
+            mdns: true,
+            relay_server: RelayServerMode::Auto,
+            announce_interval_secs: 60,
+            announce_ttl_secs: 300,
+            control_port: 0,
+            autonat_delay_secs: 15,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    /// The block range served, checked against `n_blocks`.
+    pub fn block_range(&self) -> anyhow::Result<BlockRange> {
+        let range = match (&self.blocks, self.role) {
+            (Some(b), _) => b.parse::<BlockRange>().context("--blocks")?,
+            (None, Role::Worker) => BlockRange::new(0, self.n_blocks).context("n_blocks")?,
+            (None, _) => BlockRange::EMPTY,
+        };
+        anyhow::ensure!(
+            range.fits_in(self.n_blocks),
+            "blocks {range} lie outside the model's {} blocks",
+            self.n_blocks
+        );
+        Ok(range)
+    }
+
+    /// The configured model id, if any.
+    pub fn parsed_model_id(&self) -> anyhow::Result<Option<ModelId>> {
+        self.model_id
+            .as_deref()
+            .map(|s| s.parse::<ModelId>().context("--model-id"))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_parses_from_toml() {
+        let text = r#"
+            listen = ["/ip4/127.0.0.1/tcp/4001"]
+            bootstrap = ["/ip4/1.2.3.4/tcp/4001/p2p/12D3KooWAbc"]
+            relays = []
+            role = "relay"
+            blocks = "0..10"
+            model_id = "0000000000000000000000000000000000000000000000000000000000000000"
+            n_blocks = 30
+            price_prompt_nanoton = 5
+            price_completion_nanoton = 6
+            throughput_tps = 12.5
+            free_kv_tokens = 100
+            ton_wallet = ""
+            mdns = false
+            relay_server = "on"
+            announce_interval_secs = 10
+            announce_ttl_secs = 60
+            control_port = 0
+            autonat_delay_secs = 1
+        "#;
+        let c: NodeConfig = toml::from_str(text).expect("parses");
+        assert_eq!(c.role, Role::Relay);
+        assert_eq!(c.relay_server, RelayServerMode::On);
+        assert_eq!(c.block_range().expect("fits").len(), 10);
+        assert!(toml::from_str::<NodeConfig>("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn blocks_outside_the_model_are_refused() {
+        let c = NodeConfig {
+            blocks: Some("20..31".into()),
+            ..NodeConfig::default()
+        };
+        assert!(c.block_range().is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! The control API's request and response bodies, shared by the daemon and the CLI.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub peer_id: String,
+    pub role: String,
+    pub version: String,
+    pub listen_addrs: Vec<String>,
+    pub external_addrs: Vec<String>,
+    pub nat_status: String,
+    pub relay_server: bool,
+    pub model_id: Option<String>,
+    pub n_blocks: u32,
+    pub blocks: String,
+    pub connected_peers: usize,
+    pub known_peers: usize,
+    pub announcements: usize,
+    pub uptime_secs: u64,
+    pub noise_static_key: String,
+}
+
+/// One row of `GET /v1/peers`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub connected: bool,
+    /// `direct`, `relayed`, or `none` when not connected.
+    pub connection: String,
+    pub addresses: Vec<String>,
+    pub rtt_ms: Option<f64>,
+    pub role: Option<String>,
+    pub model_id: Option<String>,
+    pub blocks: Option<String>,
+    pub score: f64,
+    pub gossip_score: Option<f64>,
+    pub rejections: u32,
+    pub last_rejection: Option<String>,
+    pub failures: u32,
+    pub banned: bool,
+    pub agent: Option<String>,
+}
+
+/// `GET /v1/peers/{id}`: the row plus the last announcement.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerDetail {
+    #[serde(flatten)]
+    pub peer: PeerInfo,
+    pub protocols: Vec<String>,
+    pub announcement: Option<serde_json::Value>,
+}
+
+/// `POST /v1/peers/{id}/ping?count=N`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PingReport {
+    pub peer_id: String,
+    /// Round trip of each ping in ms; `None` where it failed.
+    pub rtts_ms: Vec<Option<f64>>,
+    pub errors: Vec<String>,
+}
+
+/// One model of `GET /v1/models`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub model_id: String,
+    pub n_blocks: u32,
+    /// Blocks served by at least one live worker.
+    pub covered_blocks: u32,
+    pub complete: bool,
+    pub workers: Vec<ModelWorker>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelWorker {
+    pub peer_id: String,
+    pub blocks: String,
+    pub price_prompt_nanoton: u64,
+    pub price_completion_nanoton: u64,
+    pub throughput_tps: f64,
+}
+
+/// `POST /v1/dev/forge?kind=K` (only with `--dev-forge`): publish a deliberately invalid
+/// announcement, for tests of the validation path.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForgeKind {
+    BadSignature,
+    Expired,
+    BlocksBeyondModel,
+    ReplayedSeqno,
+}

@@ -1,0 +1,50 @@
+//! What the node knows of its model: its id (the hash of the GGUF's tensor manifest, see
+//! `cocoon_shaders::model::gguf`) and its number of blocks.
+
+use std::path::Path;
+
+use anyhow::Context;
+use cocoon_protocol::units::ModelId;
+use cocoon_shaders::model::{GgufFile, WeightSource};
+
+/// Blocks of the default model (SmolLM2-135M-Instruct).
+pub const DEFAULT_N_BLOCKS: u32 = 30;
+
+/// A model's identity as announced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelDescription {
+    pub id: ModelId,
+    pub n_blocks: u32,
+}
+
+/// Describes the GGUF model at `path`: its manifest hash and block count. Reading it
+/// validates the whole file (a truncated or corrupt one is an error naming what is wrong).
+pub fn describe_model(path: &Path) -> anyhow::Result<ModelDescription> {
+    let file = GgufFile::open(path).with_context(|| format!("reading model {}", path.display()))?;
+    let n_blocks = u32::try_from(file.config().n_blocks).context("block count")?;
+    Ok(ModelDescription {
+        id: ModelId(file.manifest_hash()),
+        n_blocks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cocoon_shaders::model::gguf_writer::tiny_llama;
+
+    #[test]
+    fn id_is_the_manifest_hash_and_blocks_come_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("m.gguf");
+        tiny_llama(3).write(&p).expect("write");
+        let file = GgufFile::open(&p).expect("tiny model");
+        let d = describe_model(&p).expect("describes");
+        assert_eq!(d.id, ModelId(file.manifest_hash()));
+        assert_eq!(d.n_blocks as usize, file.config().n_blocks);
+        assert!(describe_model(&dir.path().join("missing")).is_err());
+        std::fs::write(&p, b"not a model").expect("write");
+        let err = describe_model(&p).expect_err("garbage");
+        assert!(format!("{err:#}").contains("magic"), "{err:#}");
+    }
+}
