@@ -393,6 +393,18 @@ impl Payee {
         Ok(cost)
     }
 
+    /// Notes a cooperative commit that went on chain: the worker's own seqno rises to
+    /// the committed one (the contract then wants later seqnos strictly above it).
+    pub fn record_commit(&mut self, commit: &CommitBody) {
+        let own = match self.side {
+            Side::A => commit.seqno_a,
+            Side::B => commit.seqno_b,
+        };
+        if own > self.own.seqno {
+            self.own.seqno = own;
+        }
+    }
+
     /// The worker's own semi-channel state, signed (it sends nothing, so seqno and
     /// sent stay as committed), for an uncooperative close or a challenge.
     pub fn own_state(&self) -> Result<SignedSemiChannel, ChannelError> {
