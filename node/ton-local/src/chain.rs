@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 
 use thiserror::Error;
 use tycho_executor::{Executor, ExecutorInspector, ExecutorParams, ParsedConfig, TxError};
+use tycho_types::boc::Boc;
 use tycho_types::cell::{Cell, CellBuilder, HashBytes};
 use tycho_types::models::{
     AccountState, ComputePhase, CurrencyCollection, ExtInMsgInfo, IntAddr, IntMsgInfo, Message,
@@ -78,12 +79,39 @@ pub struct TxOutcome {
     pub out: Vec<OutTransfer>,
 }
 
+/// One top-level message sent to the chain and what came of it, for replaying the
+/// same message BoCs through TON's own emulator (`scripts/ton/replay.js`).
+#[derive(Clone, Debug)]
+pub struct TranscriptEntry {
+    /// Chain time when sent.
+    pub now: u32,
+    /// `true` for an external message.
+    pub external: bool,
+    /// Sender (internal messages).
+    pub src: Option<StdAddr>,
+    /// Destination.
+    pub dst: StdAddr,
+    /// Value (internal messages).
+    pub value: u128,
+    /// Bounce flag (internal messages).
+    pub bounce: bool,
+    /// Body BoC.
+    pub body: Vec<u8>,
+    /// State init BoC, if any.
+    pub init: Option<Vec<u8>>,
+    /// The first transaction's outcome.
+    pub outcome: TxOutcome,
+    /// Balances of every account after the message and its deliveries.
+    pub balances: Vec<(StdAddr, u128)>,
+}
+
 /// An embedded chain of accounts.
 pub struct LocalChain {
     config: ParsedConfig,
     params: ExecutorParams,
     accounts: HashMap<StdAddr, ShardAccount>,
     lt: u64,
+    transcript: Vec<TranscriptEntry>,
 }
 
 impl LocalChain {
@@ -100,7 +128,51 @@ impl LocalChain {
             params,
             accounts: HashMap::new(),
             lt: 1_000_000,
+            transcript: Vec::new(),
         }
+    }
+
+    /// Every top-level message sent so far, with outcomes and balances.
+    pub fn transcript(&self) -> &[TranscriptEntry] {
+        &self.transcript
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        external: bool,
+        src: Option<StdAddr>,
+        dst: StdAddr,
+        value: u128,
+        bounce: bool,
+        body: &Cell,
+        init: Option<&StateInit>,
+        outcomes: &[TxOutcome],
+    ) -> Res<()> {
+        let init = match init {
+            Some(i) => Some(Boc::encode(CellBuilder::build_from(i)?)),
+            None => None,
+        };
+        let mut balances = Vec::new();
+        for addr in self.accounts.keys() {
+            balances.push((addr.clone(), self.balance(addr)?));
+        }
+        balances.sort();
+        if let Some(outcome) = outcomes.first() {
+            self.transcript.push(TranscriptEntry {
+                now: self.now(),
+                external,
+                src,
+                dst,
+                value,
+                bounce,
+                body: Boc::encode(body),
+                init,
+                outcome: outcome.clone(),
+                balances,
+            });
+        }
+        Ok(())
     }
 
     /// The chain's clock.
@@ -158,7 +230,7 @@ impl LocalChain {
             ihr_disabled: true,
             bounce: msg.bounce,
             bounced: false,
-            src: IntAddr::Std(msg.src),
+            src: IntAddr::Std(msg.src.clone()),
             dst: IntAddr::Std(msg.dst.clone()),
             value: CurrencyCollection::new(msg.value),
             created_lt: self.lt,
@@ -167,11 +239,22 @@ impl LocalChain {
         });
         let cell = CellBuilder::build_from(Message {
             info,
-            init: msg.init,
+            init: msg.init.clone(),
             body: msg.body.as_slice_allow_exotic(),
             layout: None,
         })?;
-        self.run_and_deliver(msg.dst, false, cell)
+        let outcomes = self.run_and_deliver(msg.dst.clone(), false, cell)?;
+        self.record(
+            false,
+            Some(msg.src),
+            msg.dst,
+            msg.value,
+            msg.bounce,
+            &msg.body,
+            msg.init.as_ref(),
+            &outcomes,
+        )?;
+        Ok(outcomes)
     }
 
     /// Sends an external message and delivers what it sends.
@@ -187,7 +270,9 @@ impl LocalChain {
             body: body.as_slice_allow_exotic(),
             layout: None,
         })?;
-        self.run_and_deliver(dst.clone(), true, cell)
+        let outcomes = self.run_and_deliver(dst.clone(), true, cell)?;
+        self.record(true, None, dst.clone(), 0, false, &body, None, &outcomes)?;
+        Ok(outcomes)
     }
 
     fn run_and_deliver(&mut self, dst: StdAddr, external: bool, msg: Cell) -> Res<Vec<TxOutcome>> {

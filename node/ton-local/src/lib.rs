@@ -13,5 +13,7 @@
 pub mod chain;
 pub mod config;
 
-pub use chain::{InternalMessage, LocalChain, LocalChainError, OutTransfer, TxOutcome};
+pub use chain::{
+    InternalMessage, LocalChain, LocalChainError, OutTransfer, TranscriptEntry, TxOutcome,
+};
 pub use config::{cache_dir, load_channel_code, load_ton_config, ConfigError, CHANNEL_CODE_HASH};
