@@ -101,8 +101,13 @@ fn forged_signature_is_refused() {
 fn signatures_swapped_between_parties_are_refused() {
     let mut w = payee(NanoTon(1_000));
     // The worker's own key signs a state that claims to be the client's.
-    let forged = sign_state(ID, &worker_key(), SemiChannelBody::new(SeqNo(1), NanoTon(10)), None)
-        .expect("sign");
+    let forged = sign_state(
+        ID,
+        &worker_key(),
+        SemiChannelBody::new(SeqNo(1), NanoTon(10)),
+        None,
+    )
+    .expect("sign");
     assert_eq!(
         w.accept_payment(forged).expect_err("refused"),
         ChannelError::BadSignature { side: Side::A }
@@ -128,7 +133,9 @@ fn signatures_swapped_between_parties_are_refused() {
         sig_b: sb,
         body,
     };
-    right.verify(&p.key_a, &p.key_b).expect("correct order verifies");
+    right
+        .verify(&p.key_a, &p.key_b)
+        .expect("correct order verifies");
 }
 
 #[test]
@@ -166,9 +173,13 @@ fn seqno_the_contract_cannot_store_is_refused() {
     let mut w = payee(NanoTon(1_000));
     let k = client_key();
     for seqno in [1u64 << 32, u32::MAX as u64, u64::MAX] {
-        let st = sign_state(ID, &k, SemiChannelBody::new(SeqNo(seqno), NanoTon(1)), None)
-            .expect("sign");
-        assert_eq!(rule(w.accept_payment(st)), "seqno-on-chain", "seqno {seqno}");
+        let st =
+            sign_state(ID, &k, SemiChannelBody::new(SeqNo(seqno), NanoTon(1)), None).expect("sign");
+        assert_eq!(
+            rule(w.accept_payment(st)),
+            "seqno-on-chain",
+            "seqno {seqno}"
+        );
     }
     // The payer refuses to sign past the limit too.
     let mut c = Payer::new(
@@ -183,8 +194,13 @@ fn seqno_the_contract_cannot_store_is_refused() {
     c.record_served(usage(1, 0)).expect("served");
     assert_eq!(rule(c.pay_owed()), "seqno-on-chain");
     // The largest storable seqno is fine.
-    let ok = sign_state(ID, &k, SemiChannelBody::new(SeqNo::MAX_ON_CHAIN, NanoTon(1)), None)
-        .expect("sign");
+    let ok = sign_state(
+        ID,
+        &k,
+        SemiChannelBody::new(SeqNo::MAX_ON_CHAIN, NanoTon(1)),
+        None,
+    )
+    .expect("sign");
     w.accept_payment(ok).expect("MAX_ON_CHAIN accepted");
 }
 
@@ -194,8 +210,13 @@ fn balance_negative_states_are_refused() {
     let k = client_key();
     // sent + fine must stay within the deposit (plus what the client received: none).
     let edge = DEPOSIT_CLIENT.0 - FINE.0;
-    let over = sign_state(ID, &k, SemiChannelBody::new(SeqNo(1), NanoTon(edge + 1)), None)
-        .expect("sign");
+    let over = sign_state(
+        ID,
+        &k,
+        SemiChannelBody::new(SeqNo(1), NanoTon(edge + 1)),
+        None,
+    )
+    .expect("sign");
     assert_eq!(
         w.accept_payment(over).expect_err("refused"),
         ChannelError::BalanceNegative {
@@ -211,13 +232,18 @@ fn balance_negative_states_are_refused() {
     let mut p = params();
     p.closing.misbehavior_fine = NanoTon(DEPOSIT_WORKER.0 + 1);
     assert_eq!(
-        Payee::new(p, Side::B, worker_key(), PRICE, NanoTon(0), None).expect_err("refused").rule(),
+        Payee::new(p, Side::B, worker_key(), PRICE, NanoTon(0), None)
+            .expect_err("refused")
+            .rule(),
         "fine-covered"
     );
     // Close balances refuse states that drive a side negative.
     let a = SemiChannelBody::new(SeqNo(1), NanoTon(DEPOSIT_CLIENT.0));
     let b = SemiChannelBody::new(SeqNo(0), NanoTon(0));
-    assert_eq!(rule(close_body_for(&params(), &a, &b)), "balance-non-negative");
+    assert_eq!(
+        rule(close_body_for(&params(), &a, &b)),
+        "balance-non-negative"
+    );
 }
 
 #[test]
@@ -242,15 +268,21 @@ fn payee_stops_serving_when_payment_lags() {
     w.authorize(usage(0, 10)).expect("300 within window");
     assert_eq!(rule(w.authorize(usage(1, 0))), "credit-window");
     c.record_served(usage(0, 10)).expect("served");
-    w.accept_payment(c.pay_owed().expect("sign")).expect("accept");
+    w.accept_payment(c.pay_owed().expect("sign"))
+        .expect("accept");
     w.authorize(usage(0, 10)).expect("window open again");
 }
 
 #[test]
 fn state_of_another_channel_is_refused() {
     let mut w = payee(NanoTon(1_000));
-    let st = sign_state(ChannelId(1), &client_key(), SemiChannelBody::new(SeqNo(1), NanoTon(1)), None)
-        .expect("sign");
+    let st = sign_state(
+        ChannelId(1),
+        &client_key(),
+        SemiChannelBody::new(SeqNo(1), NanoTon(1)),
+        None,
+    )
+    .expect("sign");
     assert_eq!(rule(w.accept_payment(st)), "channel-id");
 }
 
@@ -258,7 +290,8 @@ fn state_of_another_channel_is_refused() {
 fn cooperative_close_is_signed_only_for_the_right_balances() {
     let (mut c, mut w) = (payer(), payee(NanoTon(10_000)));
     c.record_served(usage(100, 100)).expect("served");
-    w.accept_payment(c.pay_owed().expect("sign")).expect("accept");
+    w.accept_payment(c.pay_owed().expect("sign"))
+        .expect("accept");
     let close = w.close_body().expect("close body");
     assert_eq!(close.balance_a, NanoTon(DEPOSIT_CLIENT.0 - 4_000));
     assert_eq!(close.balance_b, NanoTon(DEPOSIT_WORKER.0 + 4_000));
@@ -272,7 +305,10 @@ fn cooperative_close_is_signed_only_for_the_right_balances() {
 #[test]
 fn uncooperative_close_needs_a_counterparty_state() {
     let w = payee(NanoTon(10));
-    assert_eq!(rule(w.start_uncooperative_close()), "have-counterparty-state");
+    assert_eq!(
+        rule(w.start_uncooperative_close()),
+        "have-counterparty-state"
+    );
 }
 
 proptest! {

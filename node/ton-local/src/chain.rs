@@ -8,13 +8,13 @@ use std::collections::{HashMap, VecDeque};
 use thiserror::Error;
 use tycho_executor::{Executor, ExecutorInspector, ExecutorParams, ParsedConfig, TxError};
 use tycho_types::boc::Boc;
+use tycho_types::cell::Lazy;
 use tycho_types::cell::{Cell, CellBuilder, HashBytes};
 use tycho_types::models::{
     AccountState, ComputePhase, CurrencyCollection, ExtInMsgInfo, IntAddr, IntMsgInfo, Message,
     MsgInfo, OptionalAccount, ShardAccount, StateInit, StdAddr, TxInfo,
 };
 use tycho_types::num::Tokens;
-use tycho_types::cell::Lazy;
 
 /// A failure of the chain itself (not of a contract: those are [`TxOutcome`]s).
 #[derive(Debug, Error)]
@@ -283,13 +283,20 @@ impl LocalChain {
             outcomes.push(outcome);
             queue.extend(sent.into_iter().map(|(d, m)| (d, false, m)));
             if outcomes.len() > 64 {
-                return Err(LocalChainError::Executor("more than 64 chained transactions".into()));
+                return Err(LocalChainError::Executor(
+                    "more than 64 chained transactions".into(),
+                ));
             }
         }
         Ok(outcomes)
     }
 
-    fn run_one(&mut self, dst: &StdAddr, external: bool, msg: Cell) -> Res<(TxOutcome, Vec<(StdAddr, Cell)>)> {
+    fn run_one(
+        &mut self,
+        dst: &StdAddr,
+        external: bool,
+        msg: Cell,
+    ) -> Res<(TxOutcome, Vec<(StdAddr, Cell)>)> {
         let empty = ShardAccount {
             account: Lazy::new(&OptionalAccount::EMPTY)?,
             last_trans_hash: HashBytes::ZERO,
@@ -298,7 +305,8 @@ impl LocalChain {
         let state = self.accounts.get(dst).cloned().unwrap_or(empty);
         let mut inspector = ExecutorInspector::default();
         let executor = Executor::new(&self.params, &self.config).with_min_lt(self.lt);
-        let tx = match executor.begin_ordinary_ext(dst, external, msg, &state, Some(&mut inspector)) {
+        let tx = match executor.begin_ordinary_ext(dst, external, msg, &state, Some(&mut inspector))
+        {
             Ok(tx) => tx,
             Err(TxError::Skipped) => {
                 let outcome = TxOutcome {
@@ -322,7 +330,9 @@ impl LocalChain {
 
         let transaction = output.transaction.load()?;
         let TxInfo::Ordinary(info) = transaction.load_info()? else {
-            return Err(LocalChainError::Executor("not an ordinary transaction".into()));
+            return Err(LocalChainError::Executor(
+                "not an ordinary transaction".into(),
+            ));
         };
         let (exit_code, gas_used, compute_ok) = match &info.compute_phase {
             ComputePhase::Executed(c) => (Some(c.exit_code), c.gas_used.into_inner(), c.success),
@@ -334,18 +344,18 @@ impl LocalChain {
         let mut deliver = Vec::new();
         for m in &output.transaction_meta.out_msgs {
             let loaded = m.load()?;
-            if let MsgInfo::Int(i) = &loaded.info {
-                if let IntAddr::Std(to) = &i.dst {
-                    let (range, cell) = &loaded.body;
-                    let body = CellBuilder::build_from((*range).apply_allow_exotic(cell))?;
-                    out.push(OutTransfer {
-                        dst: to.clone(),
-                        value: i.value.tokens.into_inner(),
-                        fwd_fee: i.fwd_fee.into_inner(),
-                        body,
-                    });
-                    deliver.push((to.clone(), m.inner().clone()));
-                }
+            if let MsgInfo::Int(i) = &loaded.info
+                && let IntAddr::Std(to) = &i.dst
+            {
+                let (range, cell) = &loaded.body;
+                let body = CellBuilder::build_from((*range).apply_allow_exotic(cell))?;
+                out.push(OutTransfer {
+                    dst: to.clone(),
+                    value: i.value.tokens.into_inner(),
+                    fwd_fee: i.fwd_fee.into_inner(),
+                    body,
+                });
+                deliver.push((to.clone(), m.inner().clone()));
             }
         }
         let outcome = TxOutcome {

@@ -16,4 +16,4 @@ pub mod config;
 pub use chain::{
     InternalMessage, LocalChain, LocalChainError, OutTransfer, TranscriptEntry, TxOutcome,
 };
-pub use config::{cache_dir, load_channel_code, load_ton_config, ConfigError, CHANNEL_CODE_HASH};
+pub use config::{CHANNEL_CODE_HASH, ConfigError, cache_dir, load_channel_code, load_ton_config};

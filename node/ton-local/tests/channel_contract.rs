@@ -9,7 +9,9 @@
 use cocoon_protocol::channel::messages::SettleBody;
 use cocoon_protocol::channel::state::{commit_body_for, sign_state};
 use cocoon_protocol::channel::*;
-use cocoon_ton_local::{InternalMessage, LocalChain, TxOutcome, load_channel_code, load_ton_config};
+use cocoon_ton_local::{
+    InternalMessage, LocalChain, TxOutcome, load_channel_code, load_ton_config,
+};
 use ed25519_dalek::SigningKey;
 use tycho_types::cell::{Cell, HashBytes};
 use tycho_types::dict::Dict;
@@ -52,8 +54,14 @@ impl Fixture {
         };
         let payment = PaymentConfig {
             excess_fee: NanoTon(TON / 100),
-            dest_a: StdAddress { workchain: 0, account: [0xda; 32] },
-            dest_b: StdAddress { workchain: 0, account: [0xdb; 32] },
+            dest_a: StdAddress {
+                workchain: 0,
+                account: [0xda; 32],
+            },
+            dest_b: StdAddress {
+                workchain: 0,
+                account: [0xdb; 32],
+            },
         };
         let storage = ChannelStorage::initial(
             ka.verifying_key().to_bytes(),
@@ -90,10 +98,22 @@ impl Fixture {
             gas: Vec::new(),
         };
         // Deploy with A's top-up (tonweb's flow: state init + top_up body from A's wallet).
-        let top_a = ChannelMessage::TopUp { add_a: NanoTon(deposit_a), add_b: NanoTon(0) };
-        let out = f.internal_with(Side::A, deposit_a + GAS_MONEY, &top_a, Some(init), "deploy+top-up A");
+        let top_a = ChannelMessage::TopUp {
+            add_a: NanoTon(deposit_a),
+            add_b: NanoTon(0),
+        };
+        let out = f.internal_with(
+            Side::A,
+            deposit_a + GAS_MONEY,
+            &top_a,
+            Some(init),
+            "deploy+top-up A",
+        );
         assert_eq!(out.exit_code, Some(0), "deploy and top up");
-        let top_b = ChannelMessage::TopUp { add_a: NanoTon(0), add_b: NanoTon(deposit_b) };
+        let top_b = ChannelMessage::TopUp {
+            add_a: NanoTon(0),
+            add_b: NanoTon(deposit_b),
+        };
         let out = f.internal(Side::B, deposit_b + GAS_MONEY, &top_b, "top-up B");
         assert_eq!(out.exit_code, Some(0), "top up B");
         let body = InitBody {
@@ -106,18 +126,26 @@ impl Fixture {
         assert_eq!(out.exit_code, Some(0), "init");
         let st = f.storage();
         assert!(st.inited);
-        assert_eq!((st.balance_a, st.balance_b), (NanoTon(deposit_a), NanoTon(deposit_b)));
+        assert_eq!(
+            (st.balance_a, st.balance_b),
+            (NanoTon(deposit_a), NanoTon(deposit_b))
+        );
         f
     }
 
     fn storage(&self) -> ChannelStorage {
-        let data = self.chain.data(&self.channel).expect("data").expect("channel is active");
+        let data = self
+            .chain
+            .data(&self.channel)
+            .expect("data")
+            .expect("channel is active");
         ChannelStorage::from_cell(&data).expect("storage decodes with our layout")
     }
 
     fn record(&mut self, step: &str, outs: &[TxOutcome]) -> TxOutcome {
         let first = outs.first().expect("one outcome at least").clone();
-        self.gas.push((step.to_string(), first.exit_code, first.gas_used));
+        self.gas
+            .push((step.to_string(), first.exit_code, first.gas_used));
         first
     }
 
@@ -154,7 +182,10 @@ impl Fixture {
     fn external(&mut self, msg: &ChannelMessage, step: &str) -> TxOutcome {
         let body: Cell = msg.to_cell().expect("body");
         let channel = self.channel.clone();
-        let outs = self.chain.send_external(&channel, body).expect("chain runs");
+        let outs = self
+            .chain
+            .send_external(&channel, body)
+            .expect("chain runs");
         self.record(step, &outs)
     }
 
@@ -176,7 +207,9 @@ impl Fixture {
     /// As [`Fixture::dump_transcript`], marking entries where the embedded TVM is known
     /// to differ from TON's (the replayer reports them without failing).
     fn dump_transcript_noting(&self, name: &str, known: &[(usize, &str)]) {
-        let Some(dir) = std::env::var_os("COCOON_TON_TRANSCRIPTS") else { return };
+        let Some(dir) = std::env::var_os("COCOON_TON_TRANSCRIPTS") else {
+            return;
+        };
         let a = |x: &StdAddr| format!("{}:{}", x.workchain, hex::encode(x.address.0));
         let entries: Vec<serde_json::Value> = self
             .chain
@@ -203,14 +236,18 @@ impl Fixture {
             .collect();
         let path = std::path::Path::new(&dir).join(format!("{name}.json"));
         std::fs::create_dir_all(&dir).expect("transcript dir");
-        std::fs::write(&path, serde_json::to_string_pretty(&entries).expect("json")).expect("write transcript");
+        std::fs::write(&path, serde_json::to_string_pretty(&entries).expect("json"))
+            .expect("write transcript");
     }
 
     fn print_gas(&self, title: &str) {
         self.dump_transcript(title);
         eprintln!("gas ({title}):");
         for (step, exit, gas) in &self.gas {
-            eprintln!("  {step:<40} exit {:>5} gas {gas:>6}", exit.map_or("-".into(), |e| e.to_string()));
+            eprintln!(
+                "  {step:<40} exit {:>5} gas {gas:>6}",
+                exit.map_or("-".into(), |e| e.to_string())
+            );
         }
     }
 }
@@ -230,18 +267,29 @@ fn payer_payee(f: &Fixture) -> (Payer, Payee) {
         SemiChannelBody::new(SeqNo::ZERO, NanoTon::ZERO),
     )
     .expect("payer");
-    let payee = Payee::new(f.params.clone(), Side::B, f.kb.clone(), PRICE, NanoTon(200_000), None)
-        .expect("payee");
+    let payee = Payee::new(
+        f.params.clone(),
+        Side::B,
+        f.kb.clone(),
+        PRICE,
+        NanoTon(200_000),
+        None,
+    )
+    .expect("payee");
     (payer, payee)
 }
 
 /// One batch: the worker authorises, the client counts, pays, the worker accepts.
 fn serve_and_pay(c: &mut Payer, w: &mut Payee, n: u32) {
     for _ in 0..n {
-        let u = Usage { prompt_tokens: 7, completion_tokens: 13 };
+        let u = Usage {
+            prompt_tokens: 7,
+            completion_tokens: 13,
+        };
         w.authorize(u).expect("within credit");
         c.record_served(u).expect("within budget");
-        w.accept_payment(c.pay_owed().expect("sign")).expect("accept");
+        w.accept_payment(c.pay_owed().expect("sign"))
+            .expect("accept");
     }
 }
 
@@ -251,8 +299,15 @@ fn cooperative_lifecycle_pays_exactly() {
     let mut f = Fixture::open(0xc0c0_0001, dep_a, dep_b, TON / 10);
 
     // Top-up only before init: the contract refuses it after (error::already_inited).
-    let late = ChannelMessage::TopUp { add_a: NanoTon(TON), add_b: NanoTon(0) };
-    assert_eq!(f.internal(Side::A, TON + GAS_MONEY, &late, "top-up after init").exit_code, Some(100));
+    let late = ChannelMessage::TopUp {
+        add_a: NanoTon(TON),
+        add_b: NanoTon(0),
+    };
+    assert_eq!(
+        f.internal(Side::A, TON + GAS_MONEY, &late, "top-up after init")
+            .exit_code,
+        Some(100)
+    );
 
     let (mut c, mut w) = payer_payee(&f);
     serve_and_pay(&mut c, &mut w, 1000);
@@ -262,22 +317,43 @@ fn cooperative_lifecycle_pays_exactly() {
 
     // Cooperative commit: B's seqno 0 is not above the committed 0 -> seqno_regress,
     // thrown before accept_message, so the external message is not even included.
-    let stale = commit_body_for(&f.params, &c.latest().clone(), &SemiChannelBody::new(SeqNo(0), NanoTon(0)));
-    let out = f.external(&ChannelMessage::CooperativeCommit(f.two_signed(stale)), "commit (seqno_B 0)");
+    let stale = commit_body_for(
+        &f.params,
+        &c.latest().clone(),
+        &SemiChannelBody::new(SeqNo(0), NanoTon(0)),
+    );
+    let out = f.external(
+        &ChannelMessage::CooperativeCommit(f.two_signed(stale)),
+        "commit (seqno_B 0)",
+    );
     assert!(!out.included);
     assert_eq!(out.exit_code, Some(108));
-    let commit = CommitBody { channel_id: f.params.channel_id, seqno_a: SeqNo(1000), seqno_b: SeqNo(1) };
-    let out = f.external(&ChannelMessage::CooperativeCommit(f.two_signed(commit.clone())), "cooperative commit");
+    let commit = CommitBody {
+        channel_id: f.params.channel_id,
+        seqno_a: SeqNo(1000),
+        seqno_b: SeqNo(1),
+    };
+    let out = f.external(
+        &ChannelMessage::CooperativeCommit(f.two_signed(commit.clone())),
+        "cooperative commit",
+    );
     assert_eq!(out.exit_code, Some(0));
     w.record_commit(&commit);
     let st = f.storage();
     assert_eq!((st.committed_seqno_a, st.committed_seqno_b), (1000, 1));
 
     // A commit signed with the signatures swapped is refused on chain too (not_authorized).
-    let again = CommitBody { channel_id: f.params.channel_id, seqno_a: SeqNo(1001), seqno_b: SeqNo(2) };
+    let again = CommitBody {
+        channel_id: f.params.channel_id,
+        seqno_a: SeqNo(1001),
+        seqno_b: SeqNo(2),
+    };
     let mut swapped = f.two_signed(again);
     std::mem::swap(&mut swapped.sig_a, &mut swapped.sig_b);
-    let out = f.external(&ChannelMessage::CooperativeCommit(swapped), "commit (swapped sigs)");
+    let out = f.external(
+        &ChannelMessage::CooperativeCommit(swapped),
+        "commit (swapped sigs)",
+    );
     assert_eq!((out.included, out.exit_code), (false, Some(101)));
 
     // Cooperative close on the worker's figures; the client checks and co-signs.
@@ -285,10 +361,18 @@ fn cooperative_lifecycle_pays_exactly() {
     assert_eq!(close.balance_a, NanoTon(dep_a - paid.0));
     assert_eq!(close.balance_b, NanoTon(dep_b + paid.0));
     let sig_b = w.sign_close(&close).expect("worker signs");
-    let sig_a = cocoon_protocol::channel::keys::sign_hash(&f.ka, &close.signing_hash().expect("hash"));
-    let msg = ChannelMessage::CooperativeClose(TwoSigned { sig_a, sig_b, body: close.clone() });
+    let sig_a =
+        cocoon_protocol::channel::keys::sign_hash(&f.ka, &close.signing_hash().expect("hash"));
+    let msg = ChannelMessage::CooperativeClose(TwoSigned {
+        sig_a,
+        sig_b,
+        body: close.clone(),
+    });
     let contract_before = f.chain.balance(&f.channel).expect("balance");
-    let outs = f.chain.send_external(&f.channel.clone(), msg.to_cell().expect("cell")).expect("runs");
+    let outs = f
+        .chain
+        .send_external(&f.channel.clone(), msg.to_cell().expect("cell"))
+        .expect("runs");
     let out = f.record("cooperative close", &outs);
     assert_eq!(out.exit_code, Some(0));
     assert!(out.success);
@@ -300,8 +384,15 @@ fn cooperative_lifecycle_pays_exactly() {
     // A takes everything left (mode 128): its balance plus unspent gas money.
     let to_a = f.chain.balance(&f.dest_a).expect("balance");
     assert!(to_a > close.balance_a.0, "A gets at least its balance");
-    assert_eq!(f.chain.balance(&f.channel).expect("balance"), 0, "contract emptied");
-    assert!(to_a + to_b < contract_before, "payouts come from the contract's balance");
+    assert_eq!(
+        f.chain.balance(&f.channel).expect("balance"),
+        0,
+        "contract emptied"
+    );
+    assert!(
+        to_a + to_b < contract_before,
+        "payouts come from the contract's balance"
+    );
     let st = f.storage();
     assert!(!st.inited);
     assert_eq!((st.balance_a, st.balance_b), (NanoTon(0), NanoTon(0)));
@@ -329,8 +420,14 @@ fn stale_uncooperative_close_is_challenged_and_fined() {
         sch_a: stale_a,
         sch_b: worker_state,
     };
-    let msg = ChannelMessage::StartUncooperativeClose(OneSigned::sign(Side::A, &f.ka, start).expect("sign"));
-    assert_eq!(f.internal(Side::A, GAS_MONEY, &msg, "start uncooperative close").exit_code, Some(0));
+    let msg = ChannelMessage::StartUncooperativeClose(
+        OneSigned::sign(Side::A, &f.ka, start).expect("sign"),
+    );
+    assert_eq!(
+        f.internal(Side::A, GAS_MONEY, &msg, "start uncooperative close")
+            .exit_code,
+        Some(0)
+    );
     let q = f.storage().quarantine.expect("quarantined");
     assert!(q.committed_by_a);
     assert_eq!(q.state_a.seqno, SeqNo(3));
@@ -338,14 +435,27 @@ fn stale_uncooperative_close_is_challenged_and_fined() {
 
     // A second start while quarantined: quarantin_already_active.
     let again = w.start_uncooperative_close().expect("worker's start");
-    let out = f.internal(Side::B, GAS_MONEY, &ChannelMessage::StartUncooperativeClose(again), "start again");
+    let out = f.internal(
+        Side::B,
+        GAS_MONEY,
+        &ChannelMessage::StartUncooperativeClose(again),
+        "start again",
+    );
     assert_eq!(out.exit_code, Some(106));
     // Finish before the windows passed: too_early_to_close.
-    let out = f.internal(Side::B, GAS_MONEY, &ChannelMessage::FinishUncooperativeClose, "finish too early");
+    let out = f.internal(
+        Side::B,
+        GAS_MONEY,
+        &ChannelMessage::FinishUncooperativeClose,
+        "finish too early",
+    );
     assert_eq!(out.exit_code, Some(113));
     // Settle during the quarantine: quarantin_not_finished.
     let settle = |f: &Fixture| {
-        let body = SettleBody { channel_id: f.params.channel_id, to_settle: None };
+        let body = SettleBody {
+            channel_id: f.params.channel_id,
+            to_settle: None,
+        };
         ChannelMessage::SettleConditionals(OneSigned::sign(Side::B, &f.kb, body).expect("sign"))
     };
     let out = f.internal(Side::B, GAS_MONEY, &settle(&f), "settle in quarantine");
@@ -368,31 +478,68 @@ fn stale_uncooperative_close_is_challenged_and_fined() {
         )
         .expect("sign"),
     );
-    assert_eq!(f.internal(Side::A, GAS_MONEY, &own, "challenge by committer").exit_code, Some(109));
+    assert_eq!(
+        f.internal(Side::A, GAS_MONEY, &own, "challenge by committer")
+            .exit_code,
+        Some(109)
+    );
     let challenge = ChannelMessage::ChallengeQuarantinedState(w.challenge().expect("challenge"));
-    assert_eq!(f.internal(Side::B, GAS_MONEY, &challenge, "challenge").exit_code, Some(0));
+    assert_eq!(
+        f.internal(Side::B, GAS_MONEY, &challenge, "challenge")
+            .exit_code,
+        Some(0)
+    );
     let q = f.storage().quarantine.expect("quarantined");
     assert_eq!(q.state_a.seqno, SeqNo(10));
     assert_eq!(q.state_a.sent, NanoTon(best.sent.0 + fine), "cheater fined");
     assert_eq!(q.challenged, Some(true));
-    assert_eq!(f.internal(Side::B, GAS_MONEY, &challenge, "challenge twice").exit_code, Some(115));
+    assert_eq!(
+        f.internal(Side::B, GAS_MONEY, &challenge, "challenge twice")
+            .exit_code,
+        Some(115)
+    );
 
     // After the quarantine: challenges are too late, settling is open.
     f.chain.advance(QUARANTINE / 2 + 1);
-    assert_eq!(f.internal(Side::B, GAS_MONEY, &challenge, "challenge too late").exit_code, Some(111));
-    assert_eq!(f.internal(Side::B, GAS_MONEY, &settle(&f), "settle conditionals").exit_code, Some(0));
-    assert_eq!(f.storage().quarantine.expect("q").challenged, None, "settle drops the bit (FunC source)");
+    assert_eq!(
+        f.internal(Side::B, GAS_MONEY, &challenge, "challenge too late")
+            .exit_code,
+        Some(111)
+    );
+    assert_eq!(
+        f.internal(Side::B, GAS_MONEY, &settle(&f), "settle conditionals")
+            .exit_code,
+        Some(0)
+    );
+    assert_eq!(
+        f.storage().quarantine.expect("q").challenged,
+        None,
+        "settle drops the bit (FunC source)"
+    );
     f.chain.advance(SETTLE_WINDOW);
-    assert_eq!(f.internal(Side::B, GAS_MONEY, &settle(&f), "settle too late").exit_code, Some(112));
+    assert_eq!(
+        f.internal(Side::B, GAS_MONEY, &settle(&f), "settle too late")
+            .exit_code,
+        Some(112)
+    );
 
     let outs = f
         .chain
-        .send_external(&f.channel.clone(), ChannelMessage::FinishUncooperativeClose.to_cell().expect("cell"))
+        .send_external(
+            &f.channel.clone(),
+            ChannelMessage::FinishUncooperativeClose
+                .to_cell()
+                .expect("cell"),
+        )
         .expect("runs");
     let out = f.record("finish uncooperative close", &outs);
     assert_eq!(out.exit_code, Some(0));
     let owed = best.sent.0 + fine;
-    assert_eq!(f.chain.balance(&f.dest_b).expect("b"), dep_b + owed - f.chain.lump_price(), "worker paid + fine");
+    assert_eq!(
+        f.chain.balance(&f.dest_b).expect("b"),
+        dep_b + owed - f.chain.lump_price(),
+        "worker paid + fine"
+    );
     assert!(f.chain.balance(&f.dest_a).expect("a") > dep_a - owed);
     let st = f.storage();
     assert!(!st.inited);
@@ -414,7 +561,10 @@ fn contract_hazards_the_off_chain_rules_prevent() {
         seqno_a: SeqNo(1 << 32),
         seqno_b: SeqNo(1),
     };
-    let out = f.external(&ChannelMessage::CooperativeClose(f.two_signed(close)), "close with seqno 2^32");
+    let out = f.external(
+        &ChannelMessage::CooperativeClose(f.two_signed(close)),
+        "close with seqno 2^32",
+    );
     assert_eq!((out.included, out.exit_code), (true, Some(5)));
     assert!(out.gas_used > 0);
     assert_eq!(
@@ -431,31 +581,83 @@ fn contract_hazards_the_off_chain_rules_prevent() {
     // A state whose sent exceeds A's balance: the contract takes it into quarantine,
     // and finish then fails with exit 5, now and forever: the funds are locked.
     let over = NanoTon(dep_a + 1);
-    let sch_a = sign_state(f.params.channel_id, &f.ka, SemiChannelBody::new(SeqNo(1), over), None).expect("sign");
-    let sch_b = sign_state(f.params.channel_id, &f.kb, SemiChannelBody::new(SeqNo(0), NanoTon(0)), None).expect("sign");
-    let mut w = Payee::new(f.params.clone(), Side::B, f.kb.clone(), PRICE, NanoTon(0), None).expect("payee");
-    assert_eq!(w.accept_payment(sch_a.clone()).expect_err("refused").rule(), "balance-non-negative");
-    let start = cocoon_protocol::channel::messages::StartCloseBody { channel_id: f.params.channel_id, sch_a, sch_b };
-    let msg = ChannelMessage::StartUncooperativeClose(OneSigned::sign(Side::B, &f.kb, start).expect("sign"));
-    assert_eq!(f.internal(Side::B, GAS_MONEY, &msg, "start with sent > balance").exit_code, Some(0));
+    let sch_a = sign_state(
+        f.params.channel_id,
+        &f.ka,
+        SemiChannelBody::new(SeqNo(1), over),
+        None,
+    )
+    .expect("sign");
+    let sch_b = sign_state(
+        f.params.channel_id,
+        &f.kb,
+        SemiChannelBody::new(SeqNo(0), NanoTon(0)),
+        None,
+    )
+    .expect("sign");
+    let mut w = Payee::new(
+        f.params.clone(),
+        Side::B,
+        f.kb.clone(),
+        PRICE,
+        NanoTon(0),
+        None,
+    )
+    .expect("payee");
+    assert_eq!(
+        w.accept_payment(sch_a.clone()).expect_err("refused").rule(),
+        "balance-non-negative"
+    );
+    let start = cocoon_protocol::channel::messages::StartCloseBody {
+        channel_id: f.params.channel_id,
+        sch_a,
+        sch_b,
+    };
+    let msg = ChannelMessage::StartUncooperativeClose(
+        OneSigned::sign(Side::B, &f.kb, start).expect("sign"),
+    );
+    assert_eq!(
+        f.internal(Side::B, GAS_MONEY, &msg, "start with sent > balance")
+            .exit_code,
+        Some(0)
+    );
     f.chain.advance(QUARANTINE + SETTLE_WINDOW + 1);
-    let finish = f.internal(Side::B, GAS_MONEY, &ChannelMessage::FinishUncooperativeClose, "finish (A negative)");
+    let finish = f.internal(
+        Side::B,
+        GAS_MONEY,
+        &ChannelMessage::FinishUncooperativeClose,
+        "finish (A negative)",
+    );
     // On TON this finish fails with exit 5 (range check storing a negative payout), and
     // every later one too: the funds are locked (scripts/ton/replay.js shows it with
     // @ton/sandbox). tycho-types 0.3.6's `store_var_bigint` does not refuse a negative
     // value for STGRAMS, so in the embedded TVM it "succeeds": A's payout takes the
     // whole balance and B, owed deposit + sent, gets nothing. Either way the worker
     // loses what the states say it is owed; the off-chain rule above prevents both.
-    assert_eq!(finish.exit_code, Some(0), "tycho-vm divergence (TON: exit 5)");
-    assert_eq!(f.chain.balance(&f.dest_b).expect("b"), 0, "worker paid nothing");
+    assert_eq!(
+        finish.exit_code,
+        Some(0),
+        "tycho-vm divergence (TON: exit 5)"
+    );
+    assert_eq!(
+        f.chain.balance(&f.dest_b).expect("b"),
+        0,
+        "worker paid nothing"
+    );
     let last = f.chain.transcript().len() - 1;
     f.dump_transcript_noting(
         "hazards",
-        &[(last, "tycho-types 0.3.6 STGRAMS stores a negative amount; TON throws exit 5")],
+        &[(
+            last,
+            "tycho-types 0.3.6 STGRAMS stores a negative amount; TON throws exit 5",
+        )],
     );
     f.gas.push(("(see above)".into(), None, 0));
     eprintln!("gas (hazards):");
     for (step, exit, gas) in &f.gas {
-        eprintln!("  {step:<40} exit {:>5} gas {gas:>6}", exit.map_or("-".into(), |e| e.to_string()));
+        eprintln!(
+            "  {step:<40} exit {:>5} gas {gas:>6}",
+            exit.map_or("-".into(), |e| e.to_string())
+        );
     }
 }

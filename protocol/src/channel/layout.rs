@@ -43,10 +43,21 @@ pub(crate) fn store_coins(b: &mut CellBuilder, v: NanoTon, what: &'static str) -
         .map_err(LayoutError::cell(what))
 }
 
+/// Reads `Coins`, refusing a non-minimal length (a leading zero byte): such a cell would
+/// re-encode differently and change the hash a signature covers.
 pub(crate) fn load_coins(s: &mut CellSlice<'_>, what: &'static str) -> Res<NanoTon> {
-    Tokens::load_from(s)
-        .map(|t| NanoTon(t.into_inner()))
-        .map_err(LayoutError::cell(what))
+    let before = s.size_bits();
+    let v = Tokens::load_from(s)
+        .map(|t| t.into_inner())
+        .map_err(LayoutError::cell(what))?;
+    let minimal_bytes = (128 - v.leading_zeros()).div_ceil(8) as u16;
+    if before - s.size_bits() != 4 + 8 * minimal_bytes {
+        return Err(LayoutError::Cell {
+            what,
+            reason: "Coins not minimally encoded".into(),
+        });
+    }
+    Ok(NanoTon(v))
 }
 
 /// `Maybe ^X` / `HashmapE`: one bit, and a reference when set.
@@ -539,5 +550,27 @@ impl ChannelStorage {
             quarantine,
             payment,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coins_must_be_minimal() {
+        // len = 2 bytes holding 0x0005: the contract would read 5, but re-encoding gives
+        // len = 1, another cell and another hash.
+        let mut b = CellBuilder::new();
+        b.store_small_uint(2, 4).expect("len");
+        b.store_u16(5).expect("value");
+        let c = b.build().expect("cell");
+        let mut s = c.as_slice().expect("slice");
+        assert!(load_coins(&mut s, "test").is_err());
+        let mut b = CellBuilder::new();
+        store_coins(&mut b, NanoTon(5), "test").expect("store");
+        let c = b.build().expect("cell");
+        let mut s = c.as_slice().expect("slice");
+        assert_eq!(load_coins(&mut s, "test"), Ok(NanoTon(5)));
     }
 }
