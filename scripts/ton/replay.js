@@ -1,7 +1,7 @@
-// scripts/ton/replay.js: replay the message BoCs the embedded TVM (cocoon-ton-local)
+// scripts/ton/replay.js: replay the message BoCs the embedded TVM (cocoon-ton)
 // ran, in order and at the same chain times, through TON's own emulator (@ton/sandbox,
 // same default network config), and compare exit codes, gas and balances.
-//   COCOON_TON_TRANSCRIPTS=/tmp/tr cargo test -p cocoon-ton-local --test channel_contract
+//   COCOON_TON_TRANSCRIPTS=/tmp/tr cargo test -p cocoon-ton --test channel_contract
 //   node scripts/ton/replay.js /tmp/tr/*.json
 // Exits 1 if any exit code or inclusion differs, except entries the Rust test marked
 // `known_divergence`; gas and balance differences are printed.

@@ -2,12 +2,12 @@
 //! internal top-ups (no signature check) as the baseline, and external cooperative
 //! commits (two ed25519 checks each), pre-signed so only execution is timed.
 //!
-//! `scripts/ton/fetch-contracts && cargo bench -p cocoon-ton-local --bench transactions`
+//! `scripts/ton/fetch-contracts && cargo bench -p cocoon-ton --bench transactions`
 
 use std::time::Instant;
 
 use cocoon_protocol::channel::*;
-use cocoon_ton_local::{InternalMessage, LocalChain, load_channel_code, load_ton_config};
+use cocoon_ton::local_chain::{InternalMessage, LocalChain, load_channel_code, load_ton_config};
 use ed25519_dalek::SigningKey;
 use tycho_types::cell::HashBytes;
 use tycho_types::dict::Dict;

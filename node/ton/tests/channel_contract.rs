@@ -9,7 +9,7 @@
 use cocoon_protocol::channel::messages::SettleBody;
 use cocoon_protocol::channel::state::{commit_body_for, sign_state};
 use cocoon_protocol::channel::*;
-use cocoon_ton_local::{
+use cocoon_ton::local_chain::{
     InternalMessage, LocalChain, TxOutcome, load_channel_code, load_ton_config,
 };
 use ed25519_dalek::SigningKey;

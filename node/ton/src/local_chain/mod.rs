@@ -1,0 +1,10 @@
+//! The embedded chain: [`config`] loads what setup fetched (contract code, TON's network
+//! config, with the ConfigParam 12 workaround); [`chain`] runs messages as transactions.
+
+pub mod chain;
+pub mod config;
+
+pub use chain::{
+    InternalMessage, LocalChain, LocalChainError, OutTransfer, TranscriptEntry, TxOutcome,
+};
+pub use config::{CHANNEL_CODE_HASH, ConfigError, cache_dir, load_channel_code, load_ton_config};
