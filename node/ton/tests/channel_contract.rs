@@ -464,7 +464,12 @@ fn stale_uncooperative_close_is_challenged_and_fined() {
     // The watcher sees a quarantine committed by the other side with a seqno below its
     // best state, and challenges within the quarantine.
     f.chain.advance(QUARANTINE / 2);
-    assert!(q.committed_by_a && q.state_a.seqno < best.seqno);
+    assert_eq!(
+        w.watch(&q, f.chain.now()),
+        WatchAction::Challenge {
+            deadline: q.quarantine_starts + QUARANTINE
+        }
+    );
     // The cheater cannot challenge its own state (unauthorized_challenge).
     let own = ChannelMessage::ChallengeQuarantinedState(
         OneSigned::sign(
@@ -498,6 +503,11 @@ fn stale_uncooperative_close_is_challenged_and_fined() {
             .exit_code,
         Some(115)
     );
+    let q = f.storage().quarantine.expect("quarantined");
+    assert!(matches!(
+        w.watch(&q, f.chain.now()),
+        WatchAction::WaitUntil { .. }
+    ));
 
     // After the quarantine: challenges are too late, settling is open.
     f.chain.advance(QUARANTINE / 2 + 1);
@@ -522,6 +532,8 @@ fn stale_uncooperative_close_is_challenged_and_fined() {
             .exit_code,
         Some(112)
     );
+    let q = f.storage().quarantine.expect("quarantined");
+    assert_eq!(w.watch(&q, f.chain.now()), WatchAction::Finish);
 
     let outs = f
         .chain

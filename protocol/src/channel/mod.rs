@@ -8,6 +8,7 @@
 //! - [`keys`]: signing and verifying cell hashes.
 //! - [`pricing`]: tokens × price per token.
 //! - [`state`]: `Payer` and `Payee`, `verify_state`, close/commit bodies.
+//! - [`watcher`]: when to challenge a stale uncooperative close, when to finish.
 //! - [`error`]: refusals, each naming its rule.
 
 pub mod error;
@@ -17,6 +18,7 @@ pub mod messages;
 pub mod pricing;
 pub mod state;
 pub mod units;
+pub mod watcher;
 
 pub use error::{ChannelError, LayoutError};
 pub use layout::{
@@ -29,3 +31,4 @@ pub use messages::{
 pub use pricing::{Price, Usage};
 pub use state::{Accepted, ChannelParams, Payee, Payer, verify_state};
 pub use units::{ChannelId, NanoTon, SeqNo, Side};
+pub use watcher::{WatchAction, judge_quarantine};

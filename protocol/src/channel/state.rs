@@ -444,6 +444,15 @@ impl Payee {
         Ok(sign_hash(&self.key, &use_hash(proposed)?))
     }
 
+    /// What the watcher should do about quarantine `q` at `now`.
+    pub fn watch(
+        &self,
+        q: &super::layout::QuarantinedState,
+        now: u32,
+    ) -> super::watcher::WatchAction {
+        super::watcher::judge_quarantine(self.side, &self.params.closing, q, &self.paid_body(), now)
+    }
+
     /// Starts an uncooperative close with the latest states.
     pub fn start_uncooperative_close(&self) -> Result<OneSigned<StartCloseBody>, ChannelError> {
         let (sch_a, sch_b) = self.signed_pair()?;
