@@ -73,11 +73,166 @@ fn child_payer(path: &Path) {
     }
 }
 
+fn resume_payee(store: &ChannelStore) -> Payee {
+    let rec = store.load(ID).expect("load");
+    let best = rec.as_ref().and_then(|r| r.state().expect("decodes"));
+    let served = rec.map(|r| r.served()).unwrap_or_default();
+    Payee::new(
+        params(),
+        Side::B,
+        SigningKey::from_bytes(&[9; 32]),
+        PRICE,
+        NanoTon(40),
+        best,
+    )
+    .expect("payee")
+    .with_served(served)
+}
+
+/// The worker child: authorises a batch, commits, serves it ("served" line); accepts
+/// the client's payment, commits, acknowledges it ("accepted" line). The client runs
+/// in the same process, resumed from the worker's record (it is not under test here).
+fn child_payee(path: &Path) {
+    let store = ChannelStore::open(path).expect("open");
+    let mut payee = resume_payee(&store);
+    let mut payer = Payer::new(
+        params(),
+        Side::A,
+        SigningKey::from_bytes(&[7; 32]),
+        PRICE,
+        NanoTon(1 << 50),
+        payee.paid_body(),
+    )
+    .expect("payer");
+    payer.record_served(payee.served()).expect("served");
+    let batch = Usage {
+        prompt_tokens: 3,
+        completion_tokens: 1,
+    };
+    loop {
+        payee.authorize(batch).expect("within credit");
+        let best = payee.best_state().cloned();
+        let rec = match &best {
+            Some(st) => {
+                ChannelRecord::new(Role::Payee, Side::B, st, payee.served()).expect("record")
+            }
+            None => ChannelRecord {
+                channel_id: ID.0,
+                role: Role::Payee,
+                we_are_a: false,
+                seqno: 0,
+                sent: 0,
+                state_boc: Vec::new(),
+                prompt_tokens: payee.served().prompt_tokens,
+                completion_tokens: payee.served().completion_tokens,
+            },
+        };
+        store.commit(&rec).expect("commit");
+        println!(
+            "served {} {}",
+            payee.served().prompt_tokens,
+            payee.served().completion_tokens
+        );
+        payer.record_served(batch).expect("served");
+        let st = payer.pay_owed().expect("sign");
+        payee.accept_payment(st.clone()).expect("accept");
+        store
+            .commit(&ChannelRecord::new(Role::Payee, Side::B, &st, payee.served()).expect("record"))
+            .expect("commit");
+        println!(
+            "accepted {} {}",
+            st.state.body.seqno.0, st.state.body.sent.0
+        );
+    }
+}
+
 #[test]
 fn crash_child() {
     if let Some(path) = std::env::var_os("COCOON_STORE_CHILD") {
-        child_payer(Path::new(&path));
+        match std::env::var("COCOON_STORE_ROLE").as_deref() {
+            Ok("payee") => child_payee(Path::new(&path)),
+            _ => child_payer(Path::new(&path)),
+        }
     }
+}
+
+#[test]
+fn payee_killed_mid_stream_never_serves_twice_or_forgets_a_payment() {
+    let dir = std::env::temp_dir().join(format!("cocoon-store-payee-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("channels.redb");
+    let _ = std::fs::remove_file(&path);
+    let mut last_served_before = 0;
+    for round in 0..3 {
+        let lines = run_child_collect(&path, "payee", 200);
+        let served: Vec<u64> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("served "))
+            .filter_map(|r| r.split(' ').next()?.parse().ok())
+            .collect();
+        let accepted: Vec<(u64, u128)> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("accepted "))
+            .filter_map(|r| {
+                let mut it = r.split(' ');
+                Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+            })
+            .collect();
+        let last_served = *served.last().expect("served something");
+        let (last_seqno, last_sent) = *accepted.last().expect("accepted something");
+        assert!(
+            served[0] > last_served_before,
+            "round {round}: served continues, never repeats"
+        );
+        let store = ChannelStore::open(&path).expect("reopen after kill -9");
+        let rec = store.load(ID).expect("load").expect("record");
+        assert!(
+            rec.prompt_tokens >= last_served,
+            "round {round}: every served batch was committed"
+        );
+        assert!(
+            rec.seqno >= last_seqno && rec.sent >= last_sent,
+            "every acknowledged payment kept"
+        );
+        // A payment already accepted, replayed after the restart, is refused.
+        let mut payee = resume_payee(&store);
+        let st = rec.state().expect("decodes").expect("state");
+        assert_eq!(
+            payee.accept_payment(st).expect_err("replay").rule(),
+            "seqno-increases"
+        );
+        last_served_before = last_served;
+        drop(store);
+    }
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// Runs a child in `role`, kills it with SIGKILL after `acts` lines, returns every line
+/// it printed (including those still in the pipe).
+fn run_child_collect(path: &Path, role: &str, acts: usize) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env("COCOON_STORE_CHILD", path)
+        .env("COCOON_STORE_ROLE", role)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut out = Vec::new();
+    while out.len() < acts {
+        let line = lines.next().expect("child alive").expect("line");
+        if line.starts_with("served ") || line.starts_with("accepted ") {
+            out.push(line);
+        }
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    out.extend(
+        lines
+            .map_while(Result::ok)
+            .filter(|l| l.starts_with("served ") || l.starts_with("accepted ")),
+    );
+    out
 }
 
 fn run_child_and_kill(path: &Path, acts: usize) -> (u64, u128) {

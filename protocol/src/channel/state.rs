@@ -329,6 +329,17 @@ impl Payee {
         })
     }
 
+    /// Restores the count of tokens already served (after a restart, from the store).
+    pub fn with_served(mut self, served: Usage) -> Self {
+        self.served = served;
+        self
+    }
+
+    /// Tokens served (authorised) so far.
+    pub fn served(&self) -> Usage {
+        self.served
+    }
+
     /// The payer's side.
     pub fn payer_side(&self) -> Side {
         self.side.other()
