@@ -389,10 +389,17 @@ fn cooperative_lifecycle_pays_exactly() {
         0,
         "contract emptied"
     );
-    assert!(
-        to_a + to_b < contract_before,
-        "payouts come from the contract's balance"
+    // Exact to the nanoton: the contract's balance went to the fees of the close and to
+    // the two payouts (value + forward fee each), and each payout arrived in full.
+    let sent: u128 = out.out.iter().map(|t| t.value + t.fwd_fee).sum();
+    assert_eq!(
+        contract_before,
+        out.total_fees + sent,
+        "close conserves value"
     );
+    let by_dst = |d: &StdAddr| out.out.iter().find(|t| t.dst == *d).expect("payout").value;
+    assert_eq!(to_a, by_dst(&f.dest_a));
+    assert_eq!(to_b, by_dst(&f.dest_b));
     let st = f.storage();
     assert!(!st.inited);
     assert_eq!((st.balance_a, st.balance_b), (NanoTon(0), NanoTon(0)));
@@ -535,6 +542,7 @@ fn stale_uncooperative_close_is_challenged_and_fined() {
     let q = f.storage().quarantine.expect("quarantined");
     assert_eq!(w.watch(&q, f.chain.now()), WatchAction::Finish);
 
+    let contract_before = f.chain.balance(&f.channel).expect("balance");
     let outs = f
         .chain
         .send_external(
@@ -546,6 +554,12 @@ fn stale_uncooperative_close_is_challenged_and_fined() {
         .expect("runs");
     let out = f.record("finish uncooperative close", &outs);
     assert_eq!(out.exit_code, Some(0));
+    let sent: u128 = out.out.iter().map(|t| t.value + t.fwd_fee).sum();
+    assert_eq!(
+        contract_before,
+        out.total_fees + sent,
+        "finish conserves value"
+    );
     let owed = best.sent.0 + fine;
     assert_eq!(
         f.chain.balance(&f.dest_b).expect("b"),

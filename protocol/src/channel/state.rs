@@ -17,7 +17,9 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use super::error::ChannelError;
 use super::keys::{sign_hash, verify_hash};
 use super::layout::{ClosingConfig, SemiChannelBody, SemiChannelState, SignedSemiChannel};
-use super::messages::{ChallengeBody, CloseBody, CommitBody, OneSigned, StartCloseBody};
+use super::messages::{
+    ChallengeBody, CloseBody, CommitBody, OneSigned, SignedBody, StartCloseBody,
+};
 use super::pricing::{Price, Usage};
 use super::units::{ChannelId, NanoTon, SeqNo, Side};
 
@@ -452,7 +454,7 @@ impl Payee {
                 want_b: want.balance_b,
             });
         }
-        Ok(sign_hash(&self.key, &use_hash(proposed)?))
+        Ok(sign_hash(&self.key, &proposed.signing_hash()?))
     }
 
     /// What the watcher should do about quarantine `q` at `now`.
@@ -497,11 +499,6 @@ impl Payee {
             Side::B => (theirs, own),
         })
     }
-}
-
-fn use_hash(body: &CloseBody) -> Result<[u8; 32], ChannelError> {
-    use super::messages::SignedBody;
-    Ok(body.signing_hash()?)
 }
 
 /// The cooperative close for bodies `a` and `b`: payouts `deposit - sent + received`,
