@@ -10,12 +10,21 @@ use std::time::{Duration, Instant};
 use cocoon_protocol::channel::*;
 use ed25519_dalek::{Signer, SigningKey};
 
+/// Nanoseconds this thread has run on a CPU (Linux `/proc/thread-self/schedstat`), so a
+/// rate per core can be measured on a machine other processes keep busy.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Runs `f` for about a second of wall time; prints operations per second of this
+/// thread's CPU time (per core), and per wall second for comparison.
 fn rate(label: &str, baseline: Option<f64>, mut f: impl FnMut(u64)) -> f64 {
-    // Warm up, then run for about a second.
     for i in 0..200 {
         f(i);
     }
     let start = Instant::now();
+    let cpu0 = thread_cpu_ns();
     let mut n = 0u64;
     while start.elapsed() < Duration::from_secs(1) {
         for _ in 0..100 {
@@ -23,15 +32,23 @@ fn rate(label: &str, baseline: Option<f64>, mut f: impl FnMut(u64)) -> f64 {
             n += 1;
         }
     }
-    let per_sec = n as f64 / start.elapsed().as_secs_f64();
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = match (cpu0, thread_cpu_ns()) {
+        (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
+        _ => wall,
+    };
+    let per_core = n as f64 / cpu;
+    let per_wall = n as f64 / wall;
     match baseline {
         Some(b) => println!(
-            "{label:<48} {per_sec:>10.0}/s  ({:.2}x of baseline)",
-            per_sec / b
+            "{label:<48} {per_core:>8.0}/s per core {per_wall:>8.0}/s wall ({:.2}x of baseline)",
+            per_core / b
         ),
-        None => println!("{label:<48} {per_sec:>10.0}/s  (baseline)"),
+        None => {
+            println!("{label:<48} {per_core:>8.0}/s per core {per_wall:>8.0}/s wall (baseline)")
+        }
     }
-    per_sec
+    per_core
 }
 
 fn main() {
