@@ -10,6 +10,7 @@ use tycho_executor::{Executor, ExecutorInspector, ExecutorParams, ParsedConfig, 
 use tycho_types::boc::Boc;
 use tycho_types::cell::Lazy;
 use tycho_types::cell::{Cell, CellBuilder, HashBytes};
+use tycho_types::dict::Dict;
 use tycho_types::models::{
     AccountState, ComputePhase, CurrencyCollection, ExtInMsgInfo, IntAddr, IntMsgInfo, Message,
     MsgInfo, OptionalAccount, ShardAccount, StateInit, StdAddr, TxInfo,
@@ -25,6 +26,9 @@ pub enum LocalChainError {
     /// The executor failed (not a contract exit code: a broken state or message).
     #[error("executor failed: {0}")]
     Executor(String),
+    /// A message given as external is not an inbound external message to a std address.
+    #[error("not an inbound external message to a standard address")]
+    NotExternal,
 }
 
 type Res<T> = Result<T, LocalChainError>;
@@ -112,6 +116,43 @@ pub struct LocalChain {
     accounts: HashMap<StdAddr, ShardAccount>,
     lt: u64,
     transcript: Vec<TranscriptEntry>,
+    changes: ChainChanges,
+}
+
+/// One transaction the chain ran, as TON records it.
+#[derive(Clone, Debug)]
+pub struct ChainTransaction {
+    /// The account it ran on.
+    pub account: StdAddr,
+    /// Its logical time.
+    pub lt: u64,
+    /// Its hash (the representation hash of the transaction cell).
+    pub hash: HashBytes,
+    /// Chain time when it ran.
+    pub now: u32,
+    /// The transaction cell (`Transaction` TL-B).
+    pub cell: Cell,
+}
+
+/// What changed since the last [`LocalChain::take_changes`]: the accounts touched (their
+/// new `ShardAccount`) and the transactions run, for a durable store to commit.
+#[derive(Clone, Debug, Default)]
+pub struct ChainChanges {
+    /// Accounts whose state changed, with their new state.
+    pub accounts: Vec<(StdAddr, ShardAccount)>,
+    /// Transactions run, in order.
+    pub transactions: Vec<ChainTransaction>,
+}
+
+/// The result of running a get method.
+#[derive(Clone, Debug)]
+pub struct GetterResult {
+    /// The TVM exit code (0 or 1 on success).
+    pub exit_code: i32,
+    /// Gas used.
+    pub gas_used: u64,
+    /// The stack left by the method, bottom first.
+    pub stack: Vec<tycho_vm::RcStackValue>,
 }
 
 impl LocalChain {
@@ -129,6 +170,70 @@ impl LocalChain {
             accounts: HashMap::new(),
             lt: 1_000_000,
             transcript: Vec::new(),
+            changes: ChainChanges::default(),
+        }
+    }
+
+    /// A chain restored from stored state: accounts, clock and logical time.
+    pub fn restore(
+        config: ParsedConfig,
+        now: u32,
+        lt: u64,
+        accounts: impl IntoIterator<Item = (StdAddr, ShardAccount)>,
+    ) -> Self {
+        let mut chain = Self::new(config, now);
+        chain.lt = lt.max(1_000_000);
+        chain.params.block_lt = chain.lt;
+        chain.accounts = accounts.into_iter().collect();
+        chain
+    }
+
+    /// The logical time the next transaction starts above.
+    pub fn lt(&self) -> u64 {
+        self.lt
+    }
+
+    /// The accounts changed and transactions run since the last call.
+    pub fn take_changes(&mut self) -> ChainChanges {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// An account's full state (`None` if it does not exist).
+    pub fn shard_account(&self, addr: &StdAddr) -> Option<&ShardAccount> {
+        self.accounts.get(addr)
+    }
+
+    /// An account, decoded (`None` if it does not exist).
+    pub fn account_state(&self, addr: &StdAddr) -> Res<Option<tycho_types::models::Account>> {
+        self.account(addr)
+    }
+
+    /// Runs get method `method` of the account at `addr` with `args` on the stack, at
+    /// the chain's current time. `Ok(None)` if the account has no code.
+    pub fn run_getter(
+        &self,
+        addr: &StdAddr,
+        method: &str,
+        args: Vec<tycho_vm::RcStackValue>,
+    ) -> Res<Option<GetterResult>> {
+        let Some(account) = self.account(addr)? else {
+            return Ok(None);
+        };
+        let caller = tycho_vm::VmCaller {
+            libraries: Dict::new(),
+            behaviour_modifiers: Default::default(),
+            config: self.config.raw.params.clone(),
+        };
+        let mut getter_args = tycho_vm::VmGetterArgs::default();
+        getter_args.now = self.now();
+        match caller.call_getter_ext(&account, method, args, &getter_args, None) {
+            Ok(out) => Ok(Some(GetterResult {
+                exit_code: out.exit_code,
+                gas_used: out.gas_used,
+                stack: out.stack,
+            })),
+            Err(tycho_vm::VmGetterError::NoCode) => Ok(None),
+            Err(e) => Err(LocalChainError::Executor(format!("get method: {e}"))),
         }
     }
 
@@ -259,6 +364,17 @@ impl LocalChain {
 
     /// Sends an external message and delivers what it sends.
     pub fn send_external(&mut self, dst: &StdAddr, body: Cell) -> Res<Vec<TxOutcome>> {
+        self.send_external_with_init(dst, body, None)
+    }
+
+    /// Sends an external message, with a state init to deploy (a wallet's first
+    /// message), and delivers what it sends.
+    pub fn send_external_with_init(
+        &mut self,
+        dst: &StdAddr,
+        body: Cell,
+        init: Option<StateInit>,
+    ) -> Res<Vec<TxOutcome>> {
         let info = MsgInfo::ExtIn(ExtInMsgInfo {
             src: None,
             dst: IntAddr::Std(dst.clone()),
@@ -266,12 +382,30 @@ impl LocalChain {
         });
         let cell = CellBuilder::build_from(Message {
             info,
-            init: None,
+            init: init.clone(),
             body: body.as_slice_allow_exotic(),
             layout: None,
         })?;
         let outcomes = self.run_and_deliver(dst.clone(), true, cell)?;
-        self.record(true, None, dst.clone(), 0, false, &body, None, &outcomes)?;
+        self.record(true, None, dst.clone(), 0, false, &body, init.as_ref(), &outcomes)?;
+        Ok(outcomes)
+    }
+
+    /// Sends a serialized inbound external message (what `sendBoc` carries): its
+    /// destination, body and state init are read from the cell. Refuses anything else.
+    pub fn send_external_message(&mut self, msg: Cell) -> Res<Vec<TxOutcome>> {
+        let parsed = msg.parse::<tycho_types::models::OwnedMessage>()?;
+        let MsgInfo::ExtIn(info) = &parsed.info else {
+            return Err(LocalChainError::NotExternal);
+        };
+        let IntAddr::Std(dst) = &info.dst else {
+            return Err(LocalChainError::NotExternal);
+        };
+        let (range, body_cell) = &parsed.body;
+        let body = CellBuilder::build_from((*range).apply_allow_exotic(body_cell))?;
+        let dst = dst.clone();
+        let outcomes = self.run_and_deliver(dst.clone(), true, msg)?;
+        self.record(true, None, dst, 0, false, &body, parsed.init.as_ref(), &outcomes)?;
         Ok(outcomes)
     }
 
@@ -326,9 +460,19 @@ impl LocalChain {
             .commit()
             .map_err(|e| LocalChainError::Executor(format!("{e:#}")))?;
         self.lt = self.lt.max(output.transaction_meta.next_lt);
-        self.accounts.insert(dst.clone(), output.new_state);
+        self.accounts
+            .insert(dst.clone(), output.new_state.clone());
+        self.changes.accounts.retain(|(a, _)| a != dst);
+        self.changes.accounts.push((dst.clone(), output.new_state));
 
         let transaction = output.transaction.load()?;
+        self.changes.transactions.push(ChainTransaction {
+            account: dst.clone(),
+            lt: transaction.lt,
+            hash: *output.transaction.inner().repr_hash(),
+            now: self.now(),
+            cell: output.transaction.inner().clone(),
+        });
         let TxInfo::Ordinary(info) = transaction.load_info()? else {
             return Err(LocalChainError::Executor(
                 "not an ordinary transaction".into(),

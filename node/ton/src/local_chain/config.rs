@@ -24,6 +24,10 @@ use tycho_types::models::{
 pub const CHANNEL_CODE_HASH: &str =
     "41f5b77f02d4a96eb465197215ed00923720a6c731fa32934f9c0e80ffb85589";
 
+/// Representation hash of the standard wallet v4r2's code (as shipped in tonweb@0.0.66).
+pub const WALLET_V4R2_CODE_HASH: &str =
+    "feb5ff6820e2ff0d9483e7e0d62c817d846789fb4ae580c878866d959dabd5c0";
+
 /// A setup input that is missing or wrong.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -44,12 +48,14 @@ pub enum ConfigError {
         reason: String,
     },
     /// The code's hash is not the one expected.
-    #[error("{path}: code hash {found}, expected {CHANNEL_CODE_HASH}")]
+    #[error("{path}: code hash {found}, expected {expected}")]
     WrongCodeHash {
         /// The path read.
         path: PathBuf,
         /// The hash found.
         found: String,
+        /// The hash expected.
+        expected: &'static str,
     },
     /// The config does not parse.
     #[error("TON config does not parse: {0}")]
@@ -77,14 +83,27 @@ fn read(path: PathBuf) -> Result<(PathBuf, String), ConfigError> {
 
 /// The payment channel's code cell, hash-checked.
 pub fn load_channel_code() -> Result<Cell, ConfigError> {
-    let (path, text) = read(cache_dir().join("payment-channel.boc.hex"))?;
+    load_code("payment-channel.boc.hex", CHANNEL_CODE_HASH)
+}
+
+/// The standard wallet v4r2's code cell, hash-checked.
+pub fn load_wallet_code() -> Result<Cell, ConfigError> {
+    load_code("wallet-v4r2.boc.hex", WALLET_V4R2_CODE_HASH)
+}
+
+fn load_code(file: &str, expected: &'static str) -> Result<Cell, ConfigError> {
+    let (path, text) = read(cache_dir().join(file))?;
     let code = Boc::decode_hex(text.trim()).map_err(|e| ConfigError::BadBoc {
         path: path.clone(),
         reason: e.to_string(),
     })?;
     let found = hex::encode(code.repr_hash().0);
-    if found != CHANNEL_CODE_HASH {
-        return Err(ConfigError::WrongCodeHash { path, found });
+    if found != expected {
+        return Err(ConfigError::WrongCodeHash {
+            path,
+            found,
+            expected,
+        });
     }
     Ok(code)
 }
