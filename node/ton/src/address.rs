@@ -75,7 +75,15 @@ mod tests {
         let mut broken = friendly(&a, true).into_bytes();
         broken[10] = if broken[10] == b'A' { b'B' } else { b'A' };
         assert!(parse_address(std::str::from_utf8(&broken).expect("ascii")).is_err());
-        for s in ["", "0:", "0:zz", "x:00", "0:abcd", "é".repeat(48).as_str(), "ÿ:00"] {
+        for s in [
+            "",
+            "0:",
+            "0:zz",
+            "x:00",
+            "0:abcd",
+            "é".repeat(48).as_str(),
+            "ÿ:00",
+        ] {
             assert!(parse_address(s).is_err(), "{s:?}");
         }
     }

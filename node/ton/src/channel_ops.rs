@@ -29,7 +29,10 @@ pub enum ChannelOpsError {
 type Res<T> = Result<T, ChannelOpsError>;
 
 /// The channel's state init: the contract code and its initial storage.
-pub fn channel_state_init(code: tycho_types::cell::Cell, storage: &ChannelStorage) -> Res<StateInit> {
+pub fn channel_state_init(
+    code: tycho_types::cell::Cell,
+    storage: &ChannelStorage,
+) -> Res<StateInit> {
     Ok(StateInit {
         split_depth: None,
         special: None,

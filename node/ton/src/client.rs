@@ -186,8 +186,14 @@ fn decode(method: &'static str, reason: impl Into<String>) -> ClientError {
     }
 }
 
-fn str_num<T: std::str::FromStr>(method: &'static str, v: &Value, name: &str) -> Result<T, ClientError> {
-    let field = v.get(name).ok_or_else(|| decode(method, format!("no field {name}")))?;
+fn str_num<T: std::str::FromStr>(
+    method: &'static str,
+    v: &Value,
+    name: &str,
+) -> Result<T, ClientError> {
+    let field = v
+        .get(name)
+        .ok_or_else(|| decode(method, format!("no field {name}")))?;
     let s = match field {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
@@ -258,7 +264,10 @@ impl TonClient {
         if v.get("ok").and_then(Value::as_bool) != Some(true) {
             return Err(ClientError::Api {
                 method,
-                code: v.get("code").and_then(Value::as_i64).unwrap_or(i64::from(status)),
+                code: v
+                    .get("code")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(i64::from(status)),
                 error: v
                     .get("error")
                     .and_then(Value::as_str)
@@ -290,7 +299,9 @@ impl TonClient {
             .get("hash")
             .and_then(Value::as_str)
             .ok_or_else(|| decode(M, "no hash"))?;
-        let bytes = STANDARD.decode(h).map_err(|_| decode(M, "hash is not base64"))?;
+        let bytes = STANDARD
+            .decode(h)
+            .map_err(|_| decode(M, "hash is not base64"))?;
         bytes
             .as_slice()
             .try_into()
@@ -307,7 +318,11 @@ impl TonClient {
         const M: &str = "runGetMethod";
         let stack: Vec<Value> = stack.iter().map(StackEntry::to_toncenter).collect();
         let r = self
-            .call(M, None, Some(json!({"address": raw(addr), "method": method, "stack": stack})))
+            .call(
+                M,
+                None,
+                Some(json!({"address": raw(addr), "method": method, "stack": stack})),
+            )
             .await?;
         let exit_code: i32 = str_num(M, &r, "exit_code")?;
         let gas_used: u64 = str_num(M, &r, "gas_used").unwrap_or(0);
@@ -326,7 +341,10 @@ impl TonClient {
     }
 
     /// An account's balance, state, code and data.
-    pub async fn get_address_information(&self, addr: &StdAddr) -> Result<AddressInfo, ClientError> {
+    pub async fn get_address_information(
+        &self,
+        addr: &StdAddr,
+    ) -> Result<AddressInfo, ClientError> {
         const M: &str = "getAddressInformation";
         let r = self.call(M, Some(&[("address", raw(addr))]), None).await?;
         let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default();
@@ -366,12 +384,20 @@ impl TonClient {
     ) -> Result<Vec<TransactionInfo>, ClientError> {
         const M: &str = "getTransactions";
         let r = self
-            .call(M, Some(&[("address", raw(addr)), ("limit", limit.to_string())]), None)
+            .call(
+                M,
+                Some(&[("address", raw(addr)), ("limit", limit.to_string())]),
+                None,
+            )
             .await?;
-        let items = r.as_array().ok_or_else(|| decode(M, "result is not an array"))?;
+        let items = r
+            .as_array()
+            .ok_or_else(|| decode(M, "result is not an array"))?;
         let mut out = Vec::with_capacity(items.len());
         for t in items {
-            let id = t.get("transaction_id").ok_or_else(|| decode(M, "no transaction_id"))?;
+            let id = t
+                .get("transaction_id")
+                .ok_or_else(|| decode(M, "no transaction_id"))?;
             let hash_b64 = id.get("hash").and_then(Value::as_str).unwrap_or_default();
             let hash: [u8; 32] = STANDARD
                 .decode(hash_b64)
@@ -416,7 +442,10 @@ impl TonClient {
         const M: &str = "getMasterchainInfo";
         let r = self.call(M, None, None).await?;
         let last = r.get("last").ok_or_else(|| decode(M, "no last block"))?;
-        let now = r.get("now").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());
+        let now = r
+            .get("now")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok());
         Ok((str_num(M, last, "seqno")?, now))
     }
 
@@ -438,22 +467,34 @@ impl TonClient {
     }
 
     /// The channel's `get_channel_data`, decoded (`None`: no contract there).
-    pub async fn channel_data(&self, channel: &StdAddr) -> Result<Option<OnChainChannel>, ClientError> {
+    pub async fn channel_data(
+        &self,
+        channel: &StdAddr,
+    ) -> Result<Option<OnChainChannel>, ClientError> {
         const M: &str = "runGetMethod";
-        let r = self.run_get_method(channel, "get_channel_data", &[]).await?;
+        let r = self
+            .run_get_method(channel, "get_channel_data", &[])
+            .await?;
         if r.exit_code == -13 {
             return Ok(None);
         }
         if r.exit_code != 0 && r.exit_code != 1 {
-            return Err(decode(M, format!("get_channel_data exited with {}", r.exit_code)));
+            return Err(decode(
+                M,
+                format!("get_channel_data exited with {}", r.exit_code),
+            ));
         }
-        decode_channel_data(&r.stack).map(Some).map_err(|e| decode(M, e))
+        decode_channel_data(&r.stack)
+            .map(Some)
+            .map_err(|e| decode(M, e))
     }
 
     /// Local chain only: moves the clock forward; returns the new time.
     pub async fn advance_time(&self, seconds: u32) -> Result<u32, ClientError> {
         const M: &str = "admin/advanceTime";
-        let r = self.call(M, None, Some(json!({"seconds": seconds}))).await?;
+        let r = self
+            .call(M, None, Some(json!({"seconds": seconds})))
+            .await?;
         str_num(M, &r, "now")
     }
 
@@ -461,7 +502,11 @@ impl TonClient {
     pub async fn fund(&self, addr: &StdAddr, amount: u128) -> Result<u128, ClientError> {
         const M: &str = "admin/fund";
         let r = self
-            .call(M, None, Some(json!({"address": raw(addr), "amount": amount.to_string()})))
+            .call(
+                M,
+                None,
+                Some(json!({"address": raw(addr), "amount": amount.to_string()})),
+            )
             .await?;
         str_num(M, &r, "balance")
     }
@@ -477,8 +522,10 @@ pub fn decode_channel_data(stack: &[StackEntry]) -> Result<OnChainChannel, Strin
             _ => Err(format!("{what}: expected a tuple")),
         }
     };
-    let num = |e: &StackEntry, what: &str| e.as_u128().ok_or_else(|| format!("{what}: not a number"));
-    let key = |e: &StackEntry, what: &str| e.as_bytes32().ok_or_else(|| format!("{what}: not a key"));
+    let num =
+        |e: &StackEntry, what: &str| e.as_u128().ok_or_else(|| format!("{what}: not a number"));
+    let key =
+        |e: &StackEntry, what: &str| e.as_bytes32().ok_or_else(|| format!("{what}: not a key"));
     let state = stack
         .first()
         .and_then(StackEntry::as_u128)
@@ -548,7 +595,9 @@ pub enum ChannelCheckError {
     #[error("no active contract at {0}")]
     NotDeployed(String),
     /// The contract there is not the official payment channel.
-    #[error("contract at {address} has code hash {found}, not the payment channel's {CHANNEL_CODE_HASH}")]
+    #[error(
+        "contract at {address} has code hash {found}, not the payment channel's {CHANNEL_CODE_HASH}"
+    )]
     WrongCode {
         /// The address.
         address: String,

@@ -57,7 +57,12 @@ fn num_hex(n: &BigInt) -> String {
 }
 
 fn parse_num(s: &str) -> Result<BigInt, StackError> {
-    let bad = || StackError(format!("bad number {:?}", s.chars().take(80).collect::<String>()));
+    let bad = || {
+        StackError(format!(
+            "bad number {:?}",
+            s.chars().take(80).collect::<String>()
+        ))
+    };
     let (neg, rest) = match s.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, s),
@@ -205,7 +210,11 @@ impl StackEntry {
             "tvm.stackEntrySlice" => Ok(StackEntry::Slice(inner_bytes("slice")?)),
             "tvm.stackEntryNull" => Ok(StackEntry::Null),
             "tvm.stackEntryTuple" | "tvm.stackEntryList" => {
-                let key = if ty == "tvm.stackEntryTuple" { "tuple" } else { "list" };
+                let key = if ty == "tvm.stackEntryTuple" {
+                    "tuple"
+                } else {
+                    "list"
+                };
                 let elements = v
                     .get(key)
                     .and_then(|t| t.get("elements"))
@@ -272,10 +281,17 @@ mod tests {
             StackEntry::Null,
             StackEntry::Tuple(vec![StackEntry::Num(BigInt::from(7))]),
         ]);
-        for x in [e.clone(), StackEntry::Num(BigInt::from(-300)), StackEntry::Null] {
+        for x in [
+            e.clone(),
+            StackEntry::Num(BigInt::from(-300)),
+            StackEntry::Null,
+        ] {
             assert_eq!(StackEntry::from_toncenter(&x.to_toncenter()), Ok(x));
         }
-        assert_eq!(StackEntry::Num(BigInt::from(255)).to_toncenter(), json!(["num", "0xff"]));
+        assert_eq!(
+            StackEntry::Num(BigInt::from(255)).to_toncenter(),
+            json!(["num", "0xff"])
+        );
     }
 
     #[test]

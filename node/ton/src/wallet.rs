@@ -359,12 +359,21 @@ mod tests {
         let key = load_or_create_key(&path).expect("create");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(load_or_create_key(&path).expect("reload").to_bytes(), key.to_bytes());
+        assert_eq!(
+            load_or_create_key(&path).expect("reload").to_bytes(),
+            key.to_bytes()
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert!(matches!(read_key_file(&path), Err(WalletError::KeyFileMode { .. })));
+        assert!(matches!(
+            read_key_file(&path),
+            Err(WalletError::KeyFileMode { .. })
+        ));
         std::fs::write(dir.join("short.key"), [1u8; 5]).expect("write");
-        std::fs::set_permissions(dir.join("short.key"), std::fs::Permissions::from_mode(0o600))
-            .expect("chmod");
+        std::fs::set_permissions(
+            dir.join("short.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod");
         assert!(matches!(
             read_key_file(&dir.join("short.key")),
             Err(WalletError::KeyFileLength { len: 5, .. })

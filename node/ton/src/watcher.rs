@@ -195,7 +195,9 @@ impl Watcher {
                 let msg = ChannelMessage::ChallengeQuarantinedState(payee.challenge()?);
                 let t = channel_message(channel, &msg, self.gas)?;
                 send_from_wallet(&self.client, &self.wallet, &[t], now).await?;
-                let body = best.map(|s| s.state.body).unwrap_or_else(|| payee.paid_body());
+                let body = best
+                    .map(|s| s.state.body)
+                    .unwrap_or_else(|| payee.paid_body());
                 tracing::info!(channel = %name, seqno = body.seqno.0, "challenged a stale uncooperative close");
                 Ok(WatchOutcome::Challenged {
                     seqno: body.seqno.0,
@@ -203,7 +205,8 @@ impl Watcher {
                 })
             }
             WatchAction::Finish => {
-                let t = channel_message(channel, &ChannelMessage::FinishUncooperativeClose, self.gas)?;
+                let t =
+                    channel_message(channel, &ChannelMessage::FinishUncooperativeClose, self.gas)?;
                 send_from_wallet(&self.client, &self.wallet, &[t], now).await?;
                 tracing::info!(channel = %name, "finished an uncooperative close");
                 Ok(WatchOutcome::Finished)

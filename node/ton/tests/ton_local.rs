@@ -86,7 +86,10 @@ async fn server_speaks_toncenter_and_keeps_state_across_restart() {
     assert_eq!(server.wallets[0], ("alice".to_string(), a.clone()));
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.join("alice.key")).expect("key").permissions().mode();
+        let mode = std::fs::metadata(dir.join("alice.key"))
+            .expect("key")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "key files are 0600");
     }
 
@@ -99,15 +102,31 @@ async fn server_speaks_toncenter_and_keeps_state_across_restart() {
         hex::encode(info.code.expect("code").repr_hash().0),
         cocoon_ton::local_chain::WALLET_V4R2_CODE_HASH
     );
-    assert!(info.balance < 100 * TON && info.balance > 99 * TON, "{}", info.balance);
-    assert_eq!(c.get_address_balance(&a).await.expect("balance"), info.balance);
+    assert!(
+        info.balance < 100 * TON && info.balance > 99 * TON,
+        "{}",
+        info.balance
+    );
+    assert_eq!(
+        c.get_address_balance(&a).await.expect("balance"),
+        info.balance
+    );
     assert_eq!(c.wallet_seqno(&a).await.expect("seqno"), 1);
-    let pk = c.run_get_method(&a, "get_public_key", &[]).await.expect("pk");
+    let pk = c
+        .run_get_method(&a, "get_public_key", &[])
+        .await
+        .expect("pk");
     assert_eq!(pk.exit_code, 0);
     assert_eq!(pk.stack[0].as_bytes32(), Some(alice.public_key()));
     // A get method of an account that does not exist: toncenter's -13.
     let nobody = StdAddr::new(0, tycho_types::cell::HashBytes([5; 32]));
-    assert_eq!(c.run_get_method(&nobody, "seqno", &[]).await.expect("runs").exit_code, -13);
+    assert_eq!(
+        c.run_get_method(&nobody, "seqno", &[])
+            .await
+            .expect("runs")
+            .exit_code,
+        -13
+    );
     assert_eq!(c.wallet_seqno(&nobody).await.expect("seqno"), 0);
 
     // Alice sends Bob 1 TON.
@@ -116,7 +135,13 @@ async fn server_speaks_toncenter_and_keeps_state_across_restart() {
         .external_boc(1, START + 60, &[Transfer::new(b.clone(), TON, true)], false)
         .expect("boc");
     let hash = c.send_boc_return_hash(&boc).await.expect("sent");
-    assert_eq!(hash, tycho_types::boc::Boc::decode(&boc).expect("boc").repr_hash().0);
+    assert_eq!(
+        hash,
+        tycho_types::boc::Boc::decode(&boc)
+            .expect("boc")
+            .repr_hash()
+            .0
+    );
     let txs = c.get_transactions(&b, 5).await.expect("txs");
     assert_eq!(txs[0].in_source, raw(&a));
     assert_eq!(txs[0].in_value, TON);
@@ -126,10 +151,15 @@ async fn server_speaks_toncenter_and_keeps_state_across_restart() {
     );
     let a_txs = c.get_transactions(&a, 10).await.expect("txs");
     assert_eq!(a_txs[0].out, vec![(raw(&b), TON)]);
-    assert!(a_txs.len() >= 3 && a_txs.windows(2).all(|w| w[0].lt > w[1].lt), "newest first");
+    assert!(
+        a_txs.len() >= 3 && a_txs.windows(2).all(|w| w[0].lt > w[1].lt),
+        "newest first"
+    );
     // Replayed: not accepted (toncenter's 500 with the liteserver's message).
     match c.send_boc(&boc).await {
-        Err(ClientError::Api { code: 500, error, .. }) => assert!(error.contains("not accepted")),
+        Err(ClientError::Api {
+            code: 500, error, ..
+        }) => assert!(error.contains("not accepted")),
         other => panic!("replay must be refused, got {other:?}"),
     }
     assert_eq!(c.wallet_seqno(&a).await.expect("seqno"), 2);
@@ -141,8 +171,16 @@ async fn server_speaks_toncenter_and_keeps_state_across_restart() {
         ("sendBoc", Some(r#"{"boc":"!!!"}"#), 400),
         ("sendBoc", Some(r#"{"boc":"te6ccgEBAQEAAgAAAA=="}"#), 400),
         ("sendBoc", Some(r#"{"boc":"AAAA"}"#), 400),
-        ("runGetMethod", Some(r#"{"address":"0:12","method":"seqno"}"#), 400),
-        ("runGetMethod", Some(r#"{"address":"0:00","method":"seqno","stack":[["cont",{}]]}"#), 400),
+        (
+            "runGetMethod",
+            Some(r#"{"address":"0:12","method":"seqno"}"#),
+            400,
+        ),
+        (
+            "runGetMethod",
+            Some(r#"{"address":"0:00","method":"seqno","stack":[["cont",{}]]}"#),
+            400,
+        ),
         ("getAddressInformation?address=nope", None, 400),
         ("getTransactions?address=0:zz&limit=x", None, 400),
         ("getTransactions", None, 400),
@@ -163,13 +201,21 @@ async fn server_speaks_toncenter_and_keeps_state_across_restart() {
     server.shutdown().await;
 
     // Restart from the same file: clock, balances, seqnos and history are kept.
-    let server = serve(config(&dir, &["alice", "bob"])).await.expect("restart");
+    let server = serve(config(&dir, &["alice", "bob"]))
+        .await
+        .expect("restart");
     let c = client(&server);
-    assert_eq!(c.get_masterchain_info().await.expect("mc").1, Some(START + 100));
+    assert_eq!(
+        c.get_masterchain_info().await.expect("mc").1,
+        Some(START + 100)
+    );
     assert_eq!(c.get_address_balance(&a).await.expect("a"), a_balance);
     assert_eq!(c.get_address_balance(&nobody).await.expect("n"), 5 * TON);
     assert_eq!(c.wallet_seqno(&a).await.expect("seqno"), 2);
-    assert_eq!(c.get_transactions(&a, 10).await.expect("txs").len(), a_txs.len());
+    assert_eq!(
+        c.get_transactions(&a, 10).await.expect("txs").len(),
+        a_txs.len()
+    );
     // Still refuses the replay after the restart.
     assert!(c.send_boc(&boc).await.is_err());
     server.shutdown().await;
@@ -194,14 +240,17 @@ fn serve_and_pay(c: &mut Payer, w: &mut Payee, n: u32) {
         };
         w.authorize(u).expect("within credit");
         c.record_served(u).expect("within budget");
-        w.accept_payment(c.pay_owed().expect("sign")).expect("accept");
+        w.accept_payment(c.pay_owed().expect("sign"))
+            .expect("accept");
     }
 }
 
 #[tokio::test]
 async fn watcher_challenges_a_stale_close_over_http_and_the_cheater_is_fined() {
     let dir = tmpdir("watch");
-    let server = serve(config(&dir, &["client", "worker"])).await.expect("serve");
+    let server = serve(config(&dir, &["client", "worker"]))
+        .await
+        .expect("serve");
     let c = client(&server);
     let (wc, ww) = (wallet_from(&dir, "client"), wallet_from(&dir, "worker"));
     let (addr_c, addr_w) = (wc.address().expect("c"), ww.address().expect("w"));
@@ -237,7 +286,9 @@ async fn watcher_challenges_a_stale_close_over_http_and_the_cheater_is_fined() {
     )
     .expect("deploy");
     let now = chain_now(&c).await.expect("now");
-    send_from_wallet(&c, &wc, &[t], now).await.expect("deploy + top up");
+    send_from_wallet(&c, &wc, &[t], now)
+        .await
+        .expect("deploy + top up");
     let expected = ExpectedChannel {
         channel_id: id,
         key_a: wc.public_key(),
@@ -251,7 +302,9 @@ async fn watcher_challenges_a_stale_close_over_http_and_the_cheater_is_fined() {
         Err(ChannelCheckError::NotOpen(0))
     ));
     let t = top_up(&channel, Side::B, NanoTon(dep_b), gas).expect("top up");
-    send_from_wallet(&c, &ww, &[t], now).await.expect("top up B");
+    send_from_wallet(&c, &ww, &[t], now)
+        .await
+        .expect("top up B");
     let init = ChannelMessage::Init(
         OneSigned::sign(
             Side::A,
@@ -268,11 +321,19 @@ async fn watcher_challenges_a_stale_close_over_http_and_the_cheater_is_fined() {
     send_from_wallet(&c, &wc, &[t], now).await.expect("init");
 
     // The worker's checks before serving.
-    let on_chain = verify_channel_on_chain(&c, &channel, &expected).await.expect("valid");
-    assert_eq!((on_chain.balance_a, on_chain.balance_b), (NanoTon(dep_a), NanoTon(dep_b)));
+    let on_chain = verify_channel_on_chain(&c, &channel, &expected)
+        .await
+        .expect("valid");
+    assert_eq!(
+        (on_chain.balance_a, on_chain.balance_b),
+        (NanoTon(dep_a), NanoTon(dep_b))
+    );
     let mut e = expected.clone();
     e.key_a = [1; 32];
-    assert!(matches!(verify_channel_on_chain(&c, &channel, &e).await, Err(ChannelCheckError::WrongKeys)));
+    assert!(matches!(
+        verify_channel_on_chain(&c, &channel, &e).await,
+        Err(ChannelCheckError::WrongKeys)
+    ));
     let mut e = expected.clone();
     e.deposit = NanoTon(dep_a + 1);
     assert!(matches!(
@@ -324,7 +385,8 @@ async fn watcher_challenges_a_stale_close_over_http_and_the_cheater_is_fined() {
     .expect("payee");
     let worker_state = payee.own_state().expect("worker state");
     serve_and_pay(&mut payer, &mut payee, 3);
-    let stale = state::sign_state(id, wc.signing_key(), payer.latest().clone(), None).expect("sign");
+    let stale =
+        state::sign_state(id, wc.signing_key(), payer.latest().clone(), None).expect("sign");
     serve_and_pay(&mut payer, &mut payee, 7);
     let best = payee.best_state().expect("best").clone();
     assert_eq!(best.state.body.seqno, SeqNo(10));
@@ -334,7 +396,10 @@ async fn watcher_challenges_a_stale_close_over_http_and_the_cheater_is_fined() {
         .expect("commit");
 
     let watcher = Watcher::new(c.clone(), ww.clone(), store.clone());
-    assert_eq!(watcher.check(&channel).await.expect("check"), WatchOutcome::Open);
+    assert_eq!(
+        watcher.check(&channel).await.expect("check"),
+        WatchOutcome::Open
+    );
 
     // The client cheats: uncooperative close with its stale state #3.
     let start = messages::StartCloseBody {
@@ -346,21 +411,65 @@ async fn watcher_challenges_a_stale_close_over_http_and_the_cheater_is_fined() {
         OneSigned::sign(Side::A, wc.signing_key(), start).expect("sign"),
     );
     let t = channel_message(&channel, &msg, gas).expect("start");
-    send_from_wallet(&c, &wc, &[t], now).await.expect("start close");
-    let q = c.channel_data(&channel).await.expect("data").expect("deployed").quarantine.expect("q");
-    assert_eq!((q.state_a.seqno, q.committed_by_a, q.challenged), (SeqNo(3), true, Some(false)));
-
-    // Half an hour later the worker's watcher sees it and challenges with #10.
-    c.advance_time(1800).await.expect("advance");
-    let outcome = watcher.check(&channel).await.expect("check");
+    send_from_wallet(&c, &wc, &[t], now)
+        .await
+        .expect("start close");
+    let q = c
+        .channel_data(&channel)
+        .await
+        .expect("data")
+        .expect("deployed")
+        .quarantine
+        .expect("q");
     assert_eq!(
-        outcome,
-        WatchOutcome::Challenged {
-            seqno: 10,
-            sent: best.state.body.sent.0
-        }
+        (q.state_a.seqno, q.committed_by_a, q.challenged),
+        (SeqNo(3), true, Some(false))
     );
-    let q = c.channel_data(&channel).await.expect("data").expect("deployed").quarantine.expect("q");
+
+    // Half an hour later the worker's watcher loop (polling every 20 ms) sees it and
+    // challenges with #10.
+    c.advance_time(1800).await.expect("advance");
+    let looping = Arc::new(Watcher::new(c.clone(), ww.clone(), store.clone()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = {
+        let looping = looping.clone();
+        let ch = channel.clone();
+        tokio::spawn(async move {
+            looping
+                .run(
+                    move || vec![ch.clone()],
+                    std::time::Duration::from_millis(20),
+                    stopped,
+                )
+                .await
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let q = c
+            .channel_data(&channel)
+            .await
+            .expect("data")
+            .expect("deployed")
+            .quarantine;
+        if q.is_some_and(|q| q.challenged == Some(true)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watcher loop did not challenge"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.send(true).expect("stop");
+    task.await.expect("watcher loop ends");
+    let q = c
+        .channel_data(&channel)
+        .await
+        .expect("data")
+        .expect("deployed")
+        .quarantine
+        .expect("q");
     // The contract fines the cheater by adding the fine to its `sent`.
     assert_eq!(
         (q.state_a.seqno, q.state_a.sent),
@@ -378,7 +487,10 @@ async fn watcher_challenges_a_stale_close_over_http_and_the_cheater_is_fined() {
     // the cheater's fine (less the payout's forward fee).
     c.advance_time(3600 + 1800).await.expect("advance");
     let w_before = c.get_address_balance(&addr_w).await.expect("w");
-    assert_eq!(watcher.check(&channel).await.expect("check"), WatchOutcome::Finished);
+    assert_eq!(
+        watcher.check(&channel).await.expect("check"),
+        WatchOutcome::Finished
+    );
     let lump = LocalChain::new(load_ton_config(START).expect("config"), START).lump_price();
     let payout = c
         .get_transactions(&addr_w, 5)
@@ -387,10 +499,16 @@ async fn watcher_challenges_a_stale_close_over_http_and_the_cheater_is_fined() {
         .into_iter()
         .find(|t| t.in_source == raw(&channel))
         .expect("payout to the worker");
-    assert_eq!(payout.in_value, dep_b + best.state.body.sent.0 + fine - lump);
+    assert_eq!(
+        payout.in_value,
+        dep_b + best.state.body.sent.0 + fine - lump
+    );
     assert!(c.get_address_balance(&addr_w).await.expect("w") > w_before);
     assert_eq!(c.get_address_balance(&channel).await.expect("ch"), 0);
-    assert_eq!(watcher.check(&channel).await.expect("check"), WatchOutcome::Closed);
+    assert_eq!(
+        watcher.check(&channel).await.expect("check"),
+        WatchOutcome::Closed
+    );
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

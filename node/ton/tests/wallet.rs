@@ -61,9 +61,15 @@ fn getter_u128(chain: &LocalChain, addr: &StdAddr, method: &str) -> u128 {
 fn deploy(chain: &mut LocalChain, w: &WalletV4, funds: u128) -> StdAddr {
     let addr = w.address().expect("address");
     faucet(chain, &addr, funds);
-    let msg = w.external_message(0, START + 60, &[], true).expect("deploy msg");
+    let msg = w
+        .external_message(0, START + 60, &[], true)
+        .expect("deploy msg");
     let out = chain.send_external_message(msg).expect("runs");
-    assert!(out[0].included && out[0].success, "deploy accepted: {:?}", out[0]);
+    assert!(
+        out[0].included && out[0].success,
+        "deploy accepted: {:?}",
+        out[0]
+    );
     addr
 }
 
@@ -73,8 +79,14 @@ fn wallet_deploys_transfers_and_refuses_replays() {
     let w = wallet(1);
     let addr = w.address().expect("address");
     // Address = hash of the state init (code + data): differs with the subwallet id.
-    assert_eq!(addr, LocalChain::address_of(&w.state_init().expect("init")).expect("addr"));
-    assert_ne!(addr, w.clone().with_subwallet_id(7).address().expect("addr"));
+    assert_eq!(
+        addr,
+        LocalChain::address_of(&w.state_init().expect("init")).expect("addr")
+    );
+    assert_ne!(
+        addr,
+        w.clone().with_subwallet_id(7).address().expect("addr")
+    );
 
     deploy(&mut chain, &w, 5 * TON);
     assert_eq!(getter_u128(&chain, &addr, "seqno"), 1);
@@ -89,14 +101,22 @@ fn wallet_deploys_transfers_and_refuses_replays() {
     let dst = StdAddr::new(0, HashBytes([0x77; 32]));
     let before = chain.balance(&addr).expect("balance");
     let t = Transfer::new(dst.clone(), TON, false);
-    let msg = w.external_message(1, START + 60, &[t.clone()], false).expect("msg");
+    let msg = w
+        .external_message(1, START + 60, std::slice::from_ref(&t), false)
+        .expect("msg");
     let out = chain.send_external_message(msg.clone()).expect("runs");
     assert!(out[0].success, "transfer: {:?}", out[0]);
     assert_eq!(out[0].out.len(), 1);
-    assert_eq!(chain.balance(&dst).expect("balance"), TON - out[1].total_fees);
+    assert_eq!(
+        chain.balance(&dst).expect("balance"),
+        TON - out[1].total_fees
+    );
     let after = chain.balance(&addr).expect("balance");
     // Mode 3: the wallet pays the value plus forward and its own fees.
-    assert_eq!(before - after, TON + out[0].out[0].fwd_fee + out[0].total_fees);
+    assert_eq!(
+        before - after,
+        TON + out[0].out[0].fwd_fee + out[0].total_fees
+    );
     assert_eq!(getter_u128(&chain, &addr, "seqno"), 2);
 
     // The same message again: seqno 1 is used, refused before accept (nothing charged).
@@ -108,10 +128,14 @@ fn wallet_deploys_transfers_and_refuses_replays() {
     // Wrong subwallet id (34), expired (36), bad signature (35: signed by another key
     // for this wallet's address).
     let other_sub = w.clone().with_subwallet_id(1);
-    let body = other_sub.transfer_body(2, START + 60, &[t.clone()]).expect("body");
+    let body = other_sub
+        .transfer_body(2, START + 60, std::slice::from_ref(&t))
+        .expect("body");
     let out = chain.send_external(&addr, body).expect("runs");
     assert_eq!((out[0].included, out[0].exit_code), (false, Some(34)));
-    let body = w.transfer_body(2, START - 1, &[t.clone()]).expect("body");
+    let body = w
+        .transfer_body(2, START - 1, std::slice::from_ref(&t))
+        .expect("body");
     let out = chain.send_external(&addr, body).expect("runs");
     assert_eq!((out[0].included, out[0].exit_code), (false, Some(36)));
     let body = wallet(2).transfer_body(2, START + 60, &[t]).expect("body");
@@ -125,7 +149,10 @@ fn wallet_deploys_transfers_and_refuses_replays() {
 fn channel_is_deployed_funded_and_inited_through_wallets() {
     let mut chain = chain();
     let (wa, wb) = (wallet(3), wallet(4));
-    let (addr_a, addr_b) = (deploy(&mut chain, &wa, 10 * TON), deploy(&mut chain, &wb, 10 * TON));
+    let (addr_a, addr_b) = (
+        deploy(&mut chain, &wa, 10 * TON),
+        deploy(&mut chain, &wb, 10 * TON),
+    );
     let closing = ClosingConfig {
         quarantine_duration: 3600,
         misbehavior_fine: NanoTon(TON / 10),
@@ -151,12 +178,18 @@ fn channel_is_deployed_funded_and_inited_through_wallets() {
     let (channel, t) =
         deploy_and_top_up(code, &storage, Side::A, NanoTon(3 * TON), gas).expect("deploy");
     let out = chain
-        .send_external_message(wa.external_message(1, START + 60, &[t], false).expect("msg"))
+        .send_external_message(
+            wa.external_message(1, START + 60, &[t], false)
+                .expect("msg"),
+        )
         .expect("runs");
     assert!(out.iter().all(|o| o.success), "{out:?}");
     let t = top_up(&channel, Side::B, NanoTon(TON / 2), gas).expect("top up");
     let out = chain
-        .send_external_message(wb.external_message(1, START + 60, &[t], false).expect("msg"))
+        .send_external_message(
+            wb.external_message(1, START + 60, &[t], false)
+                .expect("msg"),
+        )
         .expect("runs");
     assert!(out.iter().all(|o| o.success), "{out:?}");
     let init = ChannelMessage::Init(
@@ -173,13 +206,19 @@ fn channel_is_deployed_funded_and_inited_through_wallets() {
     );
     let t = channel_message(&channel, &init, gas).expect("init");
     let out = chain
-        .send_external_message(wa.external_message(2, START + 60, &[t], false).expect("msg"))
+        .send_external_message(
+            wa.external_message(2, START + 60, &[t], false)
+                .expect("msg"),
+        )
         .expect("runs");
     assert!(out.iter().all(|o| o.success), "{out:?}");
     let st = ChannelStorage::from_cell(&chain.data(&channel).expect("data").expect("active"))
         .expect("storage");
     assert!(st.inited);
-    assert_eq!((st.balance_a, st.balance_b), (NanoTon(3 * TON), NanoTon(TON / 2)));
+    assert_eq!(
+        (st.balance_a, st.balance_b),
+        (NanoTon(3 * TON), NanoTon(TON / 2))
+    );
     // get_channel_data agrees: state 1 (open), balances, keys.
     let out = chain
         .run_getter(&channel, "get_channel_data", Vec::new())
@@ -192,7 +231,10 @@ fn channel_is_deployed_funded_and_inited_through_wallets() {
         .collect();
     let data = cocoon_ton::client::decode_channel_data(&stack).expect("decodes");
     assert_eq!(data.state, 1);
-    assert_eq!((data.balance_a, data.balance_b), (NanoTon(3 * TON), NanoTon(TON / 2)));
+    assert_eq!(
+        (data.balance_a, data.balance_b),
+        (NanoTon(3 * TON), NanoTon(TON / 2))
+    );
     assert_eq!((data.key_a, data.key_b), (wa.public_key(), wb.public_key()));
     assert_eq!(data.channel_id, ChannelId(0xfeed));
     assert_eq!(data.closing, closing);

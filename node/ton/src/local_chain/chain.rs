@@ -387,7 +387,16 @@ impl LocalChain {
             layout: None,
         })?;
         let outcomes = self.run_and_deliver(dst.clone(), true, cell)?;
-        self.record(true, None, dst.clone(), 0, false, &body, init.as_ref(), &outcomes)?;
+        self.record(
+            true,
+            None,
+            dst.clone(),
+            0,
+            false,
+            &body,
+            init.as_ref(),
+            &outcomes,
+        )?;
         Ok(outcomes)
     }
 
@@ -405,7 +414,16 @@ impl LocalChain {
         let body = CellBuilder::build_from((*range).apply_allow_exotic(body_cell))?;
         let dst = dst.clone();
         let outcomes = self.run_and_deliver(dst.clone(), true, msg)?;
-        self.record(true, None, dst, 0, false, &body, parsed.init.as_ref(), &outcomes)?;
+        self.record(
+            true,
+            None,
+            dst,
+            0,
+            false,
+            &body,
+            parsed.init.as_ref(),
+            &outcomes,
+        )?;
         Ok(outcomes)
     }
 
@@ -460,8 +478,7 @@ impl LocalChain {
             .commit()
             .map_err(|e| LocalChainError::Executor(format!("{e:#}")))?;
         self.lt = self.lt.max(output.transaction_meta.next_lt);
-        self.accounts
-            .insert(dst.clone(), output.new_state.clone());
+        self.accounts.insert(dst.clone(), output.new_state.clone());
         self.changes.accounts.retain(|(a, _)| a != dst);
         self.changes.accounts.push((dst.clone(), output.new_state));
 

@@ -5,7 +5,10 @@ pub mod chain;
 pub mod config;
 
 pub use chain::{
-    ChainChanges, ChainTransaction, GetterResult, InternalMessage, LocalChain, LocalChainError, OutTransfer, TranscriptEntry, TxOutcome,
+    ChainChanges, ChainTransaction, GetterResult, InternalMessage, LocalChain, LocalChainError,
+    OutTransfer, TranscriptEntry, TxOutcome,
 };
-pub use config::{CHANNEL_CODE_HASH, ConfigError, cache_dir, load_channel_code, load_ton_config,
-    load_wallet_code, WALLET_V4R2_CODE_HASH};
+pub use config::{
+    CHANNEL_CODE_HASH, ConfigError, WALLET_V4R2_CODE_HASH, cache_dir, load_channel_code,
+    load_ton_config, load_wallet_code,
+};

@@ -36,9 +36,7 @@ use tokio::sync::Mutex;
 use tycho_types::boc::Boc;
 use tycho_types::cell::{Cell, HashBytes};
 use tycho_types::dict::Dict;
-use tycho_types::models::{
-    AccountState, IntAddr, MsgInfo, OwnedMessage, StdAddr, Transaction,
-};
+use tycho_types::models::{AccountState, IntAddr, MsgInfo, OwnedMessage, StdAddr, Transaction};
 
 use crate::address::{parse_address, raw};
 use crate::local_chain::{ConfigError, InternalMessage, LocalChain, LocalChainError};
@@ -248,7 +246,10 @@ fn router(shared: Shared) -> Router {
         .route("/api/v2/sendBoc", post(send_boc))
         .route("/api/v2/sendBocReturnHash", post(send_boc_return_hash))
         .route("/api/v2/runGetMethod", post(run_get_method))
-        .route("/api/v2/getAddressInformation", get(get_address_information))
+        .route(
+            "/api/v2/getAddressInformation",
+            get(get_address_information),
+        )
         .route("/api/v2/getAddressBalance", get(get_address_balance))
         .route("/api/v2/getTransactions", get(get_transactions))
         .route("/api/v2/getMasterchainInfo", get(get_masterchain_info))
@@ -293,7 +294,8 @@ fn ok(result: Value) -> ApiResult {
 }
 
 fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("request body is not JSON: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad(format!("request body is not JSON: {e}")))
 }
 
 fn str_field<'a>(v: &'a Value, name: &str) -> Result<&'a str, ApiError> {
@@ -309,10 +311,14 @@ fn address_param(q: &std::collections::HashMap<String, String>) -> Result<StdAdd
     parse_address(s).map_err(|e| ApiError::bad(e.to_string()))
 }
 
-type QueryMap = Result<Query<std::collections::HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+type QueryMap = Result<
+    Query<std::collections::HashMap<String, String>>,
+    axum::extract::rejection::QueryRejection,
+>;
 
 fn query(q: QueryMap) -> Result<std::collections::HashMap<String, String>, ApiError> {
-    q.map(|Query(m)| m).map_err(|e| ApiError::bad(e.to_string()))
+    q.map(|Query(m)| m)
+        .map_err(|e| ApiError::bad(e.to_string()))
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -357,7 +363,8 @@ async fn send_boc_return_hash(State(shared): State<Shared>, bytes: Bytes) -> Api
 
 async fn run_get_method(State(shared): State<Shared>, bytes: Bytes) -> ApiResult {
     let v = json_body(&bytes)?;
-    let addr = parse_address(str_field(&v, "address")?).map_err(|e| ApiError::bad(e.to_string()))?;
+    let addr =
+        parse_address(str_field(&v, "address")?).map_err(|e| ApiError::bad(e.to_string()))?;
     let method = str_field(&v, "method")?;
     let args = match v.get("stack") {
         None | Some(Value::Null) => Vec::new(),
@@ -390,8 +397,10 @@ async fn run_get_method(State(shared): State<Shared>, bytes: Bytes) -> ApiResult
         .map(|x| StackEntry::from_vm(x.as_ref()).map(|e| e.to_toncenter()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(ApiError::internal)?;
-    ok(json!({"@type": "smc.runResult", "gas_used": out.gas_used, "stack": stack,
-              "exit_code": out.exit_code}))
+    ok(
+        json!({"@type": "smc.runResult", "gas_used": out.gas_used, "stack": stack,
+              "exit_code": out.exit_code}),
+    )
 }
 
 fn tx_id(lt: u64, hash: &HashBytes) -> Value {
@@ -403,31 +412,59 @@ async fn get_address_information(State(shared): State<Shared>, q: QueryMap) -> A
     let inner = shared.lock().await;
     let now = inner.chain.now();
     let Some(sa) = inner.chain.shard_account(&addr) else {
-        return ok(json!({"@type": "raw.fullAccountState", "balance": "0", "code": "",
+        return ok(
+            json!({"@type": "raw.fullAccountState", "balance": "0", "code": "",
             "data": "", "last_transaction_id": tx_id(0, &HashBytes::ZERO), "frozen_hash": "",
-            "sync_utime": now, "state": "uninitialized"}));
+            "sync_utime": now, "state": "uninitialized"}),
+        );
     };
     let account = sa.load_account().map_err(ApiError::internal)?;
     let (balance, state, code, data, frozen) = match &account {
-        None => (0, "uninitialized", String::new(), String::new(), String::new()),
+        None => (
+            0,
+            "uninitialized",
+            String::new(),
+            String::new(),
+            String::new(),
+        ),
         Some(acc) => {
             let bal = acc.balance.tokens.into_inner();
             match &acc.state {
                 AccountState::Active(init) => (
                     bal,
                     "active",
-                    init.code.as_ref().map(|c| b64(&Boc::encode(c))).unwrap_or_default(),
-                    init.data.as_ref().map(|c| b64(&Boc::encode(c))).unwrap_or_default(),
+                    init.code
+                        .as_ref()
+                        .map(|c| b64(&Boc::encode(c)))
+                        .unwrap_or_default(),
+                    init.data
+                        .as_ref()
+                        .map(|c| b64(&Boc::encode(c)))
+                        .unwrap_or_default(),
                     String::new(),
                 ),
-                AccountState::Frozen(h) => (bal, "frozen", String::new(), String::new(), b64(h.as_slice())),
-                AccountState::Uninit => (bal, "uninitialized", String::new(), String::new(), String::new()),
+                AccountState::Frozen(h) => (
+                    bal,
+                    "frozen",
+                    String::new(),
+                    String::new(),
+                    b64(h.as_slice()),
+                ),
+                AccountState::Uninit => (
+                    bal,
+                    "uninitialized",
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ),
             }
         }
     };
-    ok(json!({"@type": "raw.fullAccountState", "balance": balance.to_string(), "code": code,
+    ok(
+        json!({"@type": "raw.fullAccountState", "balance": balance.to_string(), "code": code,
         "data": data, "last_transaction_id": tx_id(sa.last_trans_lt, &sa.last_trans_hash),
-        "frozen_hash": frozen, "sync_utime": now, "state": state}))
+        "frozen_hash": frozen, "sync_utime": now, "state": state}),
+    )
 }
 
 async fn get_address_balance(State(shared): State<Shared>, q: QueryMap) -> ApiResult {
@@ -468,8 +505,24 @@ fn message_json(cell: &Cell) -> Value {
             i.bounce,
             i.bounced,
         ),
-        MsgInfo::ExtIn(e) => (String::new(), int_addr(&e.dst), "0".into(), "0".into(), "0".into(), false, false),
-        MsgInfo::ExtOut(e) => (int_addr(&e.src), String::new(), "0".into(), "0".into(), e.created_lt.to_string(), false, false),
+        MsgInfo::ExtIn(e) => (
+            String::new(),
+            int_addr(&e.dst),
+            "0".into(),
+            "0".into(),
+            "0".into(),
+            false,
+            false,
+        ),
+        MsgInfo::ExtOut(e) => (
+            int_addr(&e.src),
+            String::new(),
+            "0".into(),
+            "0".into(),
+            e.created_lt.to_string(),
+            false,
+            false,
+        ),
     };
     json!({"@type": "raw.message", "hash": b64(cell.repr_hash().as_slice()), "source": source,
         "destination": destination, "value": value, "fwd_fee": fwd_fee, "ihr_fee": "0",
@@ -487,10 +540,12 @@ fn transaction_json(cell: &Cell) -> Result<Value, ApiError> {
         .collect();
     let in_msg = tx.in_msg.as_ref().map(message_json).unwrap_or(Value::Null);
     let _: &Dict<_, _> = &tx.out_msgs;
-    Ok(json!({"@type": "raw.transaction", "utime": tx.now, "data": b64(&Boc::encode(cell)),
+    Ok(
+        json!({"@type": "raw.transaction", "utime": tx.now, "data": b64(&Boc::encode(cell)),
         "transaction_id": tx_id(tx.lt, cell.repr_hash()),
         "fee": tx.total_fees.tokens.into_inner().to_string(), "storage_fee": "0", "other_fee": "0",
-        "in_msg": in_msg, "out_msgs": out_msgs}))
+        "in_msg": in_msg, "out_msgs": out_msgs}),
+    )
 }
 
 async fn get_transactions(State(shared): State<Shared>, q: QueryMap) -> ApiResult {
@@ -498,7 +553,10 @@ async fn get_transactions(State(shared): State<Shared>, q: QueryMap) -> ApiResul
     let addr = address_param(&q)?;
     let num = |k: &str| -> Result<Option<u64>, ApiError> {
         q.get(k)
-            .map(|s| s.parse::<u64>().map_err(|_| ApiError::bad(format!("{k} is not a number"))))
+            .map(|s| {
+                s.parse::<u64>()
+                    .map_err(|_| ApiError::bad(format!("{k} is not a number")))
+            })
             .transpose()
     };
     let limit = num("limit")?.unwrap_or(10).clamp(1, 100) as usize;
@@ -520,8 +578,10 @@ async fn get_masterchain_info(State(shared): State<Shared>) -> ApiResult {
     let inner = shared.lock().await;
     let block = json!({"@type": "ton.blockIdExt", "workchain": -1, "shard": "-9223372036854775808",
         "seqno": inner.blocks, "root_hash": b64(&[0; 32]), "file_hash": b64(&[0; 32])});
-    ok(json!({"@type": "blocks.masterchainInfo", "last": block.clone(), "init": block,
-        "state_root_hash": b64(&[0; 32]), "now": inner.chain.now()}))
+    ok(
+        json!({"@type": "blocks.masterchainInfo", "last": block.clone(), "init": block,
+        "state_root_hash": b64(&[0; 32]), "now": inner.chain.now()}),
+    )
 }
 
 async fn admin_advance_time(State(shared): State<Shared>, bytes: Bytes) -> ApiResult {
@@ -539,7 +599,8 @@ async fn admin_advance_time(State(shared): State<Shared>, bytes: Bytes) -> ApiRe
 
 async fn admin_fund(State(shared): State<Shared>, bytes: Bytes) -> ApiResult {
     let v = json_body(&bytes)?;
-    let addr = parse_address(str_field(&v, "address")?).map_err(|e| ApiError::bad(e.to_string()))?;
+    let addr =
+        parse_address(str_field(&v, "address")?).map_err(|e| ApiError::bad(e.to_string()))?;
     let amount: u128 = str_field(&v, "amount")?
         .parse()
         .map_err(|_| ApiError::bad("amount must be a decimal number of nanotons"))?;
