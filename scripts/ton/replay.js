@@ -25,7 +25,7 @@ async function replay(path) {
     let included = true, exit = null, gas = 0n;
     try {
       const msg = e.external
-        ? external({ to, body: cell(e.body) })
+        ? external({ to, body: cell(e.body), init: e.init ? loadStateInit(cell(e.init).beginParse()) : undefined })
         : internal({
             from: Address.parse(e.src), to, value: BigInt(e.value), bounce: e.bounce,
             body: cell(e.body), stateInit: e.init ? loadStateInit(cell(e.init).beginParse()) : undefined,

@@ -58,6 +58,40 @@ fn getter_u128(chain: &LocalChain, addr: &StdAddr, method: &str) -> u128 {
         .expect("a number")
 }
 
+/// Writes the transcript of every message sent, for `scripts/ton/replay.js` (TON's own
+/// emulator), when `COCOON_TON_TRANSCRIPTS` names a directory.
+fn dump_transcript(chain: &LocalChain, name: &str) {
+    let Some(dir) = std::env::var_os("COCOON_TON_TRANSCRIPTS") else {
+        return;
+    };
+    let a = |x: &StdAddr| format!("{}:{}", x.workchain, hex::encode(x.address.0));
+    let entries: Vec<serde_json::Value> = chain
+        .transcript()
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "known_divergence": null,
+                "now": e.now,
+                "external": e.external,
+                "src": e.src.as_ref().map(a),
+                "dst": a(&e.dst),
+                "value": e.value.to_string(),
+                "bounce": e.bounce,
+                "body": hex::encode(&e.body),
+                "init": e.init.as_ref().map(hex::encode),
+                "included": e.outcome.included,
+                "exit_code": e.outcome.exit_code,
+                "gas_used": e.outcome.gas_used,
+                "balances": e.balances.iter().map(|(k, v)| (a(k), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+            })
+        })
+        .collect();
+    std::fs::create_dir_all(&dir).expect("transcript dir");
+    let path = std::path::Path::new(&dir).join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&entries).expect("json"))
+        .expect("write transcript");
+}
+
 fn deploy(chain: &mut LocalChain, w: &WalletV4, funds: u128) -> StdAddr {
     let addr = w.address().expect("address");
     faucet(chain, &addr, funds);
@@ -143,6 +177,7 @@ fn wallet_deploys_transfers_and_refuses_replays() {
     assert_eq!((out[0].included, out[0].exit_code), (false, Some(35)));
     assert_eq!(chain.balance(&addr).expect("balance"), after);
     assert_eq!(getter_u128(&chain, &addr, "seqno"), 2);
+    dump_transcript(&chain, "wallet");
 }
 
 #[test]
@@ -239,4 +274,5 @@ fn channel_is_deployed_funded_and_inited_through_wallets() {
     assert_eq!(data.channel_id, ChannelId(0xfeed));
     assert_eq!(data.closing, closing);
     assert_eq!(data.quarantine, None);
+    dump_transcript(&chain, "channel-through-wallets");
 }
