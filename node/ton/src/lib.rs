@@ -14,6 +14,7 @@
 //!   or mainnet), and the worker's on-chain check of a channel before serving.
 //! - [`wallet`]: wallet v4r2: address, signed transfers, key files (0600).
 //! - [`channel_ops`]: channel deploy, top-up and messages as wallet transfers.
+//! - [`onchain`]: sending them through the wallet and the client; `open_channel`.
 //! - [`watcher`]: the loop that follows channels on chain and challenges stale closes.
 //! - [`store`]: channel states in `redb` (records in `bincode` 2), committed durably
 //!   before the work they pay for is done.
@@ -22,6 +23,7 @@ pub mod address;
 pub mod channel_ops;
 pub mod client;
 pub mod local_chain;
+pub mod onchain;
 pub mod server;
 pub mod stack;
 pub mod store;

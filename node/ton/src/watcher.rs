@@ -19,13 +19,11 @@ use thiserror::Error;
 use tycho_types::models::StdAddr;
 
 use crate::address::raw;
-use crate::channel_ops::{ChannelOpsError, DEFAULT_GAS_MONEY, channel_message};
+use crate::channel_ops::DEFAULT_GAS_MONEY;
 use crate::client::{ClientError, TonClient, channel_state};
+use crate::onchain::{OnChainError, chain_now, send_channel_message};
 use crate::store::{ChannelStore, StoreError};
-use crate::wallet::{Transfer, WalletError, WalletV4};
-
-/// Seconds a wallet transfer stays valid.
-pub const TRANSFER_TTL: u32 = 300;
+use crate::wallet::WalletV4;
 
 /// A watcher failure.
 #[derive(Debug, Error)]
@@ -39,12 +37,9 @@ pub enum WatcherError {
     /// The channel refuses what we hold (bad keys, fine above a deposit...).
     #[error("channel rule `{rule}`: {0}", rule = .0.rule())]
     Channel(#[from] ChannelError),
-    /// Building a message failed.
+    /// Sending through the wallet failed.
     #[error(transparent)]
-    Ops(#[from] ChannelOpsError),
-    /// The wallet failed.
-    #[error(transparent)]
-    Wallet(#[from] WalletError),
+    OnChain(#[from] OnChainError),
     /// A key on chain is not a valid ed25519 point.
     #[error("channel {0}: key on chain is not a valid ed25519 key")]
     BadKey(String),
@@ -78,38 +73,6 @@ pub enum WatchOutcome {
     Finished,
     /// The channel is closed (no balance left in it).
     Closed,
-}
-
-/// Sends `transfers` from `wallet` through `client` at chain time `now`, deploying the
-/// wallet with its first transfer. Returns the seqno used.
-pub async fn send_from_wallet(
-    client: &TonClient,
-    wallet: &WalletV4,
-    transfers: &[Transfer],
-    now: u32,
-) -> Result<u32, WatcherError> {
-    let addr = wallet.address()?;
-    let info = client.get_address_information(&addr).await?;
-    let deploy = info.state != "active";
-    let seqno = if deploy {
-        0
-    } else {
-        client.wallet_seqno(&addr).await?
-    };
-    let boc = wallet.external_boc(seqno, now.saturating_add(TRANSFER_TTL), transfers, deploy)?;
-    client.send_boc(&boc).await?;
-    Ok(seqno)
-}
-
-/// The chain's time: the server's `now` if it gives one, else the system clock.
-pub async fn chain_now(client: &TonClient) -> Result<u32, ClientError> {
-    let (_, now) = client.get_masterchain_info().await?;
-    Ok(now.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-            .unwrap_or(0)
-    }))
 }
 
 /// Guards the channels of one node.
@@ -193,8 +156,7 @@ impl Watcher {
             WatchAction::WaitUntil { at } => Ok(WatchOutcome::Waiting { until: at }),
             WatchAction::Challenge { .. } => {
                 let msg = ChannelMessage::ChallengeQuarantinedState(payee.challenge()?);
-                let t = channel_message(channel, &msg, self.gas)?;
-                send_from_wallet(&self.client, &self.wallet, &[t], now).await?;
+                send_channel_message(&self.client, &self.wallet, channel, &msg, self.gas).await?;
                 let body = best
                     .map(|s| s.state.body)
                     .unwrap_or_else(|| payee.paid_body());
@@ -205,9 +167,8 @@ impl Watcher {
                 })
             }
             WatchAction::Finish => {
-                let t =
-                    channel_message(channel, &ChannelMessage::FinishUncooperativeClose, self.gas)?;
-                send_from_wallet(&self.client, &self.wallet, &[t], now).await?;
+                let msg = ChannelMessage::FinishUncooperativeClose;
+                send_channel_message(&self.client, &self.wallet, channel, &msg, self.gas).await?;
                 tracing::info!(channel = %name, "finished an uncooperative close");
                 Ok(WatchOutcome::Finished)
             }

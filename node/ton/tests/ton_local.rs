@@ -18,10 +18,11 @@ use cocoon_ton::client::{
     verify_channel_on_chain,
 };
 use cocoon_ton::local_chain::{LocalChain, load_channel_code, load_ton_config, load_wallet_code};
+use cocoon_ton::onchain::{chain_now, open_channel, send_from_wallet};
 use cocoon_ton::server::{DevnetWallet, RunningServer, ServerConfig, ServerError, serve};
 use cocoon_ton::store::{ChannelRecord, ChannelStore, Role};
 use cocoon_ton::wallet::{Transfer, WalletV4, read_key_file};
-use cocoon_ton::watcher::{WatchOutcome, Watcher, chain_now, send_from_wallet};
+use cocoon_ton::watcher::{WatchOutcome, Watcher};
 use serde_json::Value;
 use tycho_types::models::StdAddr;
 
@@ -230,6 +231,14 @@ async fn server_speaks_toncenter_and_keeps_state_across_restart() {
 const PRICE: Price = Price {
     per_prompt_token: NanoTon(1_000),
     per_completion_token: NanoTon(3_000),
+};
+
+/// Prices high enough that the worker's payout exceeds the payout message's forward fee
+/// (a payout below it is not delivered: the contract's send fails silently and side A,
+/// paid last with mode 128, takes it).
+const CLOSE_PRICE: Price = Price {
+    per_prompt_token: NanoTon(1_000_000),
+    per_completion_token: NanoTon(3_000_000),
 };
 
 fn serve_and_pay(c: &mut Payer, w: &mut Payee, n: u32) {
@@ -509,6 +518,116 @@ async fn watcher_challenges_a_stale_close_over_http_and_the_cheater_is_fined() {
         watcher.check(&channel).await.expect("check"),
         WatchOutcome::Closed
     );
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn channel_opens_in_one_transfer_and_closes_cooperatively_over_http() {
+    let dir = tmpdir("open");
+    let server = serve(config(&dir, &["client", "worker"]))
+        .await
+        .expect("serve");
+    let c = client(&server);
+    let (wc, ww) = (wallet_from(&dir, "client"), wallet_from(&dir, "worker"));
+    let (addr_c, addr_w) = (wc.address().expect("c"), ww.address().expect("w"));
+    let closing = ClosingConfig {
+        quarantine_duration: 3600,
+        misbehavior_fine: NanoTon(0),
+        conditional_close_duration: 1800,
+    };
+    let std = |a: &StdAddr| StdAddress {
+        workchain: a.workchain,
+        account: a.address.0,
+    };
+    let id = ChannelId(77);
+    let storage = ChannelStorage::initial(
+        wc.public_key(),
+        ww.public_key(),
+        id,
+        closing,
+        PaymentConfig {
+            excess_fee: NanoTon(TON / 100),
+            dest_a: std(&addr_c),
+            dest_b: std(&addr_w),
+        },
+    );
+    let code = load_channel_code().expect("code");
+    let deposit = NanoTon(2 * TON);
+    // Only side A's wallet may open it.
+    assert!(matches!(
+        open_channel(&c, &ww, code.clone(), &storage, deposit, TON / 10).await,
+        Err(cocoon_ton::onchain::OnChainError::NotSideA)
+    ));
+    let channel = open_channel(&c, &wc, code, &storage, deposit, TON / 10)
+        .await
+        .expect("open");
+    let expected = ExpectedChannel {
+        channel_id: id,
+        key_a: wc.public_key(),
+        key_b: ww.public_key(),
+        payer: Side::A,
+        deposit,
+    };
+    let data = verify_channel_on_chain(&c, &channel, &expected)
+        .await
+        .expect("open and funded");
+    assert_eq!((data.balance_a, data.balance_b), (deposit, NanoTon(0)));
+
+    // Pay 5 batches off chain, then close cooperatively through the client's wallet.
+    let params = ChannelParams {
+        channel_id: id,
+        key_a: wc.signing_key().verifying_key(),
+        key_b: ww.signing_key().verifying_key(),
+        deposit_a: deposit,
+        deposit_b: NanoTon(0),
+        closing,
+    };
+    let mut payer = Payer::new(
+        params.clone(),
+        Side::A,
+        wc.signing_key().clone(),
+        CLOSE_PRICE,
+        NanoTon(TON),
+        SemiChannelBody::new(SeqNo::ZERO, NanoTon::ZERO),
+    )
+    .expect("payer");
+    let mut payee = Payee::new(
+        params,
+        Side::B,
+        ww.signing_key().clone(),
+        CLOSE_PRICE,
+        NanoTon(TON / 10),
+        None,
+    )
+    .expect("payee");
+    serve_and_pay(&mut payer, &mut payee, 5);
+    let paid = payee.paid();
+    let body = payee.close_body().expect("close body");
+    let sig_b = payee.sign_close(&body).expect("worker signs");
+    let sig_a = keys::sign_hash(wc.signing_key(), &body.signing_hash().expect("hash"));
+    let close = ChannelMessage::CooperativeClose(TwoSigned { sig_a, sig_b, body });
+    cocoon_ton::onchain::send_channel_message(&c, &wc, &channel, &close, TON / 10)
+        .await
+        .expect("close");
+    eprintln!("DEBUG {:?}", c.channel_data(&channel).await);
+    for t in c.get_transactions(&channel, 5).await.expect("t") {
+        eprintln!("DEBUG tx {} {} {:?}", t.in_source, t.in_value, t.out);
+    }
+    let lump = LocalChain::new(load_ton_config(START).expect("config"), START).lump_price();
+    let payout = c
+        .get_transactions(&addr_w, 5)
+        .await
+        .expect("txs")
+        .into_iter()
+        .find(|t| t.in_source == raw(&channel))
+        .expect("payout to the worker");
+    assert_eq!(
+        payout.in_value,
+        paid.0 - lump,
+        "worker gets what was paid, less the forward fee"
+    );
+    assert_eq!(c.get_address_balance(&channel).await.expect("ch"), 0);
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
