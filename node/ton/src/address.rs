@@ -62,6 +62,7 @@ pub fn friendly(addr: &StdAddr, bounceable: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::any;
 
     #[test]
     fn raw_and_friendly_round_trip_and_bad_ones_are_refused() {
@@ -85,6 +86,18 @@ mod tests {
             "ÿ:00",
         ] {
             assert!(parse_address(s).is_err(), "{s:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any string parses or is refused without a panic; raw and friendly forms of
+        /// any address round-trip.
+        #[test]
+        fn addresses_never_panic_and_round_trip(s in "\\PC{0,70}", wc in any::<i8>(), h in any::<[u8; 32]>()) {
+            let _ = parse_address(&s);
+            let a = StdAddr::new(wc, HashBytes(h));
+            proptest::prop_assert_eq!(parse_address(&raw(&a)), Ok(a.clone()));
+            proptest::prop_assert_eq!(parse_address(&friendly(&a, true)), Ok(a));
         }
     }
 }

@@ -318,4 +318,57 @@ mod tests {
         }
         assert!(StackEntry::from_toncenter(&json!(["tuple", {"elements": [deep]}])).is_err());
     }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-zA-Z0-9+/=@.:x-]{0,24}".prop_map(Value::String),
+            prop_oneof![
+                Just("num"),
+                Just("cell"),
+                Just("slice"),
+                Just("tuple"),
+                Just("list"),
+                Just("null"),
+                Just("tvm.stackEntryNumber"),
+                Just("tvm.stackEntryTuple"),
+                Just("tvm.stackEntryCell"),
+                Just("te6ccgEBAQEAAgAAAA=="),
+                Just("0xff"),
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(6, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("@type".to_string()),
+                        Just("bytes".to_string()),
+                        Just("elements".to_string()),
+                        Just("number".to_string()),
+                        Just("tuple".to_string()),
+                        Just("cell".to_string()),
+                    ],
+                    inner,
+                    0..4,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any JSON a server may send decodes to an entry or an error, never a panic,
+        /// and what decodes re-encodes to something that decodes the same.
+        #[test]
+        fn decoding_outside_json_never_panics(v in arb_json()) {
+            if let Ok(e) = StackEntry::from_toncenter(&v) {
+                proptest::prop_assert_eq!(StackEntry::from_toncenter(&e.to_toncenter()), Ok(e));
+            }
+        }
+    }
 }
