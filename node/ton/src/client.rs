@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use cocoon_protocol::channel::{ChannelId, ClosingConfig, NanoTon, QuarantinedState, Side};
+use cocoon_protocol::channel::{
+    ChannelId, ClosingConfig, NanoTon, QuarantinedState, Side, StdAddress,
+};
 use serde_json::{Value, json};
 use thiserror::Error;
 use tycho_types::boc::Boc;
@@ -145,6 +147,10 @@ pub struct OnChainChannel {
     pub committed_seqnos: (u64, u64),
     /// The quarantined state, during an uncooperative close.
     pub quarantine: Option<QuarantinedState>,
+    /// Where A's payout goes.
+    pub dest_a: StdAddress,
+    /// Where B's payout goes.
+    pub dest_b: StdAddress,
 }
 
 /// Channel states as the contract numbers them.
@@ -557,7 +563,21 @@ pub fn decode_channel_data(stack: &[StackEntry]) -> Result<OnChainChannel, Strin
         Some(StackEntry::Null) | None => None,
         Some(_) => return Err("quarantine: expected a cell or null".into()),
     };
+    let dest = |e: &StackEntry, what: &str| -> Result<StdAddress, String> {
+        match e {
+            StackEntry::Slice(c) | StackEntry::Cell(c) => {
+                StdAddress::load(&mut c.as_slice_allow_exotic()).map_err(|e| format!("{what}: {e}"))
+            }
+            _ => Err(format!("{what}: not a slice")),
+        }
+    };
+    let (dest_a, dest_b) = match stack.get(7).and_then(StackEntry::as_tuple) {
+        Some([_, a, b, ..]) => (dest(a, "payout address A")?, dest(b, "payout address B")?),
+        _ => return Err("payment config: expected a 3-tuple".into()),
+    };
     Ok(OnChainChannel {
+        dest_a,
+        dest_b,
         state,
         balance_a: NanoTon(num(ba, "balance A")?),
         balance_b: NanoTon(num(bb, "balance B")?),
@@ -583,6 +603,9 @@ pub struct ExpectedChannel {
     pub payer: Side,
     /// The deposit the payer claims (at least this much must be on its side).
     pub deposit: NanoTon,
+    /// Where the payee's payouts must go (its own wallet): a channel paying out
+    /// elsewhere pays the worker nothing.
+    pub payee_dest: StdAddress,
 }
 
 /// Why a channel is not fit to serve against.
@@ -615,6 +638,14 @@ pub enum ChannelCheckError {
         /// Expected.
         expected: u128,
     },
+    /// The payee's payouts go to another address.
+    #[error("payee's payouts go to {found:?}, not to {expected:?}")]
+    WrongPayoutAddress {
+        /// On chain.
+        found: StdAddress,
+        /// Expected.
+        expected: StdAddress,
+    },
     /// Not open (not inited, or closing).
     #[error("channel is in state {0}, not open (1)")]
     NotOpen(u8),
@@ -629,8 +660,8 @@ pub enum ChannelCheckError {
 }
 
 /// Checks on chain, before serving, that `channel` runs the official payment-channel
-/// code, is open, carries the expected id and both keys, and that the payer's balance
-/// covers the deposit claimed. Returns what the chain holds.
+/// code, is open, carries the expected id and both keys, pays the payee's payouts to
+/// the payee's address, and that the payer's balance covers the deposit claimed. Returns what the chain holds.
 pub async fn verify_channel_on_chain(
     client: &TonClient,
     channel: &StdAddr,
@@ -660,6 +691,16 @@ pub async fn verify_channel_on_chain(
     }
     if data.key_a != expected.key_a || data.key_b != expected.key_b {
         return Err(ChannelCheckError::WrongKeys);
+    }
+    let payee_dest = match expected.payer {
+        Side::A => data.dest_b,
+        Side::B => data.dest_a,
+    };
+    if payee_dest != expected.payee_dest {
+        return Err(ChannelCheckError::WrongPayoutAddress {
+            found: payee_dest,
+            expected: expected.payee_dest,
+        });
     }
     if data.state != channel_state::OPEN {
         return Err(ChannelCheckError::NotOpen(data.state));

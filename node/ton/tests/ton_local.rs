@@ -304,6 +304,7 @@ async fn watcher_challenges_a_stale_close_over_http_and_the_cheater_is_fined() {
         key_b: ww.public_key(),
         payer: Side::A,
         deposit: NanoTon(dep_a),
+        payee_dest: std(&addr_w),
     };
     // Not inited yet: the worker refuses to serve.
     assert!(matches!(
@@ -348,6 +349,13 @@ async fn watcher_challenges_a_stale_close_over_http_and_the_cheater_is_fined() {
     assert!(matches!(
         verify_channel_on_chain(&c, &channel, &e).await,
         Err(ChannelCheckError::DepositTooLow { found, claimed }) if found == dep_a && claimed == dep_a + 1
+    ));
+    // Payouts routed elsewhere (e.g. back to the client): refused.
+    let mut e = expected.clone();
+    e.payee_dest = std(&addr_c);
+    assert!(matches!(
+        verify_channel_on_chain(&c, &channel, &e).await,
+        Err(ChannelCheckError::WrongPayoutAddress { .. })
     ));
     let mut e = expected.clone();
     e.channel_id = ChannelId(1);
@@ -568,6 +576,7 @@ async fn channel_opens_in_one_transfer_and_closes_cooperatively_over_http() {
         key_b: ww.public_key(),
         payer: Side::A,
         deposit,
+        payee_dest: std(&addr_w),
     };
     let data = verify_channel_on_chain(&c, &channel, &expected)
         .await

@@ -274,5 +274,6 @@ fn channel_is_deployed_funded_and_inited_through_wallets() {
     assert_eq!(data.channel_id, ChannelId(0xfeed));
     assert_eq!(data.closing, closing);
     assert_eq!(data.quarantine, None);
+    assert_eq!((data.dest_a, data.dest_b), (std(&addr_a), std(&addr_b)));
     dump_transcript(&chain, "channel-through-wallets");
 }
