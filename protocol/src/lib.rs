@@ -5,6 +5,7 @@
 //! thread or a GPU.
 
 pub mod announce;
+pub mod channel;
 pub mod identity;
 pub mod peers;
 pub mod units;
