@@ -72,6 +72,10 @@ enum Command {
     /// Fetch or describe models.
     #[command(subcommand)]
     Model(cmd::model::ModelCommand),
+    /// Run a local TON chain (the real contracts in an embedded TVM) on 127.0.0.1.
+    TonLocal(cmd::ton::TonLocalArgs),
+    /// This node's TON wallet: address and balance.
+    Wallet(cmd::ton::WalletArgs),
 }
 
 #[derive(clap::Args)]
@@ -142,6 +146,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(command) => {
             init_logging(cli.verbose, false);
             cmd::model::main(command)
+        }
+        Command::TonLocal(args) => {
+            init_logging(cli.verbose, true);
+            runtime()?.block_on(cmd::ton::ton_local(&data_dir, &args))
+        }
+        Command::Wallet(args) => {
+            init_logging(cli.verbose, false);
+            runtime()?.block_on(cmd::ton::wallet(&data_dir, &args))
         }
     }
 }
