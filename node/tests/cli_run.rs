@@ -14,7 +14,11 @@ fn cocoon(args: &[&str]) -> Output {
 
 fn default_model() -> PathBuf {
     let path = cocoon_shaders::model::default_model_path();
-    assert!(path.exists(), "{} missing: run scripts/setup", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/setup",
+        path.display()
+    );
     path
 }
 
@@ -25,9 +29,15 @@ fn stderr(out: &Output) -> String {
 /// A failure: non-zero exit, an `error:` line that contains `needle`, and no panic.
 fn assert_clear_failure(out: &Output, needle: &str) {
     let err = stderr(out);
-    assert!(!out.status.success(), "expected failure, got success: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
     assert!(!err.contains("panicked"), "panicked: {err}");
-    assert!(err.contains("error:") && err.contains(needle), "expected {needle:?} in: {err}");
+    assert!(
+        err.contains("error:") && err.contains(needle),
+        "expected {needle:?} in: {err}"
+    );
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -45,8 +55,16 @@ fn write_prefix(model: &Path, len: usize, to: &Path) {
 fn run_prints_the_reference_continuation_greedily() {
     let model = default_model();
     let out = cocoon(&[
-        "run", "--model", model.to_str().expect("utf-8 path"), "--prompt", "Once upon a time",
-        "--max-tokens", "32", "--temperature", "0", "--json",
+        "run",
+        "--model",
+        model.to_str().expect("utf-8 path"),
+        "--prompt",
+        "Once upon a time",
+        "--max-tokens",
+        "32",
+        "--temperature",
+        "0",
+        "--json",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8(out.stdout).expect("utf-8");
@@ -56,18 +74,29 @@ fn run_prints_the_reference_continuation_greedily() {
                     skyscrapers and bustling streets. But as the years went by, the city began \
                     to lose its original";
     assert_eq!(report["text"], expected);
-    assert_eq!(report["prompt_token_ids"], serde_json::json!([6403, 1980, 253, 655]));
+    assert_eq!(
+        report["prompt_token_ids"],
+        serde_json::json!([6403, 1980, 253, 655])
+    );
     assert_eq!(report["token_ids"].as_array().expect("ids").len(), 32);
     assert!(report["tokens_per_second"].as_f64().expect("tps") > 0.0);
-    assert!(stdout.starts_with(expected), "text is streamed before the JSON: {stdout}");
+    assert!(
+        stdout.starts_with(expected),
+        "text is streamed before the JSON: {stdout}"
+    );
 }
 
 #[test]
 fn a_prompt_longer_than_the_context_is_refused() {
     let model = default_model();
     let out = cocoon(&[
-        "run", "--model", model.to_str().expect("utf-8 path"), "--prompt", "hello",
-        "--max-tokens", "100000",
+        "run",
+        "--model",
+        model.to_str().expect("utf-8 path"),
+        "--prompt",
+        "hello",
+        "--max-tokens",
+        "100000",
     ]);
     assert_clear_failure(&out, "longer than the model's context");
 }
@@ -79,7 +108,13 @@ fn a_truncated_model_is_a_clear_error() {
     write_prefix(&default_model(), 5_000_000, &truncated);
     for args in [
         vec!["model", "info", truncated.to_str().expect("utf-8")],
-        vec!["run", "--model", truncated.to_str().expect("utf-8"), "--prompt", "hi"],
+        vec![
+            "run",
+            "--model",
+            truncated.to_str().expect("utf-8"),
+            "--prompt",
+            "hi",
+        ],
     ] {
         assert_clear_failure(&cocoon(&args), "past the end of the file");
     }
@@ -90,7 +125,10 @@ fn a_file_that_is_not_gguf_is_a_clear_error() {
     let dir = scratch("magic");
     let bad = dir.join("bad.gguf");
     std::fs::write(&bad, b"NOPE this is not a model file at all....").expect("write");
-    assert_clear_failure(&cocoon(&["model", "info", bad.to_str().expect("utf-8")]), "magic");
+    assert_clear_failure(
+        &cocoon(&["model", "info", bad.to_str().expect("utf-8")]),
+        "magic",
+    );
 }
 
 #[test]

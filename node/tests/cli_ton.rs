@@ -31,7 +31,15 @@ fn ton_local_serves_funded_wallets_and_cocoon_wallet_reads_them() {
     let listen = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_cocoon"))
         .args(["--data-dir", chain_dir.to_str().expect("utf-8")])
-        .args(["ton-local", "--listen", &listen, "--wallets", "2", "--balance-ton", "50"])
+        .args([
+            "ton-local",
+            "--listen",
+            &listen,
+            "--wallets",
+            "2",
+            "--balance-ton",
+            "50",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -59,7 +67,11 @@ fn ton_local_serves_funded_wallets_and_cocoon_wallet_reads_them() {
     std::fs::create_dir_all(&funded).expect("dir");
     let key = chain_dir.join("ton-local/wallets/wallet-0.key");
     assert_eq!(
-        std::fs::metadata(&key).expect("devnet key").permissions().mode() & 0o777,
+        std::fs::metadata(&key)
+            .expect("devnet key")
+            .permissions()
+            .mode()
+            & 0o777,
         0o600
     );
     std::fs::copy(&key, funded.join("ton-wallet.key")).expect("copy key");
@@ -69,7 +81,11 @@ fn ton_local_serves_funded_wallets_and_cocoon_wallet_reads_them() {
             .args(["wallet", "--ton-url", &api, "--json"])
             .output()
             .expect("cocoon wallet runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
     };
     let report = wallet(&funded);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use cocoon_shaders::engine::cpu::{CpuBlocks, CpuHead};
 use cocoon_shaders::engine::gpu::{GpuBlocks, GpuHead};
 use cocoon_shaders::engine::{
-    BlockBackend, BlockRange, GenerateOptions, HeadBackend, LocalChain, Sampler, SessionId,
-    SamplingParams, generate,
+    BlockBackend, BlockRange, GenerateOptions, HeadBackend, LocalChain, Sampler, SamplingParams,
+    SessionId, generate,
 };
 use cocoon_shaders::gpu::GpuContext;
 use cocoon_shaders::model::gguf::GgufFile;
@@ -34,13 +34,27 @@ fn measure(
     {
         let mut chain = LocalChain::open(&mut ranges, SessionId(0), 16).expect("session");
         let mut sampler = Sampler::new(SamplingParams::default());
-        let options = GenerateOptions { max_new_tokens: 4, stop_ids: &[] };
-        generate(head, &mut chain, &mut sampler, &prompt[..4], &options, |_| true).expect("warm up");
+        let options = GenerateOptions {
+            max_new_tokens: 4,
+            stop_ids: &[],
+        };
+        generate(
+            head,
+            &mut chain,
+            &mut sampler,
+            &prompt[..4],
+            &options,
+            |_| true,
+        )
+        .expect("warm up");
     }
-    let mut chain = LocalChain::open(&mut ranges, SessionId(1), prompt.len() + decode_tokens)
-        .expect("session");
+    let mut chain =
+        LocalChain::open(&mut ranges, SessionId(1), prompt.len() + decode_tokens).expect("session");
     let mut sampler = Sampler::new(SamplingParams::default());
-    let options = GenerateOptions { max_new_tokens: decode_tokens, stop_ids: &[] };
+    let options = GenerateOptions {
+        max_new_tokens: decode_tokens,
+        stop_ids: &[],
+    };
     let g = generate(head, &mut chain, &mut sampler, prompt, &options, |_| true).expect("generate");
     Speed {
         prefill_tps: g.prefill_tokens_per_second(),
@@ -60,16 +74,36 @@ fn peak_rss_mib() -> Option<f64> {
 /// `llama-bench` is on PATH.
 fn llama_bench(model: &std::path::Path, decode_tokens: usize) -> Option<Speed> {
     let out = Command::new("llama-bench")
-        .args(["-m", &model.to_string_lossy(), "-t", "2", "-o", "json", "-r", "2"])
-        .args(["-p", &PREFILL_TOKENS.to_string(), "-n", &decode_tokens.to_string()])
+        .args([
+            "-m",
+            &model.to_string_lossy(),
+            "-t",
+            "2",
+            "-o",
+            "json",
+            "-r",
+            "2",
+        ])
+        .args([
+            "-p",
+            &PREFILL_TOKENS.to_string(),
+            "-n",
+            &decode_tokens.to_string(),
+        ])
         .output()
         .ok()?;
     if !out.status.success() {
-        eprintln!("llama-bench failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "llama-bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let mut speed = Speed { prefill_tps: 0.0, decode_tps: 0.0 };
+    let mut speed = Speed {
+        prefill_tps: 0.0,
+        decode_tps: 0.0,
+    };
     for run in runs.as_array()? {
         let tps = run["avg_ts"].as_f64()?;
         if run["n_prompt"].as_u64()? > 0 {
@@ -85,7 +119,10 @@ fn main() {
     // `cargo bench` passes --bench; nothing here takes arguments.
     let path = default_model_path();
     let model = Arc::new(GgufFile::open(&path).unwrap_or_else(|e| {
-        panic!("the default model at {} does not load ({e}): run scripts/setup", path.display())
+        panic!(
+            "the default model at {} does not load ({e}): run scripts/setup",
+            path.display()
+        )
     }));
     let n_blocks = model.config().n_blocks;
     let tokenizer = Tokenizer::from_gguf(&model).expect("tokenizer");
@@ -111,7 +148,10 @@ fn main() {
     let llama = llama_bench(&path, decode_tokens);
 
     println!("\ndefault model {} on {}", path.display(), ctx.info());
-    println!("{:<28} {:>12} {:>12} {:>10}", "backend", "prefill t/s", "decode t/s", "vs wgpu");
+    println!(
+        "{:<28} {:>12} {:>12} {:>10}",
+        "backend", "prefill t/s", "decode t/s", "vs wgpu"
+    );
     let row = |name: &str, s: &Speed| {
         println!(
             "{name:<28} {:>12.1} {:>12.1} {:>9.2}x",
@@ -131,7 +171,9 @@ fn main() {
                 100.0 * gpu.prefill_tps / l.prefill_tps
             );
         }
-        None => println!("llama.cpp: llama-bench not on PATH (scripts/build-llama-bench builds it)"),
+        None => {
+            println!("llama.cpp: llama-bench not on PATH (scripts/build-llama-bench builds it)")
+        }
     }
     println!(
         "prefill {PREFILL_TOKENS} tokens, decode {decode_tokens} tokens (cpu: 32 and 8); \

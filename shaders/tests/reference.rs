@@ -10,8 +10,8 @@ use std::sync::{Arc, OnceLock};
 use cocoon_shaders::engine::cpu::{CpuBlocks, CpuHead};
 use cocoon_shaders::engine::gpu::{GpuBlocks, GpuHead};
 use cocoon_shaders::engine::{
-    BlockBackend, BlockRange, GenerateOptions, HeadBackend, LocalChain, Sampler,
-    SamplingParams, SessionId, generate,
+    BlockBackend, BlockRange, GenerateOptions, HeadBackend, LocalChain, Sampler, SamplingParams,
+    SessionId, generate,
 };
 use cocoon_shaders::gpu::GpuContext;
 use cocoon_shaders::model::gguf::GgufFile;
@@ -49,13 +49,17 @@ fn references() -> Vec<Reference> {
         .iter()
         .map(|p| {
             let name = p["name"].as_str().expect("name").to_string();
-            let bytes = std::fs::read(fixtures().join(format!("smollm2_exact_logits_{name}.f32le")))
-                .expect("logits fixture");
+            let bytes =
+                std::fs::read(fixtures().join(format!("smollm2_exact_logits_{name}.f32le")))
+                    .expect("logits fixture");
             Reference {
                 prompt: p["prompt"].as_str().expect("prompt").to_string(),
                 prompt_ids: ids(&p["prompt_token_ids"]),
                 exact_ids: ids(&p["exact"]["generated_token_ids"]),
-                exact_text: p["exact"]["generated_text"].as_str().expect("text").to_string(),
+                exact_text: p["exact"]["generated_text"]
+                    .as_str()
+                    .expect("text")
+                    .to_string(),
                 exact_logits: bytes
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -105,7 +109,12 @@ fn gpu_ranges(splits: &[usize]) -> Vec<BlockRange> {
         .collect()
 }
 
-fn greedy(head: &mut dyn HeadBackend, ranges: &mut [BlockRange], prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+fn greedy(
+    head: &mut dyn HeadBackend,
+    ranges: &mut [BlockRange],
+    prompt: &[u32],
+    n: usize,
+) -> (Vec<u32>, Vec<f32>) {
     let mut chain = LocalChain::open(ranges, SessionId(7), prompt.len() + n).expect("session");
     let mut sampler = Sampler::new(SamplingParams::default());
     let options = GenerateOptions {
@@ -118,14 +127,22 @@ fn greedy(head: &mut dyn HeadBackend, ranges: &mut [BlockRange], prompt: &[u32],
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
 fn tokenizer_matches_the_reference_ids_and_text() {
     let tokenizer = Tokenizer::from_gguf(&model()).expect("tokenizer");
     for r in references() {
-        assert_eq!(tokenizer.encode(&r.prompt, false).expect("encode"), r.prompt_ids, "{}", r.name);
+        assert_eq!(
+            tokenizer.encode(&r.prompt, false).expect("encode"),
+            r.prompt_ids,
+            "{}",
+            r.name
+        );
         assert_eq!(tokenizer.decode(&r.exact_ids), r.exact_text, "{}", r.name);
     }
 }
@@ -180,7 +197,8 @@ fn prefill_equals_token_by_token_decoding() {
     head.embed(ids, &mut embedded).expect("embed");
 
     let mut prefill_ranges = gpu_ranges(&[]);
-    let mut chain = LocalChain::open(&mut prefill_ranges, SessionId(1), ids.len()).expect("session");
+    let mut chain =
+        LocalChain::open(&mut prefill_ranges, SessionId(1), ids.len()).expect("session");
     let mut prefilled = embedded.clone();
     cocoon_shaders::engine::BlockChain::forward(&mut chain, 0, &mut prefilled).expect("prefill");
 
@@ -194,8 +212,12 @@ fn prefill_equals_token_by_token_decoding() {
         let prefill_row = &prefilled[pos * d..(pos + 1) * d];
         let diff = max_abs_diff(&hidden, prefill_row);
         let scale = prefill_row.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        assert!(diff <= 1e-3 * scale.max(1.0), "position {pos}: hidden differs by {diff} (scale {scale})");
-        head.logits(prefill_row, &mut logits_prefill).expect("logits");
+        assert!(
+            diff <= 1e-3 * scale.max(1.0),
+            "position {pos}: hidden differs by {diff} (scale {scale})"
+        );
+        head.logits(prefill_row, &mut logits_prefill)
+            .expect("logits");
         head.logits(&hidden, &mut logits_step).expect("logits");
         let diff = max_abs_diff(&logits_prefill, &logits_step);
         assert!(diff < 1e-2, "position {pos}: logits differ by {diff}");
@@ -207,7 +229,14 @@ fn a_kv_budget_too_small_is_a_clear_error() {
     let backend: Box<dyn BlockBackend> =
         Box::new(GpuBlocks::new(gpu(), model().as_ref(), 0..2).expect("gpu blocks"));
     let mut range = BlockRange::new(backend, 1 << 20);
-    let err = range.open_session(SessionId(1), 2048).expect_err("over budget");
-    assert!(err.to_string().contains("KV cache budget exceeded"), "{err}");
-    range.open_session(SessionId(2), 64).expect("a small session fits");
+    let err = range
+        .open_session(SessionId(1), 2048)
+        .expect_err("over budget");
+    assert!(
+        err.to_string().contains("KV cache budget exceeded"),
+        "{err}"
+    );
+    range
+        .open_session(SessionId(2), 64)
+        .expect("a small session fits");
 }

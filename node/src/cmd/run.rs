@@ -122,7 +122,10 @@ pub fn main(args: RunArgs) -> Result<()> {
     let mut write_error = None;
     let generation = head.generate(&mut chain, &mut sampler, &prompt_ids, &options, |id| {
         let piece = decoder.push(id).unwrap_or_default();
-        match stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()) {
+        match stdout
+            .write_all(piece.as_bytes())
+            .and_then(|_| stdout.flush())
+        {
             Ok(()) => true,
             Err(e) => {
                 write_error = Some(e);

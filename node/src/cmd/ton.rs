@@ -32,7 +32,11 @@ pub struct TonLocalArgs {
 #[derive(Debug, Args)]
 pub struct WalletArgs {
     /// toncenter-v2 API base URL (a `cocoon ton-local`, testnet or mainnet).
-    #[arg(long, env = "COCOON_TON_URL", default_value = "http://127.0.0.1:8081/api/v2")]
+    #[arg(
+        long,
+        env = "COCOON_TON_URL",
+        default_value = "http://127.0.0.1:8081/api/v2"
+    )]
     pub ton_url: String,
     /// toncenter API key, if the endpoint wants one.
     #[arg(long, env = "COCOON_TON_API_KEY", hide_env_values = true)]
@@ -72,14 +76,17 @@ pub async fn ton_local(data_dir: &Path, args: &TonLocalArgs) -> Result<()> {
         println!("  {name}  {}", friendly(addr, false));
     }
     println!("Ctrl-C stops it; the chain is kept for the next start.");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     server.shutdown().await;
     Ok(())
 }
 
 pub async fn wallet(data_dir: &Path, args: &WalletArgs) -> Result<()> {
     let key_path = wallet_key_path(data_dir);
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let key = load_or_create_key(&key_path)
         .with_context(|| format!("loading the wallet key {}", key_path.display()))?;
     let code = load_wallet_code().context("the wallet contract code (run scripts/setup)")?;
@@ -104,11 +111,7 @@ pub async fn wallet(data_dir: &Path, args: &WalletArgs) -> Result<()> {
     } else {
         println!("address  {}", friendly(&address, false));
         println!("raw      {}", raw(&address));
-        println!(
-            "balance  {}.{:09} TON",
-            balance / NANO,
-            balance % NANO
-        );
+        println!("balance  {}.{:09} TON", balance / NANO, balance % NANO);
     }
     Ok(())
 }

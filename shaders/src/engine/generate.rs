@@ -34,7 +34,9 @@ impl<'a> LocalChain<'a> {
         check_coverage(ranges)?;
         for i in 0..ranges.len() {
             if let Err(e) = ranges[i].open_session(session, max_positions) {
-                ranges[..i].iter_mut().for_each(|r| r.close_session(session));
+                ranges[..i]
+                    .iter_mut()
+                    .for_each(|r| r.close_session(session));
                 return Err(e);
             }
         }

@@ -94,11 +94,11 @@ pub trait HeadBackend: Send {
 }
 
 mod block_range;
-pub mod head;
 pub mod generate;
+pub mod head;
 pub mod sampler;
 
 pub use block_range::BlockRange;
-pub use head::Head;
 pub use generate::{BlockChain, GenerateOptions, Generation, LocalChain, generate};
+pub use head::Head;
 pub use sampler::{Sampler, SamplingParams};
