@@ -45,7 +45,7 @@ pub struct RunArgs {
     pub temperature: f32,
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
-    /// 0: no top-k cut.
+    /// Sample among the K most likely tokens (0: the 64 most likely, the most considered).
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
     #[arg(long, default_value_t = 0)]

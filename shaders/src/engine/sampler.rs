@@ -8,7 +8,7 @@ use serde::Serialize;
 pub struct SamplingParams {
     /// 0 (or less) is greedy: argmax, lowest id on ties.
     pub temperature: f32,
-    /// Keep only the `top_k` most likely tokens (0: no limit).
+    /// Keep only the `top_k` most likely tokens (0, or more than 64: the 64 most likely).
     pub top_k: usize,
     /// Keep the smallest set of most likely tokens whose probability reaches `top_p`.
     pub top_p: f32,
@@ -61,67 +61,20 @@ impl Sampler {
 
 /// Index of the largest logit; the lowest index among equals. NaNs never win.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0usize;
-    let mut best_value = f32::NEG_INFINITY;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > best_value {
-            best = i;
-            best_value = v;
-        }
-    }
-    best as u32
+    crate::ops::argmax::reference(logits)
 }
 
-/// Temperature, top-k and top-p sampling with a given uniform number in `[0, 1)`, so
-/// that a GPU kernel fed the same number can be checked against it.
+/// Temperature, top-k and top-p sampling with a given uniform number in `[0, 1)`: the
+/// rule of the GPU sampling kernel (`ops::sample`), so either side picks the same id.
+/// At most [`crate::ops::sample::MAX_TOP_K`] candidates are considered.
 pub fn pick(logits: &[f32], params: &SamplingParams, uniform: f32) -> u32 {
-    if params.is_greedy() || logits.is_empty() {
-        return argmax(logits);
-    }
-    let mut order: Vec<u32> = (0..logits.len() as u32)
-        .filter(|&i| !logits[i as usize].is_nan())
-        .collect();
-    // Most likely first; ties by lower id, so the choice never depends on sort stability.
-    order.sort_by(|&a, &b| {
-        logits[b as usize]
-            .total_cmp(&logits[a as usize])
-            .then(a.cmp(&b))
-    });
-    if params.top_k > 0 {
-        order.truncate(params.top_k);
-    }
-    let Some(&first) = order.first() else {
-        return 0;
+    let top_k = u32::try_from(params.top_k).unwrap_or(u32::MAX);
+    let kernel_params = crate::ops::sample::SamplingParams {
+        temperature: params.temperature,
+        top_k,
+        top_p: params.top_p,
     };
-    let max = logits[first as usize];
-    let inv_t = 1.0 / params.temperature;
-    let mut probs: Vec<f32> = order
-        .iter()
-        .map(|&i| ((logits[i as usize] - max) * inv_t).exp())
-        .collect();
-    let total: f32 = probs.iter().sum();
-    probs.iter_mut().for_each(|p| *p /= total);
-    let mut keep = probs.len();
-    if params.top_p < 1.0 {
-        let mut cumulative = 0.0;
-        for (n, p) in probs.iter().enumerate() {
-            cumulative += p;
-            if cumulative >= params.top_p {
-                keep = n + 1;
-                break;
-            }
-        }
-    }
-    let kept: f32 = probs[..keep].iter().sum();
-    let target = uniform.clamp(0.0, 1.0) * kept;
-    let mut cumulative = 0.0;
-    for (n, p) in probs[..keep].iter().enumerate() {
-        cumulative += p;
-        if target < cumulative {
-            return order[n];
-        }
-    }
-    order[keep - 1]
+    crate::ops::sample::reference(logits, &kernel_params, uniform)
 }
 
 #[cfg(test)]
