@@ -93,7 +93,7 @@ impl BlockRange {
             return Err(EngineError::UnknownSession(id));
         }
         let d_model = self.config().d_model;
-        if hidden.is_empty() || hidden.len() % d_model != 0 {
+        if hidden.is_empty() || !hidden.len().is_multiple_of(d_model) {
             return Err(EngineError::BadHiddenShape {
                 len: hidden.len(),
                 d_model,
