@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
 
 use crate::config::files;
@@ -30,10 +29,10 @@ pub struct DevnetArgs {
     pub timeout: u64,
 }
 
-/// The model id devnet nodes announce when no model file is present: sha256 of the
-/// default model's file name (a placeholder until the manifest hash exists).
+/// The model id devnet nodes announce: the default model's (its nodes need not load it
+/// to announce their blocks).
 pub fn devnet_model_id() -> String {
-    hex::encode(Sha256::digest(b"SmolLM2-135M-Instruct.Q4_1.gguf"))
+    crate::model_info::DEFAULT_MODEL_ID.to_owned()
 }
 
 struct Node {

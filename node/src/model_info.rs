@@ -10,6 +10,11 @@ use cocoon_shaders::model::{GgufFile, WeightSource};
 /// Blocks of the default model (SmolLM2-135M-Instruct).
 pub const DEFAULT_N_BLOCKS: u32 = 30;
 
+/// The model id of the default model (SmolLM2-135M-Instruct Q4_1): the manifest hash of
+/// its GGUF, as `describe_model` computes it.
+pub const DEFAULT_MODEL_ID: &str =
+    "ce19703eaa34b7337a45bb7c7e60493358320c4af258c2d17053ec7f21f993e4";
+
 /// A model's identity as announced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ModelDescription {
@@ -31,6 +36,19 @@ pub fn describe_model(path: &Path) -> anyhow::Result<ModelDescription> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_model_id_is_the_default_models_manifest_hash() {
+        let path = cocoon_shaders::model::default_model_path();
+        assert!(
+            path.exists(),
+            "{} missing: run scripts/setup",
+            path.display()
+        );
+        let d = describe_model(&path).expect("the default model");
+        assert_eq!(d.id.to_hex(), DEFAULT_MODEL_ID);
+        assert_eq!(d.n_blocks, DEFAULT_N_BLOCKS);
+    }
     use cocoon_shaders::model::gguf_writer::tiny_llama;
 
     #[test]
