@@ -57,6 +57,16 @@ impl ChannelParams {
         }
     }
 
+    /// [`ChannelParams::check`], and that `key` is `side`'s key in these parameters
+    /// (a party must sign with the key the contract holds for it).
+    pub fn check_party(&self, side: Side, key: &SigningKey) -> Result<(), ChannelError> {
+        self.check()?;
+        if key.verifying_key() != *self.key(side) {
+            return Err(ChannelError::BadSignature { side });
+        }
+        Ok(())
+    }
+
     /// Refuses parameters whose fine could drive a side negative before anything is
     /// paid (rule `fine-covered`): each side must deposit at least the fine.
     pub fn check(&self) -> Result<(), ChannelError> {
@@ -213,10 +223,7 @@ impl Payer {
         budget: NanoTon,
         latest: SemiChannelBody,
     ) -> Result<Self, ChannelError> {
-        params.check()?;
-        if key.verifying_key() != *params.key(side) {
-            return Err(ChannelError::BadSignature { side });
-        }
+        params.check_party(side, &key)?;
         Ok(Self {
             params,
             side,
@@ -315,10 +322,7 @@ impl Payee {
         credit_window: NanoTon,
         best: Option<SignedSemiChannel>,
     ) -> Result<Self, ChannelError> {
-        params.check()?;
-        if key.verifying_key() != *params.key(side) {
-            return Err(ChannelError::BadSignature { side });
-        }
+        params.check_party(side, &key)?;
         Ok(Self {
             params,
             side,
