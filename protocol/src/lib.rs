@@ -6,6 +6,7 @@
 
 pub mod announce;
 pub mod channel;
+pub mod failover;
 pub mod identity;
 pub mod peers;
 pub mod units;

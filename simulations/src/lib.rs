@@ -1,3 +1,25 @@
-//! cocoon-sim: the network simulator. It will drive `cocoon-protocol`'s state machines on a
-//! simulated clock (issue 7); until the protocol crate holds announcements, routing and
-//! sessions there is nothing of ours for it to drive, so this crate has no binary yet.
+//! cocoon-sim: a deterministic discrete-event simulator of the cocoon mesh. It drives
+//! `cocoon-protocol`'s own logic (announcement signing and verification, peer scores and
+//! bans, route planning and block placement, failover, payment channels) on a simulated
+//! clock and network, from a scenario file, and writes CSVs, `summary.json` and plots.
+//!
+//! - [`scenario`]: the TOML schema and parameter overrides.
+//! - [`dist`], [`net`], [`gossip`]: random draws, the network model, the gossip mesh.
+//! - [`world`]: the population and the announcement view.
+//! - [`payments`]: channels between clients and workers.
+//! - [`sim`]: the event loop and its handlers.
+//! - [`metrics`], [`plots`], [`run`]: what is recorded, drawn and written.
+
+pub mod dist;
+pub mod gossip;
+pub mod metrics;
+pub mod net;
+pub mod payments;
+pub mod planner;
+pub mod plots;
+pub mod route_standin;
+pub mod run;
+pub mod scenario;
+pub mod sim;
+pub mod sweep;
+pub mod world;
