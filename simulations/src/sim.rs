@@ -17,7 +17,6 @@ use cocoon_protocol::failover::{
 };
 use cocoon_protocol::peers::BanAction;
 use cocoon_protocol::units::{BlockRange, ModelId, NanoTon, Role, SeqNo, UnixMillis};
-use ed25519_dalek::SigningKey;
 use rand::{Rng, SeedableRng};
 
 use crate::dist::{self, SimRng};
@@ -371,7 +370,7 @@ impl Sim {
         picked
             .into_iter()
             .filter(|&w| w != me && self.world.nodes[w as usize].worker().listed_until > now)
-            .filter_map(|w| self.candidate(None, w))
+            .filter_map(|w| self.candidate(None, w).map(|(c, _)| c))
             .collect()
     }
 
@@ -574,33 +573,41 @@ impl Sim {
     }
 
     /// The candidate built from worker `w`'s verified announcement, as `client` sees it
-    /// (its own score and measured RTT); `None` if the view holds no announcement.
-    fn candidate(&self, client: Option<u32>, w: u32) -> Option<Candidate> {
+    /// (its own score and measured RTT), and whether the client has banned it; `None`
+    /// if the view holds no announcement.
+    fn candidate(&self, client: Option<u32>, w: u32) -> Option<(Candidate, bool)> {
         let node = &self.world.nodes[w as usize];
         let rec = self.world.directory.get(&node.peer)?;
         let ann = rec.announcement.as_ref()?;
-        let (rtt_us, score) = match client {
+        let (rtt_us, score, banned) = match client {
             Some(c) => {
                 let cn = &self.world.nodes[c as usize];
-                let table = cn.table.as_deref();
-                let rtt = table
-                    .and_then(|t| t.get(&node.peer))
+                let table = cn.table.as_deref().expect("clients have tables");
+                let mine = table.get(&node.peer);
+                let rtt = mine
                     .and_then(|r| r.rtt_us)
                     .unwrap_or_else(|| self.net.rtt_us(cn.place, node.place) as u64);
-                (rtt, table.map_or(0.0, |t| t.score(&node.peer)))
+                let score = mine.map_or(0.0, |r| table.score_of(r));
+                let banned = mine
+                    .and_then(|r| r.banned_until)
+                    .is_some_and(|u| u > ms(self.now));
+                (rtt, score, banned)
             }
-            None => (0, 0.0),
+            None => (0, 0.0, false),
         };
-        Some(Candidate {
-            peer: node.peer,
-            blocks: ann.blocks,
-            throughput_milli_tps: ann.throughput_milli_tps,
-            prices: ann.prices,
-            free_kv_tokens: ann.free_kv_tokens,
-            rtt_us,
-            queued_requests: node.worker().active.len() as u32,
-            score,
-        })
+        Some((
+            Candidate {
+                peer: node.peer,
+                blocks: ann.blocks,
+                throughput_milli_tps: ann.throughput_milli_tps,
+                prices: ann.prices,
+                free_kv_tokens: ann.free_kv_tokens,
+                rtt_us,
+                queued_requests: node.worker().active.len() as u32,
+                score,
+            },
+            banned,
+        ))
     }
 
     /// Looks up providers of `blocks`, builds candidates and plans a route; hops as
@@ -628,20 +635,21 @@ impl Sim {
         }
         ws.sort_unstable();
         ws.dedup();
+        let mut excluded: Vec<PeerId> = Vec::new();
+        let mut cands: Vec<Candidate> = Vec::with_capacity(ws.len());
+        for &w in &ws {
+            if let Some((c, banned)) = self.candidate(Some(client), w) {
+                if banned {
+                    excluded.push(c.peer);
+                }
+                cands.push(c);
+            }
+        }
+        excluded.extend(exclude);
         let table = self.world.nodes[client as usize]
             .table
             .as_deref()
             .expect("clients have tables");
-        let mut excluded: Vec<PeerId> = ws
-            .iter()
-            .map(|&w| self.world.nodes[w as usize].peer)
-            .filter(|p| table.is_banned(p, ms(now)))
-            .collect();
-        excluded.extend(exclude);
-        let cands: Vec<Candidate> = ws
-            .iter()
-            .filter_map(|&w| self.candidate(Some(client), w))
-            .collect();
         let req = RouteRequest {
             blocks,
             kv_tokens_needed: kv,
@@ -847,8 +855,8 @@ impl Sim {
             wk.prompt_tokens += usage.prompt_tokens;
             let keys = || {
                 (
-                    SigningKey::from_bytes(&self.world.nodes[client as usize].identity.ed25519_secret()),
-                    SigningKey::from_bytes(&self.world.nodes[*w as usize].identity.ed25519_secret()),
+                    self.world.nodes[client as usize].channel_key.clone(),
+                    self.world.nodes[*w as usize].channel_key.clone(),
                 )
             };
             let auth = self.channels.authorise(client, *w, keys, price, usage)?;

@@ -79,6 +79,8 @@ pub struct Node {
     pub kind: Kind,
     pub place: Placement,
     pub identity: NodeIdentity,
+    /// The same ed25519 key as the identity, as the channel code takes it.
+    pub channel_key: ed25519_dalek::SigningKey,
     pub peer: PeerId,
     pub online: bool,
     pub worker: Option<Box<Worker>>,
@@ -140,6 +142,7 @@ impl World {
             let nat = kind == Kind::Worker && rng.random::<f64>() < sc.network.nat_share;
             let identity = NodeIdentity::from_secrets(&seed32(rng), &seed32(rng));
             let peer = identity.peer_id();
+            let channel_key = ed25519_dalek::SigningKey::from_bytes(&identity.ed25519_secret());
             let worker = (kind == Kind::Worker).then(|| {
                 let wi = i - sc.nodes.relays as usize;
                 let fixed_span = sc
@@ -185,6 +188,7 @@ impl World {
                 kind,
                 place: Placement { region, nat },
                 identity,
+                channel_key,
                 peer,
                 online: kind != Kind::Worker,
                 worker,
