@@ -75,7 +75,9 @@ mod tests {
         assert!((m_exp - 3.0).abs() < 0.05, "{m_exp}");
         assert!((m_ln - 50.0).abs() < 0.5, "{m_ln}");
         assert!((m_p - 4.0).abs() < 0.05, "{m_p}");
-        let hits = (0..n).filter(|_| weighted(&mut rng, &[1.0, 3.0]) == 1).count();
+        let hits = (0..n)
+            .filter(|_| weighted(&mut rng, &[1.0, 3.0]) == 1)
+            .count();
         assert!((hits as f64 / n as f64 - 0.75).abs() < 0.01);
     }
 }

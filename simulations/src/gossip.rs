@@ -210,7 +210,7 @@ mod tests {
             m.repair(&mut rng, gone, &online);
         }
         let p = m.propagate(0, &online, |_, _| 1000.0);
-        assert_eq!(p.delays_us.len() + p.unreached, 1500 - 1);
+        assert_eq!(p.delays_us.len() + p.unreached, 2000 - 499 - 1);
         assert!(p.unreached < 10, "{}", p.unreached);
     }
 }

@@ -11,7 +11,11 @@ use cocoon_sim::scenario::Scenario;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(name = "cocoon-sim", version, about = "Deterministic discrete-event simulator of the cocoon mesh")]
+#[command(
+    name = "cocoon-sim",
+    version,
+    about = "Deterministic discrete-event simulator of the cocoon mesh"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -116,7 +120,11 @@ fn main() -> anyhow::Result<()> {
                 pb.set_position((i * 1000 / n.max(1)) as u64)
             })?;
             pb.finish_and_clear();
-            println!("sweep of {name} over {} values written to {}", values.len(), out.display());
+            println!(
+                "sweep of {name} over {} values written to {}",
+                values.len(),
+                out.display()
+            );
         }
     }
     Ok(())

@@ -152,8 +152,7 @@ impl Recorder {
         }
         write(dir, "timeseries.csv", &s)?;
 
-        let mut s =
-            String::from("t_s,origin,reached,unreached,p50_ms,p90_ms,p99_ms,max_ms\n");
+        let mut s = String::from("t_s,origin,reached,unreached,p50_ms,p90_ms,p99_ms,max_ms\n");
         for p in &self.propagation {
             writeln!(
                 s,

@@ -83,8 +83,14 @@ mod tests {
     #[test]
     fn rtt_and_transfer() {
         let n = Network::new(&cfg());
-        let eu = Placement { region: 0, nat: false };
-        let us_nat = Placement { region: 1, nat: true };
+        let eu = Placement {
+            region: 0,
+            nat: false,
+        };
+        let us_nat = Placement {
+            region: 1,
+            nat: true,
+        };
         assert_eq!(n.rtt_us(eu, eu), 20_000.0);
         assert_eq!(n.rtt_us(eu, us_nat), 90_000.0 + 10_000.0);
         let mut rng = <SimRng as rand::SeedableRng>::seed_from_u64(1);

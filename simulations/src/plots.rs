@@ -131,7 +131,10 @@ where
         }};
     }
     if c.log_x {
-        body!(b.build_cartesian_2d((x0..x1).log_scale(), y0..y1).map_err(e)?);
+        body!(
+            b.build_cartesian_2d((x0..x1).log_scale(), y0..y1)
+                .map_err(e)?
+        );
     } else {
         body!(b.build_cartesian_2d(x0..x1, y0..y1).map_err(e)?);
     }
@@ -142,9 +145,15 @@ where
 /// Writes `dir/name.png` and `dir/name.svg`.
 pub fn save(dir: &Path, name: &str, chart: &Lines) -> anyhow::Result<()> {
     let png = dir.join(format!("{name}.png"));
-    draw(BitMapBackend::new(&png, (1200, 800)).into_drawing_area(), chart)?;
+    draw(
+        BitMapBackend::new(&png, (1200, 800)).into_drawing_area(),
+        chart,
+    )?;
     let svg = dir.join(format!("{name}.svg"));
-    draw(SVGBackend::new(&svg, (1200, 800)).into_drawing_area(), chart)?;
+    draw(
+        SVGBackend::new(&svg, (1200, 800)).into_drawing_area(),
+        chart,
+    )?;
     Ok(())
 }
 
@@ -225,7 +234,11 @@ pub fn draw_all(rec: &Recorder, sc: &Scenario, out: &Path) -> anyhow::Result<()>
             ],
         },
     )?;
-    let mut earned: Vec<f64> = rec.workers.iter().map(|w| w.earned_nanoton as f64).collect();
+    let mut earned: Vec<f64> = rec
+        .workers
+        .iter()
+        .map(|w| w.earned_nanoton as f64)
+        .collect();
     earned.sort_by(f64::total_cmp);
     let total_e: f64 = earned.iter().sum();
     let n = earned.len() as f64;
@@ -235,7 +248,10 @@ pub fn draw_all(rec: &Recorder, sc: &Scenario, out: &Path) -> anyhow::Result<()>
     for (i, e) in earned.iter().enumerate() {
         acc += e;
         if i % step == 0 || i + 1 == earned.len() {
-            lorenz.push(((i + 1) as f64 / n, if total_e > 0.0 { acc / total_e } else { 0.0 }));
+            lorenz.push((
+                (i + 1) as f64 / n,
+                if total_e > 0.0 { acc / total_e } else { 0.0 },
+            ));
         }
     }
     let g = crate::metrics::gini(&earned);
@@ -254,7 +270,10 @@ pub fn draw_all(rec: &Recorder, sc: &Scenario, out: &Path) -> anyhow::Result<()>
         },
     )?;
     let p = |f: &dyn Fn(&crate::metrics::PropagationRow) -> f64| -> Vec<(f64, f64)> {
-        rec.propagation.iter().map(|r| (r.t_s / 60.0, f(r))).collect()
+        rec.propagation
+            .iter()
+            .map(|r| (r.t_s / 60.0, f(r)))
+            .collect()
     };
     save(
         out,
@@ -287,7 +306,10 @@ pub fn draw_sweep(name: &str, points: &[SweepPoint], out: &Path) -> anyhow::Resu
         return Ok(());
     };
     let s = |f: &dyn Fn(&crate::metrics::Summary) -> f64| -> Vec<(f64, f64)> {
-        xs.iter().zip(points).map(|(x, p)| (*x, f(&p.summary))).collect()
+        xs.iter()
+            .zip(points)
+            .map(|(x, p)| (*x, f(&p.summary)))
+            .collect()
     };
     save(
         out,

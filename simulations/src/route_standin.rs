@@ -101,7 +101,11 @@ fn hop_us_per_token(c: &Candidate, n: u32, req: &RouteRequest, model: &CostModel
 
 /// Plans a chain of hops covering `req.blocks` in order, minimising expected µs per token
 /// within `max_hops`, skipping excluded peers, low scores and prices over the cap.
-pub fn plan(cands: &[Candidate], req: &RouteRequest, model: &CostModel) -> Result<Route, RouteError> {
+pub fn plan(
+    cands: &[Candidate],
+    req: &RouteRequest,
+    model: &CostModel,
+) -> Result<Route, RouteError> {
     let (s, e) = (req.blocks.start(), req.blocks.end());
     let usable: Vec<&Candidate> = cands
         .iter()
@@ -205,7 +209,9 @@ pub fn choose_span(
             *v += my_milli_tps;
         }
         let min = after.iter().copied().min().unwrap_or(0);
-        let window: u64 = cover[start as usize..(start + span_len) as usize].iter().sum();
+        let window: u64 = cover[start as usize..(start + span_len) as usize]
+            .iter()
+            .sum();
         let better = match best {
             None => true,
             Some((bm, bw, _)) => min > bm || (min == bm && window < bw),
@@ -250,7 +256,11 @@ mod tests {
 
     #[test]
     fn covers_in_order_and_avoids_excluded() {
-        let c = vec![cand(1, 0, 10, 42_000), cand(2, 10, 30, 21_000), cand(3, 5, 30, 10_000)];
+        let c = vec![
+            cand(1, 0, 10, 42_000),
+            cand(2, 10, 30, 21_000),
+            cand(3, 5, 30, 10_000),
+        ];
         let r = plan(&c, &req(0, 30), &CostModel::default()).expect("route");
         assert_eq!(r.hops.len(), 2);
         assert_eq!(r.hops[0].blocks, BlockRange::new(0, 10).expect("o"));

@@ -134,7 +134,11 @@ fn summarise(sim: &mut Sim, seed: u64, wall: f64) -> anyhow::Result<Summary> {
             wrong: c.wrong,
             failed: c.failed,
             no_route: c.no_route,
-            success_rate: if c.arrived > 0 { c.ok as f64 / c.arrived as f64 } else { 0.0 },
+            success_rate: if c.arrived > 0 {
+                c.ok as f64 / c.arrived as f64
+            } else {
+                0.0
+            },
         },
         tokens: TokenSummary {
             requested: c.tokens_requested,

@@ -12,9 +12,7 @@ use cocoon_protocol::announce::{
     Announcement, Prices, VerifyPolicy, sign_announcement, verify_announcement,
 };
 use cocoon_protocol::channel::Usage;
-use cocoon_protocol::failover::{
-    FailedHop, FailoverDecision, FailoverPolicy, Fault, on_hop_fault,
-};
+use cocoon_protocol::failover::{FailedHop, FailoverDecision, FailoverPolicy, Fault, on_hop_fault};
 use cocoon_protocol::peers::BanAction;
 use cocoon_protocol::units::{BlockRange, ModelId, NanoTon, Role, SeqNo, UnixMillis};
 use rand::{Rng, SeedableRng};
@@ -39,11 +37,29 @@ const DIAL_FAIL_US: u64 = 1_000_000;
 enum Event {
     Arrival,
     Tick,
-    Announce { w: u32, epoch: u32 },
-    Leave { w: u32, epoch: u32, silent: bool },
-    Join { w: u32, epoch: u32 },
-    HopFault { r: u32, epoch: u32, hop: u8, fault: FaultKind },
-    Complete { r: u32, epoch: u32 },
+    Announce {
+        w: u32,
+        epoch: u32,
+    },
+    Leave {
+        w: u32,
+        epoch: u32,
+        silent: bool,
+    },
+    Join {
+        w: u32,
+        epoch: u32,
+    },
+    HopFault {
+        r: u32,
+        epoch: u32,
+        hop: u8,
+        fault: FaultKind,
+    },
+    Complete {
+        r: u32,
+        epoch: u32,
+    },
 }
 
 /// `Fault` with an order, for the event queue.
@@ -407,8 +423,8 @@ impl Sim {
                 prompt: NanoTon(tier.price_prompt),
                 completion: NanoTon(tier.price_completion),
             },
-            throughput_milli_tps: (tier.block_tokens_per_s / f64::from(span.len().max(1))
-                * 1000.0) as u64,
+            throughput_milli_tps: (tier.block_tokens_per_s / f64::from(span.len().max(1)) * 1000.0)
+                as u64,
             free_kv_tokens: tier.kv_tokens.saturating_sub(used_kv),
             noise_static_key: node.identity.noise_public_key(),
             ton_wallet: String::new(),
@@ -766,9 +782,9 @@ impl Sim {
         let last = self.net.one_way_us(&mut self.rng, prev, cplace, hidden);
         per_token += last;
         let n_links = hops.len() as u64 + 1;
-        let loss = self
-            .net
-            .loss_delay_us(&mut self.rng, remaining * n_links, rtt_sum / n_links as f64);
+        let loss =
+            self.net
+                .loss_delay_us(&mut self.rng, remaining * n_links, rtt_sum / n_links as f64);
         let stream = now + wait + (handshake + prefill_us) as u64;
         let first = stream + per_token as u64;
         let end = first + ((remaining.saturating_sub(1)) as f64 * per_token + loss) as u64;
@@ -839,7 +855,7 @@ impl Sim {
             .iter()
             .map(|h| (h.worker, h.unbilled_prompt))
             .collect();
-                for (i, (w, unbilled)) in hops.iter().enumerate() {
+        for (i, (w, unbilled)) in hops.iter().enumerate() {
             if completion == 0 {
                 break;
             }
@@ -871,7 +887,11 @@ impl Sim {
     }
 
     fn detach(&mut self, r: u32) {
-        let hops: Vec<u32> = self.requests[r as usize].hops.iter().map(|h| h.worker).collect();
+        let hops: Vec<u32> = self.requests[r as usize]
+            .hops
+            .iter()
+            .map(|h| h.worker)
+            .collect();
         for w in hops {
             let wk = self.world.nodes[w as usize].worker_mut();
             if let Some(p) = wk.active.iter().position(|&x| x == r) {

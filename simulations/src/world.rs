@@ -177,8 +177,8 @@ impl World {
                     listed_span: BlockRange::EMPTY,
                 })
             });
-            let table = (kind == Kind::Client)
-                .then(|| Box::new(PeerTable::new(ScorePolicy::default())));
+            let table =
+                (kind == Kind::Client).then(|| Box::new(PeerTable::new(ScorePolicy::default())));
             match kind {
                 Kind::Relay => relays.push(i as u32),
                 Kind::Worker => workers.push(i as u32),
