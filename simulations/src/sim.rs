@@ -645,7 +645,7 @@ impl Sim {
                 .sample_providers(&mut self.rng, b, k, now, &mut ws);
             b += stride;
         }
-        if blocks.len() > 0 {
+        if !blocks.is_empty() {
             self.world
                 .sample_providers(&mut self.rng, blocks.end() - 1, k, now, &mut ws);
         }
