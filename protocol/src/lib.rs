@@ -8,6 +8,7 @@ pub mod announce;
 pub mod channel;
 pub mod identity;
 pub mod peers;
+pub mod route;
 pub mod units;
 
 /// Generated protobuf types (`protocol/proto/*.proto`).
