@@ -8,6 +8,7 @@ pub mod announce;
 pub mod channel;
 pub mod identity;
 pub mod peers;
+pub mod route;
 pub mod session;
 pub mod tensor;
 pub mod units;
