@@ -9,12 +9,27 @@ pub mod channel;
 pub mod failover;
 pub mod identity;
 pub mod peers;
+pub mod route;
+pub mod session;
+pub mod tensor;
 pub mod units;
 
-/// Generated protobuf types (`protocol/proto/*.proto`).
+/// Generated protobuf types (`protocol/proto/*.proto`), one submodule per file.
+/// Announcement types are also re-exported at `proto::*`, where they first lived.
 pub mod proto {
-    #![allow(clippy::all, missing_docs)]
-    include!(concat!(env!("OUT_DIR"), "/cocoon.announce.v1.rs"));
+    /// `proto/announce.proto`: signed shard announcements (gossipsub).
+    pub mod announce {
+        #![allow(clippy::all, missing_docs)]
+        include!(concat!(env!("OUT_DIR"), "/cocoon.announce.v1.rs"));
+    }
+
+    /// `proto/infer.proto`: the plaintext of end-to-end inference sessions.
+    pub mod infer {
+        #![allow(clippy::all, missing_docs)]
+        include!(concat!(env!("OUT_DIR"), "/cocoon.infer.v1.rs"));
+    }
+
+    pub use announce::*;
 }
 
 pub use libp2p_identity::PeerId;

@@ -1,0 +1,170 @@
+//! Route planning over announcements: which chain of workers a client sends its hidden
+//! states through, and which span of blocks a new worker should serve.
+//!
+//! # The problem
+//! A request names a span of blocks `[s, e)` to cover. Each usable [`Candidate`] offers
+//! hops: without `allow_partial`, exactly its announced span (which must lie inside the
+//! request); with it, any sub-span of its announced span that lies inside the request.
+//! A route is a chain of hops whose spans tile `[s, e)` in order, each peer used at most
+//! once. Among routes whose summed completion price is within `price_cap` and whose hop
+//! count is within `max_hops`, [`plan`] returns the one with the least expected time per
+//! token ([`hop_cost_us`] summed over hops), ties broken by lower price, then fewer hops,
+//! then the hops' `(peer id, end)` sequence in lexicographic order. The answer is exact,
+//! not greedy.
+//!
+//! # The algorithm
+//! 1. *Eligibility* (O(n)): drop excluded peers, peers scored below `min_score`, workers
+//!    with zero throughput or an empty span, and spans the request cannot use. Each
+//!    remaining candidate gets an integer hop time (picoseconds: a fixed part, RTT +
+//!    queueing + KV penalty, and a per-block part), so sums and ties are exact.
+//! 2. *Pruning per span* (O(n log n + n·f)): candidates that offer the same hops (the same
+//!    announced span, or with `allow_partial` the same usable span) are sorted by cost; one
+//!    is dropped when at least `T` kept ones are no worse in time and price, where `T` is
+//!    the number of hops a route can take from that group plus `k - 1` (for the `k` best
+//!    routes). Swapping a dropped candidate for a dominating one that the route does not
+//!    already use never makes a route worse, so no optimum is lost. With 100k workers on
+//!    30 blocks this leaves a few per span (`f`: the size of a group's Pareto front).
+//! 3. *Label-setting DP over block boundaries* (O(B·Λ·D·log)): boundaries are processed
+//!    in increasing order (hops only move forward, so the graph is a DAG). A label at a
+//!    boundary is a route prefix with (time, price, hops); a label is dropped when `k`
+//!    kept labels at the same boundary are no later in time, no dearer (when a cap
+//!    exists), use no more hops (when the hop limit can bind), and have used no peer that
+//!    could still serve a later hop that the dropped one has not also used. Each kept
+//!    label is then extended by every hop starting at its boundary, skipping extensions
+//!    whose price plus the cheapest possible rest exceeds the cap, or whose hops plus the
+//!    fewest possible remaining hops exceed `max_hops` (both lower bounds come from one
+//!    backward pass). B is the number of boundaries, Λ the kept labels per boundary
+//!    (the time/price/hops Pareto front, usually tens), D the hops starting at a boundary.
+//! 4. When no route exists, [`RouteError`] says why, checked in this order: a block no
+//!    chain of hops can reach ([`RouteError::Uncovered`]), more hops needed than allowed
+//!    ([`RouteError::TooManyHops`]), or the cheapest route within the hop limit over the
+//!    cap ([`RouteError::OverPriceCap`]).
+//!
+//! [`plan_k`] runs the same search keeping the `k` best labels instead of one.
+//! [`choose_span`] (in `placement`) answers `--blocks auto`.
+
+mod cost;
+mod diagnose;
+mod placement;
+mod plan;
+mod prune;
+
+#[cfg(test)]
+mod tests;
+
+use crate::PeerId;
+use crate::announce::Prices;
+use crate::units::{BlockRange, NanoTon};
+
+pub use cost::{CostModel, hop_cost_us};
+pub use placement::{MAX_BLOCKS, choose_span, coverage, per_block_throughput};
+
+/// One worker as the planner sees it (built by the caller from a verified announcement
+/// and local measurements).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub peer: PeerId,
+    /// The announced span `[start, end)`.
+    pub blocks: BlockRange,
+    /// Tokens per second × 1000, measured over the whole announced span.
+    pub throughput_milli_tps: u64,
+    pub prices: Prices,
+    pub free_kv_tokens: u64,
+    /// Measured round-trip time to the worker, in microseconds.
+    pub rtt_us: u64,
+    /// Requests the worker reports (or the client observes) waiting ahead of ours.
+    pub queued_requests: u32,
+    /// The peer's score (see `peers`); candidates below `RouteRequest::min_score` are
+    /// skipped.
+    pub score: f64,
+}
+
+/// What a client asks the planner for.
+#[derive(Clone, Debug)]
+pub struct RouteRequest {
+    /// The span to cover: `[0, n)`, `[b, n)` when re-planning after a failure, or
+    /// `[1, n - 1)` when the client runs the first and last blocks itself.
+    pub blocks: BlockRange,
+    /// KV-cache room the session needs on each hop (prompt plus expected completion).
+    pub kv_tokens_needed: u64,
+    /// Most the route may charge per completion token, summed over hops.
+    pub price_cap: Option<NanoTon>,
+    /// Peers never to use (failed, banned, ...).
+    pub exclude: Vec<PeerId>,
+    /// Whether a hop may run a sub-span of a worker's announced span.
+    pub allow_partial: bool,
+    /// Most hops a route may have.
+    pub max_hops: usize,
+    /// Candidates whose score is below this (or NaN) are skipped.
+    pub min_score: f64,
+}
+
+/// One hop of a route: the worker and the span it runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hop {
+    pub peer: PeerId,
+    pub blocks: BlockRange,
+}
+
+/// A planned chain of hops covering the request's span in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    pub hops: Vec<Hop>,
+    pub cost: RouteCost,
+}
+
+/// What a route costs per token.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RouteCost {
+    /// Sum of [`hop_cost_us`] over the hops.
+    pub expected_us_per_token: f64,
+    /// Sum of the hops' completion prices (a hop is charged its worker's full price,
+    /// whatever part of its span it runs). Saturates at `u64::MAX`.
+    pub price_per_token: NanoTon,
+    /// Sum of the hops' prompt prices. Saturates at `u64::MAX`.
+    pub prompt_price_per_token: NanoTon,
+}
+
+/// Why no route (or no span) could be chosen.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RouteError {
+    #[error("the request covers no blocks")]
+    EmptyRequest,
+    #[error("{blocks} blocks requested; at most {max} are supported")]
+    TooManyBlocks { blocks: u32, max: u32 },
+    #[error("{count} candidates given; at most 2^32 are supported")]
+    TooManyCandidates { count: usize },
+    #[error("peer {peer} appears more than once among the candidates")]
+    DuplicatePeer { peer: PeerId },
+    #[error("no usable chain of workers reaches block {block}")]
+    Uncovered { block: u32 },
+    #[error("every covering route needs at least {needed} hops; at most {max_hops} allowed")]
+    TooManyHops { needed: usize, max_hops: usize },
+    #[error("the cheapest covering route costs {cheapest} per token, over the cap of {cap}")]
+    OverPriceCap { cheapest: NanoTon, cap: NanoTon },
+    #[error("no route meets the price cap, the hop limit and one hop per peer together")]
+    NoFeasibleRoute,
+    #[error("cannot place a span of {span_len} blocks in a model of {n_blocks} blocks")]
+    InvalidSpan { span_len: u32, n_blocks: u32 },
+}
+
+/// The fastest route for `req` among `cands` (see the module docs for the exact rule).
+pub fn plan(
+    cands: &[Candidate],
+    req: &RouteRequest,
+    model: &CostModel,
+) -> Result<Route, RouteError> {
+    plan::plan_best(cands, req, model, 1)?
+        .into_iter()
+        .next()
+        .ok_or(RouteError::NoFeasibleRoute)
+}
+
+/// The `k` best distinct routes, best first (fewer when fewer exist; none when `k` is 0
+/// or no route exists — [`plan`] says why).
+pub fn plan_k(cands: &[Candidate], req: &RouteRequest, model: &CostModel, k: usize) -> Vec<Route> {
+    if k == 0 {
+        return Vec::new();
+    }
+    plan::plan_best(cands, req, model, k).unwrap_or_default()
+}

@@ -1,0 +1,385 @@
+//! The exact planner: the hop graph over block boundaries and the label-setting search
+//! that keeps, at each boundary, the route prefixes not dominated by `k` others.
+
+use std::cmp::Ordering;
+
+use super::prune::{self, Usable};
+use super::{Candidate, CostModel, Hop, MAX_BLOCKS, Route, RouteCost, RouteError, RouteRequest};
+use super::{cost::ps_to_us, diagnose};
+use crate::units::{BlockRange, NanoTon};
+
+/// A hop a route may take: usable candidate `usable` running `[from, end)` (offsets).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HopOption {
+    pub end: u32,
+    pub usable: u32,
+    pub time: u128,
+    pub price: u64,
+}
+
+/// Every hop option, grouped by the boundary it starts at (offsets `0..len`).
+pub(crate) struct HopGraph {
+    pub len: u32,
+    pub from: Vec<Vec<HopOption>>,
+}
+
+impl HopGraph {
+    fn build(usable: &[Usable], len: u32, partial: bool) -> HopGraph {
+        let mut from: Vec<Vec<HopOption>> = vec![Vec::new(); len as usize];
+        for (i, u) in usable.iter().enumerate() {
+            let usable = i as u32;
+            let starts = if partial {
+                u.start..u.end
+            } else {
+                u.start..u.start + 1
+            };
+            for a in starts {
+                let ends = if partial {
+                    a + 1..=u.end
+                } else {
+                    u.end..=u.end
+                };
+                for end in ends {
+                    from[a as usize].push(HopOption {
+                        end,
+                        usable,
+                        time: u.time.for_len(end - a),
+                        price: u.price,
+                    });
+                }
+            }
+        }
+        HopGraph { len, from }
+    }
+
+    /// Per boundary, the fewest hops and the least price (each on its own, peers reusable)
+    /// of any way to the end: lower bounds that prune the search.
+    fn bounds_to_end(&self) -> (Vec<u32>, Vec<u128>) {
+        let n = self.len as usize;
+        let mut hops = vec![u32::MAX; n + 1];
+        let mut price = vec![u128::MAX; n + 1];
+        hops[n] = 0;
+        price[n] = 0;
+        for o in (0..n).rev() {
+            for opt in &self.from[o] {
+                let e = opt.end as usize;
+                if hops[e] != u32::MAX {
+                    hops[o] = hops[o].min(hops[e] + 1);
+                    price[o] = price[o].min(price[e] + u128::from(opt.price));
+                }
+            }
+        }
+        (hops, price)
+    }
+}
+
+/// A kept route prefix ending at boundary `at`.
+struct Label {
+    time: u128,
+    price: u128,
+    prompt: u128,
+    hops: u32,
+    at: u32,
+    /// Index of the previous label; `NONE` for the root.
+    parent: u32,
+    /// The usable candidate of the last hop; `NONE` for the root.
+    usable: u32,
+    /// With `allow_partial`: the candidates used so far that could still serve a later
+    /// hop (their usable span ends after `at`), sorted. Empty otherwise.
+    live: Vec<u32>,
+}
+
+/// A route prefix generated for a boundary, not yet compared with the others there.
+#[derive(Clone, Copy)]
+struct Pending {
+    time: u128,
+    price: u128,
+    prompt: u128,
+    hops: u32,
+    parent: u32,
+    usable: u32,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// The `k` best routes, best first; never empty on `Ok`.
+pub(crate) fn plan_best(
+    cands: &[Candidate],
+    req: &RouteRequest,
+    model: &CostModel,
+    k: usize,
+) -> Result<Vec<Route>, RouteError> {
+    let len = req.blocks.len();
+    if len == 0 {
+        return Err(RouteError::EmptyRequest);
+    }
+    if len > MAX_BLOCKS {
+        return Err(RouteError::TooManyBlocks {
+            blocks: len,
+            max: MAX_BLOCKS,
+        });
+    }
+    let usable = prune::eligible(cands, req, model)?;
+    let usable = prune::prune(usable, cands, req, k);
+    let graph = HopGraph::build(&usable, len, req.allow_partial);
+    let routes = Search::new(cands, req, &usable, &graph, k).run();
+    if routes.is_empty() {
+        return Err(diagnose::why_no_route(&graph, req));
+    }
+    Ok(routes)
+}
+
+struct Search<'a> {
+    cands: &'a [Candidate],
+    req: &'a RouteRequest,
+    usable: &'a [Usable],
+    graph: &'a HopGraph,
+    k: usize,
+    /// Whether price and hops take part in dominance (a cap exists; the hop limit can
+    /// bind, i.e. is below the number of blocks).
+    price_matters: bool,
+    hops_matter: bool,
+    arena: Vec<Label>,
+}
+
+impl<'a> Search<'a> {
+    fn new(
+        cands: &'a [Candidate],
+        req: &'a RouteRequest,
+        usable: &'a [Usable],
+        graph: &'a HopGraph,
+        k: usize,
+    ) -> Self {
+        Search {
+            cands,
+            req,
+            usable,
+            graph,
+            k,
+            price_matters: req.price_cap.is_some(),
+            hops_matter: req.max_hops < graph.len as usize,
+            arena: Vec::new(),
+        }
+    }
+
+    fn run(mut self) -> Vec<Route> {
+        let n = self.graph.len as usize;
+        let (min_hops, min_price) = self.graph.bounds_to_end();
+        let cap = self.req.price_cap.map(|c| u128::from(c.0));
+        let max_hops = u32::try_from(self.req.max_hops).unwrap_or(u32::MAX);
+        if min_hops[0] == u32::MAX || min_hops[0] > max_hops {
+            return Vec::new();
+        }
+        if cap.is_some_and(|cap| min_price[0] > cap) {
+            return Vec::new();
+        }
+        self.arena.push(Label {
+            time: 0,
+            price: 0,
+            prompt: 0,
+            hops: 0,
+            at: 0,
+            parent: NONE,
+            usable: NONE,
+            live: Vec::new(),
+        });
+        let mut pending: Vec<Vec<Pending>> = vec![Vec::new(); n + 1];
+        let mut at_boundary: Vec<u32> = vec![0];
+        for o in 0..n {
+            if o > 0 {
+                let arrived = std::mem::take(&mut pending[o]);
+                at_boundary = self.select(o as u32, arrived);
+            }
+            for &l in &at_boundary {
+                let label = &self.arena[l as usize];
+                for opt in &self.graph.from[o] {
+                    let e = opt.end as usize;
+                    let hops = label.hops + 1;
+                    if min_hops[e] == u32::MAX || hops.saturating_add(min_hops[e]) > max_hops {
+                        continue;
+                    }
+                    let price = label.price + u128::from(opt.price);
+                    if cap.is_some_and(|cap| price.saturating_add(min_price[e]) > cap) {
+                        continue;
+                    }
+                    if label.live.binary_search(&opt.usable).is_ok() {
+                        continue;
+                    }
+                    let u = &self.usable[opt.usable as usize];
+                    pending[e].push(Pending {
+                        time: label.time + opt.time,
+                        price,
+                        prompt: label.prompt + u128::from(u.prompt),
+                        hops,
+                        parent: l,
+                        usable: opt.usable,
+                    });
+                }
+            }
+        }
+        let mut finished = std::mem::take(&mut pending[n]);
+        finished.sort_unstable_by(|a, b| self.key_order(a, b, n as u32));
+        finished.truncate(self.k);
+        finished.iter().map(|p| self.route(p, n as u32)).collect()
+    }
+
+    /// Keeps the prefixes arriving at boundary `o` that fewer than `k` kept ones
+    /// dominate; returns their arena indices.
+    fn select(&mut self, o: u32, mut arrived: Vec<Pending>) -> Vec<u32> {
+        arrived.sort_unstable_by(|a, b| self.key_order(a, b, o));
+        let buckets = if self.hops_matter {
+            self.req.max_hops.min(self.graph.len as usize) + 1
+        } else {
+            1
+        };
+        // Kept labels with no live candidate, per hop count: their k smallest prices.
+        let mut fast: Vec<Vec<u128>> = vec![Vec::new(); buckets];
+        // Kept labels with live candidates: (price, hops, arena index).
+        let mut slow: Vec<(u128, usize, u32)> = Vec::new();
+        let mut kept = Vec::new();
+        for p in arrived {
+            let price = if self.price_matters { p.price } else { 0 };
+            let bucket = if self.hops_matter { p.hops as usize } else { 0 };
+            let live = self.live_after(p.parent, p.usable, o);
+            let mut count = 0;
+            for prices in &fast[..=bucket] {
+                count += prices.iter().take_while(|&&q| q <= price).count();
+                if count >= self.k {
+                    break;
+                }
+            }
+            if count < self.k {
+                for &(q, h, idx) in &slow {
+                    if q <= price && h <= bucket && is_subset(&self.arena[idx as usize].live, &live)
+                    {
+                        count += 1;
+                        if count >= self.k {
+                            break;
+                        }
+                    }
+                }
+            }
+            if count >= self.k {
+                continue;
+            }
+            let idx = self.arena.len() as u32;
+            if live.is_empty() {
+                let prices = &mut fast[bucket];
+                let at = prices.partition_point(|&q| q <= price);
+                prices.insert(at, price);
+                prices.truncate(self.k);
+            } else {
+                slow.push((price, bucket, idx));
+            }
+            self.arena.push(Label {
+                time: p.time,
+                price: p.price,
+                prompt: p.prompt,
+                hops: p.hops,
+                at: o,
+                parent: p.parent,
+                usable: p.usable,
+                live,
+            });
+            kept.push(idx);
+        }
+        kept
+    }
+
+    /// The live set of a prefix that extends label `parent` with `usable`, at boundary
+    /// `o`: used candidates whose usable span ends after `o`. Always empty without
+    /// `allow_partial` (a candidate's only hop then ends where its span ends).
+    fn live_after(&self, parent: u32, usable: u32, o: u32) -> Vec<u32> {
+        if !self.req.allow_partial {
+            return Vec::new();
+        }
+        let alive = |u: u32| self.usable[u as usize].end > o;
+        let mut live: Vec<u32> = self.arena[parent as usize]
+            .live
+            .iter()
+            .copied()
+            .filter(|&u| alive(u))
+            .collect();
+        if alive(usable) {
+            let at = live.partition_point(|&u| u < usable);
+            live.insert(at, usable);
+        }
+        live
+    }
+
+    /// The planner's total order on prefixes ending at the same boundary `o`: time, then
+    /// price, then hops, then the hops' (peer, end) sequence.
+    fn key_order(&self, a: &Pending, b: &Pending, o: u32) -> Ordering {
+        (a.time, a.price, a.hops)
+            .cmp(&(b.time, b.price, b.hops))
+            .then_with(|| {
+                let sa = self.hop_sequence(a.parent, a.usable, o);
+                let sb = self.hop_sequence(b.parent, b.usable, o);
+                sa.iter()
+                    .zip(&sb)
+                    .map(|(&(ua, ea), &(ub, eb))| {
+                        prune::peer_order(self.cands, ua, ub).then(ea.cmp(&eb))
+                    })
+                    .find(|o| o.is_ne())
+                    .unwrap_or(Ordering::Equal)
+            })
+    }
+
+    /// The (candidate index, end offset) of every hop of label `parent` extended with
+    /// `usable` up to `o`, first hop first.
+    fn hop_sequence(&self, parent: u32, usable: u32, o: u32) -> Vec<(u32, u32)> {
+        let mut seq = vec![(self.usable[usable as usize].cand, o)];
+        let mut l = parent;
+        while l != NONE {
+            let label = &self.arena[l as usize];
+            if label.usable != NONE {
+                seq.push((self.usable[label.usable as usize].cand, label.at));
+            }
+            l = label.parent;
+        }
+        seq.reverse();
+        seq
+    }
+
+    fn route(&self, p: &Pending, o: u32) -> Route {
+        let base = self.req.blocks.start();
+        let mut hops = Vec::with_capacity(p.hops as usize);
+        let mut end = o;
+        let mut usable = p.usable;
+        let mut l = p.parent;
+        loop {
+            let label = &self.arena[l as usize];
+            let cand = &self.cands[self.usable[usable as usize].cand as usize];
+            hops.push(Hop {
+                peer: cand.peer,
+                blocks: BlockRange::new(base + label.at, base + end)
+                    .expect("hops run forward: a label's boundary precedes its extension's"),
+            });
+            if label.usable == NONE {
+                break;
+            }
+            end = label.at;
+            usable = label.usable;
+            l = label.parent;
+        }
+        hops.reverse();
+        Route {
+            hops,
+            cost: RouteCost {
+                expected_us_per_token: ps_to_us(p.time),
+                price_per_token: saturating_nanoton(p.price),
+                prompt_price_per_token: saturating_nanoton(p.prompt),
+            },
+        }
+    }
+}
+
+fn saturating_nanoton(v: u128) -> NanoTon {
+    NanoTon(u64::try_from(v).unwrap_or(u64::MAX))
+}
+
+/// Whether sorted `a` is a subset of sorted `b`.
+fn is_subset(a: &[u32], b: &[u32]) -> bool {
+    let mut rest = b.iter();
+    a.iter().all(|x| rest.by_ref().any(|y| y == x))
+}
