@@ -17,7 +17,6 @@ pub mod net;
 pub mod payments;
 pub mod planner;
 pub mod plots;
-pub mod route_standin;
 pub mod run;
 pub mod scenario;
 pub mod sim;

@@ -225,6 +225,8 @@ pub struct RequestSummary {
     pub wrong: u64,
     pub failed: u64,
     pub no_route: u64,
+    /// Plans that needed sub-spans of announced spans (`allow_partial`).
+    pub partial_plans: u64,
     pub success_rate: f64,
 }
 

@@ -1,7 +1,7 @@
-//! The one place the simulator reaches route planning and block placement. Today the
-//! stand-in; once `cocoon_protocol::route` lands this `use` points there.
+//! The one place the simulator reaches route planning and block placement: the
+//! protocol's own `route` module, as the node uses it.
 
-pub use crate::route_standin::{Candidate, CostModel, Hop, RouteRequest, choose_span, plan};
+pub use cocoon_protocol::route::{Candidate, CostModel, Hop, RouteRequest, choose_span, plan};
 
 /// Which planner produced the routes (written into `summary.json`).
-pub const PLANNER: &str = "route_standin (simulations/src/route_standin.rs)";
+pub const PLANNER: &str = "cocoon_protocol::route::plan";

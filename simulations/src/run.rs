@@ -134,6 +134,7 @@ fn summarise(sim: &mut Sim, seed: u64, wall: f64) -> anyhow::Result<Summary> {
             wrong: c.wrong,
             failed: c.failed,
             no_route: c.no_route,
+            partial_plans: c.partial_plans,
             success_rate: if c.arrived > 0 {
                 c.ok as f64 / c.arrived as f64
             } else {

@@ -141,6 +141,8 @@ pub struct Counters {
     pub wrong_segments: u64,
     pub wrong_detected: u64,
     pub routed_through_banned: u64,
+    /// Plans that needed sub-spans of announced spans.
+    pub partial_plans: u64,
     pub ann_signed: u64,
     pub ann_verified: u64,
     pub ann_rejected: u64,
@@ -666,7 +668,7 @@ impl Sim {
             .table
             .as_deref()
             .expect("clients have tables");
-        let req = RouteRequest {
+        let mut req = RouteRequest {
             blocks,
             kv_tokens_needed: kv,
             price_cap: self.sc.client.price_cap.map(NanoTon),
@@ -675,7 +677,16 @@ impl Sim {
             max_hops: self.sc.client.max_hops,
             min_score: f64::NEG_INFINITY,
         };
-        let route = plan(&cands, &req, &self.cost_model).ok()?;
+        // Whole announced spans first (cheap to plan); sub-spans only when those cannot
+        // tile the blocks.
+        let route = match plan(&cands, &req, &self.cost_model) {
+            Ok(r) => r,
+            Err(_) => {
+                req.allow_partial = true;
+                self.counters.partial_plans += 1;
+                plan(&cands, &req, &self.cost_model).ok()?
+            }
+        };
         let hops: Vec<(u32, BlockRange)> = route
             .hops
             .iter()
