@@ -17,6 +17,8 @@ pub enum Outcome {
     Wrong,
     /// No route, or failover gave up.
     Failed,
+    /// Still generating when the run ended.
+    Unfinished,
 }
 
 impl Outcome {
@@ -25,6 +27,7 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Wrong => "wrong",
             Outcome::Failed => "failed",
+            Outcome::Unfinished => "unfinished",
         }
     }
 }
@@ -224,6 +227,8 @@ pub struct RequestSummary {
     pub ok: u64,
     pub wrong: u64,
     pub failed: u64,
+    /// Still running at the end; their missing tokens count as failed tokens.
+    pub unfinished: u64,
     pub no_route: u64,
     /// Plans that needed sub-spans of announced spans (`allow_partial`).
     pub partial_plans: u64,

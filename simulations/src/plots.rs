@@ -46,6 +46,16 @@ fn font() -> Result<&'static PathBuf, &'static str> {
     .map_err(|e| *e)
 }
 
+/// Line colours (Tableau 10), distinguishable in print.
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
 /// A chart of one or more lines.
 pub struct Lines {
     pub title: String,
@@ -104,7 +114,7 @@ where
                 .draw()
                 .map_err(e)?;
             for (i, (name, pts)) in c.series.iter().enumerate() {
-                let color = Palette99::pick(i).to_rgba();
+                let color = COLORS[i % COLORS.len()].to_rgba();
                 let pts: Vec<(f64, f64)> = pts
                     .iter()
                     .copied()
@@ -181,7 +191,10 @@ pub fn draw_all(rec: &Recorder, sc: &Scenario, out: &Path) -> anyhow::Result<()>
         eprintln!("warning: plots skipped: {why}");
         return Ok(());
     }
-    let done = rec.requests.iter().filter(|r| r.outcome != Outcome::Failed);
+    let done = rec
+        .requests
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Ok | Outcome::Wrong));
     let (mut ttft, mut per, mut total) = (Vec::new(), Vec::new(), Vec::new());
     for r in done {
         ttft.push(r.ttft_ms);

@@ -133,6 +133,7 @@ fn summarise(sim: &mut Sim, seed: u64, wall: f64) -> anyhow::Result<Summary> {
             ok: c.ok,
             wrong: c.wrong,
             failed: c.failed,
+            unfinished: c.unfinished,
             no_route: c.no_route,
             partial_plans: c.partial_plans,
             success_rate: if c.arrived > 0 {

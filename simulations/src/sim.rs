@@ -130,6 +130,7 @@ pub struct Counters {
     pub ok: u64,
     pub wrong: u64,
     pub failed: u64,
+    pub unfinished: u64,
     pub no_route: u64,
     pub tokens_requested: u64,
     pub tokens_served: u64,
@@ -1002,17 +1003,28 @@ impl Sim {
     }
 
     fn fail(&mut self, r: u32, served: u64) {
+        self.end_request(r, served, Outcome::Failed);
+    }
+
+    /// Records a request that did not complete: failed, or unfinished at the end.
+    fn end_request(&mut self, r: u32, served: u64, outcome: Outcome) {
         let now = self.now;
         let q = &mut self.requests[r as usize];
         q.done = true;
-        self.counters.failed += 1;
+        if outcome == Outcome::Failed {
+            self.counters.failed += 1;
+        } else {
+            self.counters.unfinished += 1;
+        }
         self.counters.tokens_served += served;
         self.counters.tokens_failed += q.output - served;
         let bin_s = self.sc.bin_s;
-        let row = self.row(r, Outcome::Failed, served);
+        let row = self.row(r, outcome, served);
         self.rec.requests.push(row);
-        let b = self.rec.bin(now, bin_s);
-        b.failed += 1;
+        let b = self.rec.bin(now.min(self.end_us.saturating_sub(1)), bin_s);
+        if outcome == Outcome::Failed {
+            b.failed += 1;
+        }
         b.tokens += served;
     }
 
@@ -1096,7 +1108,7 @@ impl Sim {
                 self.settle_segment(r, g, None)?;
             }
             self.detach(r);
-            self.fail(r, g);
+            self.end_request(r, g, Outcome::Unfinished);
         }
         self.channels.settle_all()?;
         for &w in &self.world.workers {
@@ -1124,7 +1136,7 @@ impl Sim {
         let mut per = Vec::new();
         let mut total = Vec::new();
         for r in &self.rec.requests {
-            if r.outcome == Outcome::Failed {
+            if matches!(r.outcome, Outcome::Failed | Outcome::Unfinished) {
                 continue;
             }
             if r.ttft_ms.is_finite() {
