@@ -169,7 +169,9 @@ fn round_trip(
             hidden: hidden.to_vec()
         }]
     );
-    let res = worker.result(request_id, start_pos, &blocks(hidden)).unwrap();
+    let res = worker
+        .result(request_id, start_pos, &blocks(hidden))
+        .unwrap();
     wire.to_client.extend_from_slice(&res);
     let mut events = feed_split(rng, &res, |b| client.on_bytes(b));
     assert_eq!(events.len(), 1);
@@ -217,7 +219,10 @@ fn many_forwards_under_random_splits() {
     assert_eq!(worker.on_bytes(&bye).unwrap(), vec![WorkerEvent::Close]);
     assert!(matches!(
         client.forward(99, 0, &[0.0; D as usize]),
-        Err(SessionError::WrongState { call: "forward", .. })
+        Err(SessionError::WrongState {
+            call: "forward",
+            ..
+        })
     ));
 }
 
@@ -537,7 +542,9 @@ fn bad_lengths_and_oversize_tensors_are_rejected() {
     );
     assert!(matches!(
         client.forward(1, 0, &rng.values(2 * D as usize)),
-        Err(SessionError::Tensor(crate::tensor::TensorError::TooManyTokens { .. }))
+        Err(SessionError::Tensor(
+            crate::tensor::TensorError::TooManyTokens { .. }
+        ))
     ));
 }
 
@@ -548,7 +555,10 @@ fn wrong_shapes_are_local_errors_naming_expected_and_got() {
     let err = client.forward(1, 0, &[0.5; 100]).unwrap_err().to_string();
     assert!(err.contains("expected a multiple of d_model = 64"), "{err}");
     assert!(err.contains("got 100 values"), "{err}");
-    assert!(client.is_open(), "a local error sends nothing and keeps the session");
+    assert!(
+        client.is_open(),
+        "a local error sends nothing and keeps the session"
+    );
     assert_eq!(
         client.forward(1, 1020, &[0.5; 5 * D as usize]),
         Err(SessionError::OutOfPositions {
@@ -580,7 +590,10 @@ fn reject_error_and_close_reach_the_client() {
     .unwrap();
     assert!(matches!(
         client.forward(1, 0, &[0.0; 4]),
-        Err(SessionError::WrongState { call: "forward", .. })
+        Err(SessionError::WrongState {
+            call: "forward",
+            ..
+        })
     ));
     let mut worker = WorkerSession::new(w.noise_secret(), SessionLimits::default());
     worker.on_bytes(&m1).unwrap();
@@ -610,7 +623,13 @@ fn reject_error_and_close_reach_the_client() {
     let long = "é".repeat(2000);
     let e = worker.error(5, ErrorCode::KvBudget, &long).unwrap();
     let events = client.on_bytes(&e).unwrap();
-    let [ClientEvent::Error { request_id: 5, code: ErrorCode::KvBudget, message }] = &events[..]
+    let [
+        ClientEvent::Error {
+            request_id: 5,
+            code: ErrorCode::KvBudget,
+            message,
+        },
+    ] = &events[..]
     else {
         panic!("expected an error event, got {events:?}");
     };
@@ -685,8 +704,8 @@ struct RawClient {
 
 impl RawClient {
     fn open(worker: &mut WorkerSession, kv_positions: u32) -> RawClient {
-        let mut hs = noise::initiator(client_id().noise_secret(), &worker_id().noise_public_key())
-            .unwrap();
+        let mut hs =
+            noise::initiator(client_id().noise_secret(), &worker_id().noise_public_key()).unwrap();
         let open = wire::encode(Body::Open(wire::open_to_pb(&open_req(WireDtype::F32), 16)));
         let m1 = noise::write_handshake(&mut hs, &open).unwrap();
         worker
@@ -704,7 +723,7 @@ impl RawClient {
         };
         assert_eq!(reply.rekey_every, 16);
         RawClient {
-            transport: Transport::new(*Box::new(hs), 16).unwrap(),
+            transport: Transport::new(hs, 16).unwrap(),
         }
     }
 
@@ -755,7 +774,10 @@ fn protocol_violations_from_a_client_are_fatal_errors() {
     let mut bytes = raw.send(Body::Forward(chunk(1, 0, 3, row[..100].to_vec())));
     bytes.extend(raw.send(Body::Forward(chunk(1, 2, 3, row[100..].to_vec()))));
     let err = w.on_bytes(&bytes).unwrap_err().to_string();
-    assert!(err.contains("chunk 2 leaves a gap: chunk 1 was expected"), "{err}");
+    assert!(
+        err.contains("chunk 2 leaves a gap: chunk 1 was expected"),
+        "{err}"
+    );
 
     // A Close in the middle of a chunked tensor.
     let mut w = worker();
@@ -763,18 +785,29 @@ fn protocol_violations_from_a_client_are_fatal_errors() {
     let mut bytes = raw.send(Body::Forward(chunk(1, 0, 2, row[..100].to_vec())));
     bytes.extend(raw.send(Body::Close(pb::Close {})));
     let err = w.on_bytes(&bytes).unwrap_err().to_string();
-    assert!(err.contains("Close arrived in the middle of a chunked Forward"), "{err}");
+    assert!(
+        err.contains("Close arrived in the middle of a chunked Forward"),
+        "{err}"
+    );
 
     // A worker-only message, the wrong dtype, positions beyond the grant.
     let mut w = worker();
     let mut raw = RawClient::open(&mut w, 100);
     let r = raw.send(Body::Result(chunk(1, 0, 1, row.clone())));
-    assert!(w.on_bytes(&r).unwrap_err().to_string().contains("may not send Result"));
+    assert!(
+        w.on_bytes(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("may not send Result")
+    );
     let mut w = worker();
     let mut raw = RawClient::open(&mut w, 100);
     let mut c = chunk(1, 0, 1, row[..128].to_vec());
     c.dtype = wire::dtype_to_pb(WireDtype::F16);
-    let err = w.on_bytes(&raw.send(Body::Forward(c))).unwrap_err().to_string();
+    let err = w
+        .on_bytes(&raw.send(Body::Forward(c)))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("session's dtype is F32"), "{err}");
     let mut w = worker();
     let mut raw = RawClient::open(&mut w, 100);
@@ -791,19 +824,19 @@ fn protocol_violations_from_a_client_are_fatal_errors() {
 
     // Anything before accept.
     let mut w = worker();
-    let mut hs = noise::initiator(client_id().noise_secret(), &worker_id().noise_public_key())
-        .unwrap();
+    let mut hs =
+        noise::initiator(client_id().noise_secret(), &worker_id().noise_public_key()).unwrap();
     let open = wire::encode(Body::Open(wire::open_to_pb(&open_req(WireDtype::F32), 16)));
-    let mut bytes = noise::frame_handshake(&noise::write_handshake(&mut hs, &open).unwrap())
-        .unwrap();
+    let mut bytes =
+        noise::frame_handshake(&noise::write_handshake(&mut hs, &open).unwrap()).unwrap();
     bytes.extend_from_slice(&[0, 3, 1, 2, 3]);
     let err = w.on_bytes(&bytes).unwrap_err().to_string();
     assert!(err.contains("before the session was accepted"), "{err}");
 
     // An open request that is not an OpenSession, or a malformed one.
     let mut w = worker();
-    let mut hs = noise::initiator(client_id().noise_secret(), &worker_id().noise_public_key())
-        .unwrap();
+    let mut hs =
+        noise::initiator(client_id().noise_secret(), &worker_id().noise_public_key()).unwrap();
     let mut bad = wire::open_to_pb(&open_req(WireDtype::F32), 16);
     bad.model_id.truncate(31);
     let m1 = noise::write_handshake(&mut hs, &wire::encode(Body::Open(bad))).unwrap();
