@@ -134,8 +134,12 @@ fuzz_target!(|data: &[u8]| {
     envelope(data);
     values(data);
     reassembly(data);
-    fresh_worker(data);
-    if data.first().is_some_and(|b| b % 8 == 0 || b % 8 == 1) {
-        open_worker(data);
+    // The session paths run X25519, which the sanitizer's comparison tracing slows to
+    // tens of milliseconds a scalar multiplication (a whole handshake: most of a second):
+    // only on some inputs, so the pure decoders above keep most of the fuzzing time.
+    match data.first() {
+        Some(0 | 1) => open_worker(data),
+        Some(b) if b % 16 == 2 => fresh_worker(data),
+        _ => {}
     }
 });
