@@ -95,8 +95,9 @@ fn fresh_worker(data: &[u8]) {
 /// A real handshake, then the fuzz bytes as the client's next bytes (optionally after a
 /// valid forward): they must fail cleanly, never panic.
 fn open_worker(data: &[u8]) {
-    let worker_public = cocoon_protocol::identity::NodeIdentity::from_secrets(&[3; 32], &WORKER_SECRET)
-        .noise_public_key();
+    let worker_public =
+        cocoon_protocol::identity::NodeIdentity::from_secrets(&[3; 32], &WORKER_SECRET)
+            .noise_public_key();
     let open = OpenSession {
         model_id: [1; 32],
         blocks: BlockRange::new(0, 4).expect("ordered"),
@@ -123,7 +124,9 @@ fn open_worker(data: &[u8]) {
         .expect("accept after open");
     client.on_bytes(&m2).expect("a real reply");
     if data.first().is_some_and(|b| b & 1 == 1) {
-        let fwd = client.forward(1, 0, &[1.0, 2.0, 3.0, 4.0]).expect("a valid forward");
+        let fwd = client
+            .forward(1, 0, &[1.0, 2.0, 3.0, 4.0])
+            .expect("a valid forward");
         assert_eq!(w.on_bytes(&fwd).expect("valid bytes").len(), 1);
     }
     let _ = w.on_bytes(data);
