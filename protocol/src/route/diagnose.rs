@@ -1,7 +1,9 @@
 //! Why no route exists: the first block no chain reaches, too few hops allowed, or a
-//! price cap below the cheapest route. Checked on relaxations (peers reusable), which
-//! are exact here: merging the hops of a peer used twice into one hop over the blocks
-//! between never adds hops or price, so a relaxed answer is also one with unique peers.
+//! price cap below the cheapest route. Checked on the relaxation (peers reusable), which
+//! is exact when each peer is listed once: merging the hops of a peer used twice (only
+//! possible with `allow_partial`) into one hop over the blocks between never adds hops or
+//! price, so the relaxed answer also holds with one hop per peer. A peer listed twice can
+//! leave no valid route although the relaxation has one: `NoFeasibleRoute`.
 
 use super::plan::HopGraph;
 use super::{RouteError, RouteRequest};
