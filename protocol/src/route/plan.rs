@@ -26,7 +26,15 @@ impl HopGraph {
         k: usize,
     ) -> HopGraph {
         let mut from: Vec<Vec<HopOption>> = vec![Vec::new(); len as usize];
+        let beaten = if partial || k != 1 {
+            Vec::new()
+        } else {
+            strictly_beaten(usable, len)
+        };
         for (i, u) in usable.iter().enumerate() {
+            if beaten.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             let usable = i as u32;
             let starts = if partial {
                 u.start..u.end
@@ -76,6 +84,36 @@ impl HopGraph {
         }
         (hops, price)
     }
+}
+
+/// Without `allow_partial` and for the single best route: which candidates are strictly
+/// beaten on (time, price) by the fastest or the cheapest candidate of their own span.
+/// One linear pass that spares the sort of `prune_options` most of a large swarm; empty
+/// (nothing marked) when the request is too long for the per-span table.
+fn strictly_beaten(usable: &[Usable], len: u32) -> Vec<bool> {
+    let w = len as usize + 1;
+    if w * w > 1 << 16 {
+        return Vec::new();
+    }
+    let times: Vec<u128> = usable.iter().map(|u| u.time.for_len(u.end - u.start)).collect();
+    // Per (start, end): the fastest (time, price) and the cheapest (price, time).
+    let mut fastest = vec![(u128::MAX, u64::MAX); w * w];
+    let mut cheapest = vec![(u64::MAX, u128::MAX); w * w];
+    for (u, &t) in usable.iter().zip(&times) {
+        let span = u.start as usize * w + u.end as usize;
+        fastest[span] = fastest[span].min((t, u.price));
+        cheapest[span] = cheapest[span].min((u.price, t));
+    }
+    let beats = |(bt, bp): (u128, u64), t: u128, p: u64| bt <= t && bp <= p && (bt < t || bp < p);
+    usable
+        .iter()
+        .zip(&times)
+        .map(|(u, &t)| {
+            let span = u.start as usize * w + u.end as usize;
+            let (cp, ct) = cheapest[span];
+            beats(fastest[span], t, u.price) || beats((ct, cp), t, u.price)
+        })
+        .collect()
 }
 
 /// A kept route prefix ending at boundary `at`.
@@ -132,13 +170,15 @@ pub(crate) fn plan_best(
     let eligible = prune::eligible(cands, req, model)?;
     let mut width = k;
     for _ in 0..RELAXED_ROUNDS {
-        let usable = if req.allow_partial {
-            prune::prune_groups(eligible.clone(), cands, width)
+        let grouped;
+        let usable: &[Usable] = if req.allow_partial {
+            grouped = prune::prune_groups(eligible.clone(), cands, width);
+            &grouped
         } else {
-            eligible.clone()
+            &eligible
         };
-        let graph = HopGraph::build(&usable, cands, len, req.allow_partial, width);
-        let relaxed = Search::new(cands, req, &usable, &graph, width, None).run();
+        let graph = HopGraph::build(usable, cands, len, req.allow_partial, width);
+        let relaxed = Search::new(cands, req, usable, &graph, width, None).run();
         let exhausted = relaxed.len() < width;
         let mut routes: Vec<Route> = relaxed.into_iter().filter(distinct_peers).collect();
         if routes.len() >= k || exhausted {
