@@ -58,13 +58,13 @@ fn cheapest_within(graph: &HopGraph, max_hops: usize) -> u128 {
     price[0] = 0;
     for _ in 0..max_hops {
         let mut next = price.clone();
-        for o in 0..n {
-            if price[o] == u128::MAX {
+        for (&here, options) in price.iter().zip(&graph.from) {
+            if here == u128::MAX {
                 continue;
             }
-            for opt in &graph.from[o] {
+            for opt in options {
                 let e = opt.end as usize;
-                next[e] = next[e].min(price[o] + u128::from(opt.price));
+                next[e] = next[e].min(here + u128::from(opt.price));
             }
         }
         price = next;

@@ -27,7 +27,9 @@
 //!    `allow_partial`, candidates with the same usable span are first cut the same way
 //!    on (fixed cost, block rate, price), then each survivor's sub-spans are enumerated
 //!    and pruned per (start, end). With 100k workers on 30 blocks, a few hops per span
-//!    remain (the time/price Pareto front).
+//!    remain (the time/price Pareto front). For [`plan`] without `allow_partial`, one
+//!    linear pass first drops candidates strictly beaten by the fastest or the cheapest
+//!    of their span, so the sort sees little of a large swarm.
 //! 3. *Label-setting DP over block boundaries* (O(B·Λ·D) extensions, each boundary's
 //!    arrivals sorted): boundaries are processed in increasing order (hops only move
 //!    forward, so the graph is a DAG). A label is a route prefix with (time, price,
@@ -42,10 +44,13 @@
 //! 4. *One hop per peer*: the relaxation's `k'` best routes (k' = k at first) are
 //!    filtered to those that never use a peer twice; if fewer than `k` remain and the
 //!    relaxation had more to give, the search reruns with `4k'`. This is exact (the `k'`
-//!    best relaxed routes contain every valid route ranked among them) and in practice
-//!    runs once: a peer is reused only with `allow_partial`, when a worker is faster
-//!    than every alternative on both sides of a faster one, or when a peer is listed
-//!    twice.
+//!    best relaxed routes contain every valid route ranked among them). Reuse only
+//!    happens with `allow_partial` (a worker used on both sides of a faster one) or when
+//!    a peer is listed twice. After four widths (k to 64k) the planner falls back to an
+//!    exact search on unpruned hops whose labels also carry the used peers that could
+//!    still start a later hop (a label then dominates only if its set is a subset of the
+//!    other's): exponential in the worst case, and only reached when the relaxation
+//!    keeps preferring reuse.
 //! 5. When no route exists, [`RouteError`] says why, checked in this order: a block no
 //!    chain of hops can reach ([`RouteError::Uncovered`]), more hops needed than allowed
 //!    ([`RouteError::TooManyHops`]), or the cheapest route within the hop limit over the

@@ -95,7 +95,10 @@ fn strictly_beaten(usable: &[Usable], len: u32) -> Vec<bool> {
     if w * w > 1 << 16 {
         return Vec::new();
     }
-    let times: Vec<u128> = usable.iter().map(|u| u.time.for_len(u.end - u.start)).collect();
+    let times: Vec<u128> = usable
+        .iter()
+        .map(|u| u.time.for_len(u.end - u.start))
+        .collect();
     // Per (start, end): the fastest (time, price) and the cheapest (price, time).
     let mut fastest = vec![(u128::MAX, u64::MAX); w * w];
     let mut cheapest = vec![(u64::MAX, u128::MAX); w * w];
@@ -437,10 +440,10 @@ impl<'a> Search<'a> {
             .filter(|&r| alive(r))
             .collect();
         let r = peers.rank[usable as usize];
-        if alive(r) {
-            if let Err(at) = live.binary_search(&r) {
-                live.insert(at, r);
-            }
+        if alive(r)
+            && let Err(at) = live.binary_search(&r)
+        {
+            live.insert(at, r);
         }
         live
     }

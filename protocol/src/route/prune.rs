@@ -36,8 +36,9 @@ pub(crate) fn eligible(
     let excluded: HashSet<&PeerId> = req.exclude.iter().collect();
     let mut out = Vec::with_capacity(cands.len());
     for (i, c) in cands.iter().enumerate() {
-        // NaN scores fail this comparison and are skipped.
-        if !(c.score >= req.min_score) || (!excluded.is_empty() && excluded.contains(&c.peer)) {
+        // NaN scores (or a NaN minimum) fail this comparison and are skipped.
+        let scored_enough = c.score >= req.min_score;
+        if !scored_enough || (!excluded.is_empty() && excluded.contains(&c.peer)) {
             continue;
         }
         let (cs, ce) = (c.blocks.start(), c.blocks.end());
