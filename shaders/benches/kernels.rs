@@ -117,6 +117,31 @@ fn f32_buf(ctx: &GpuContext, v: &[f32]) -> wgpu::Buffer {
         .expect("bench buffer")
 }
 
+/// The linear-kernel shapes compared, with their labels: the thread shapes, then the
+/// subgroup shape at several row counts per workgroup where the adapter has subgroups.
+fn matvec_shapes(ctx: &GpuContext) -> Vec<(String, Shape)> {
+    let mut v = vec![
+        ("row/inv".to_string(), Shape::ROW_PER_INVOCATION),
+        ("wg-reduce".to_string(), Shape::WORKGROUP_REDUCE),
+    ];
+    if let Some(Shape::Subgroup { workgroup, .. }) = Shape::subgroup_for(ctx) {
+        let rows: Vec<u32> = std::env::var("SG_ROWS")
+            .ok()
+            .map(|s| s.split(',').filter_map(|r| r.parse().ok()).collect())
+            .unwrap_or_else(|| vec![16]);
+        for r in rows {
+            v.push((
+                format!("subgroup wg{workgroup} r{r}"),
+                Shape::Subgroup {
+                    workgroup,
+                    rows_per_workgroup: r,
+                },
+            ));
+        }
+    }
+    v
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // Other non-flag arguments select sections: matvec, small, decode.
@@ -152,10 +177,7 @@ fn main() {
         let xb = f32_buf(&ctx, &x);
         let yb = ctx.storage("y", (out * 32 * 4) as u64).expect("y");
         let reps = if out > 10000 { 4 } else { 30 };
-        for (sname, shape) in [
-            ("row/inv", Shape::ROW_PER_INVOCATION),
-            ("wg-reduce", Shape::WORKGROUP_REDUCE),
-        ] {
+        for (sname, shape) in matvec_shapes(&ctx) {
             let v = Variant::new(Mode::Store, shape);
             let k = linear::kernel(&ctx, &gw, &v).expect("kernel");
             let st = step_buffer(&ctx, 1, 0);
