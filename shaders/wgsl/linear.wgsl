@@ -49,33 +49,41 @@ fn hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
 }
 
-// The dot product of group g of row `row` with the 32 inputs at x[xb .. xb + 8] (vec4s,
-// times the norm weight when NORM), decoding straight into the products: no arrays, so
-// everything stays in registers.
-fn group_dot(row: u32, g: u32, xb: u32) -> f32 {
+// The 32 inputs of group g of token row xt (vec4 index of its first element), times
+// the norm weight when NORM: loaded once, dotted with several weight rows.
+fn x_group(xt: u32, g: u32) -> array<vec4<f32>, 8> {
+    var r: array<vec4<f32>, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        r[i] = xv(xt + g * 8u + i, g * 8u + i);
+    }
+    return r;
+}
+
+// The dot product of group g of row `row` with the group's inputs xg, decoding
+// straight into the products (constant indices only, so everything stays in registers).
+fn group_dot(row: u32, g: u32, xg: array<vec4<f32>, 8>) -> f32 {
     let gi = row * NG + g;
-    let nb = g * 8u;
     var s = vec4<f32>(0.0);
     switch FMT {
         case 0u: {
             let b = gi * 32u;
             for (var i = 0u; i < 8u; i++) {
                 let o = b + 4u * i;
-                s += vec4<f32>(bitcast<f32>(wq[o]), bitcast<f32>(wq[o + 1u]), bitcast<f32>(wq[o + 2u]), bitcast<f32>(wq[o + 3u])) * xv(xb + i, nb + i);
+                s += vec4<f32>(bitcast<f32>(wq[o]), bitcast<f32>(wq[o + 1u]), bitcast<f32>(wq[o + 2u]), bitcast<f32>(wq[o + 3u])) * xg[i];
             }
             return hsum(s);
         }
         case 1u: {
             let b = gi * 16u;
             for (var i = 0u; i < 8u; i++) {
-                s += vec4<f32>(unpack2x16float(wq[b + 2u * i]), unpack2x16float(wq[b + 2u * i + 1u])) * xv(xb + i, nb + i);
+                s += vec4<f32>(unpack2x16float(wq[b + 2u * i]), unpack2x16float(wq[b + 2u * i + 1u])) * xg[i];
             }
             return hsum(s);
         }
         case 2u: {
             let b = gi * 8u;
             for (var i = 0u; i < 8u; i++) {
-                s += i8x4(wq[b + i]) * xv(xb + i, nb + i);
+                s += i8x4(wq[b + i]) * xg[i];
             }
             return unpack2x16float(ws[gi >> 1u])[gi & 1u] * hsum(s);
         }
@@ -84,8 +92,8 @@ fn group_dot(row: u32, g: u32, xb: u32) -> f32 {
             var sx = vec4<f32>(0.0);
             for (var i = 0u; i < 4u; i++) {
                 let q = wq[b + i];
-                let x0 = xv(xb + i, nb + i);
-                let x1 = xv(xb + 4u + i, nb + 4u + i);
+                let x0 = xg[i];
+                let x1 = xg[4u + i];
                 s += nib_lo(q) * x0 + nib_hi(q) * x1;
                 sx += x0 + x1;
             }
@@ -101,8 +109,8 @@ fn group_dot(row: u32, g: u32, xb: u32) -> f32 {
             let b = gi * 8u;
             var s1 = vec4<f32>(0.0);
             for (var i = 0u; i < 4u; i++) {
-                s += i8x4(wq[b + i]) * xv(xb + i, nb + i);
-                s1 += i8x4(wq[b + 4u + i]) * xv(xb + 4u + i, nb + 4u + i);
+                s += i8x4(wq[b + i]) * xg[i];
+                s1 += i8x4(wq[b + 4u + i]) * xg[4u + i];
             }
             return bitcast<f32>(ws[2u * gi]) * hsum(s) + bitcast<f32>(ws[2u * gi + 1u]) * hsum(s1);
         }

@@ -32,9 +32,9 @@ fn main(
             var a = 0.0;
             var b = 0.0;
             for (var g = lane; g < NG; g += sgs) {
-                a += group_dot(r.x, g, xt + g * 8u);
+                a += group_dot(r.x, g, x_group(xt, g));
                 if MODE >= 2u {
-                    b += group_dot(r.y, g, xt + g * 8u);
+                    b += group_dot(r.y, g, x_group(xt, g));
                 }
             }
             a = subgroupAdd(a);

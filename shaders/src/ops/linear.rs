@@ -1,11 +1,29 @@
 //! Linear layers (matrix-vector for decode, matrix-matrix for prefill) with the weights
 //! kept quantized on the GPU and dequantized inside the kernel (`wgsl/linear.wgsl` over
-//! `wgsl/quant.wgsl`).
+//! `wgsl/quant.wgsl`, then the entry point of the [`Shape`]: `wgsl/linear_threads.wgsl`
+//! or `wgsl/linear_subgroup.wgsl`).
 //!
 //! At upload a ggml tensor is repacked ([`pack`]) into two byte arrays, quants and scales,
 //! so that every group of 32 elements starts on a 4-byte boundary (Q8_0's 34-byte blocks
 //! do not). Q8_0 and Q4_1 keep their exact size (scales stay f16); Q4_0, Q4_K and Q6_K are
 //! expanded to f32 scales (correct, not tuned).
+//!
+//! Why these shapes (measured on llvmpipe, Mesa 25.0.7 / LLVM 15, 256-bit, 2 Zen 4
+//! cores; `cargo bench --bench kernels`, GB/s of packed weights per CPU-second): a
+//! workgroup runs on one thread, 8 invocations to a SIMD vector, and a load whose
+//! address differs between lanes, or that sits inside a loop or a lane-dependent branch,
+//! becomes a gather of 8 scalar loads. The inputs `x` are loaded that way as often as
+//! the weights, so what pays is reusing each loaded group of inputs for several rows:
+//! one invocation per 8 rows ([`Shape::ROW_PER_INVOCATION`]) runs Q4_1 matvecs at ~2 and
+//! the Q8_0 LM head at ~2.2, against ~0.85 and 1.2 with one row per invocation. The
+//! subgroup shape (lanes over consecutive groups of one row, `subgroupAdd`) reads
+//! coalesced on GPUs, where it is the default, but on llvmpipe every lane gathers its
+//! own inputs: 0.55-1.0. Making llvmpipe's loads lane-uniform (each lane selecting its
+//! words out of whole-group loads, x cached in private arrays, loops unrolled through
+//! array indexing) measured 0.15-0.5. On `subgroupAdd`: it sums the lanes active where
+//! it is called, so inside a loop whose trip count differs between lanes, or under
+//! `if lane == 0`, lanes get partial sums (`subgroup_add_sums_the_active_lanes`);
+//! llvmpipe's subgroups are 8 consecutive invocations and correct.
 
 use std::sync::Arc;
 
@@ -110,11 +128,14 @@ pub fn invocation_rows(w_rows: usize, mode: Mode) -> usize {
 /// How invocations map onto row slots (output rows, or the row pairs of SwiGLU and RoPE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    /// `threads_per_row` invocations per slot, `workgroup / threads_per_row` slots per
-    /// workgroup; more than one thread per slot reduce through workgroup memory.
+    /// `threads_per_row` invocations per `rows_per_thread` consecutive slots (1 to 16:
+    /// each group of inputs is loaded once for all of them), `workgroup /
+    /// threads_per_row * rows_per_thread` slots per workgroup; more than one thread per
+    /// slot reduce through workgroup memory.
     Threads {
         threads_per_row: u32,
         workgroup: u32,
+        rows_per_thread: u32,
     },
     /// A subgroup per slot at a time, its lanes over consecutive groups of the row (lane
     /// l: groups l, l + S, ...), summed with `subgroupAdd`; a workgroup owns
@@ -127,16 +148,18 @@ pub enum Shape {
 }
 
 impl Shape {
-    /// One invocation per row, no barriers: the fastest shape measured on llvmpipe.
+    /// One invocation per 8 rows, no barriers: the fastest shape measured on llvmpipe.
     pub const ROW_PER_INVOCATION: Shape = Shape::Threads {
         threads_per_row: 1,
-        workgroup: 16,
+        workgroup: 8,
+        rows_per_thread: 8,
     };
     /// 32 invocations per row reducing through workgroup memory: for GPUs without
     /// subgroups.
     pub const WORKGROUP_REDUCE: Shape = Shape::Threads {
         threads_per_row: 32,
         workgroup: 256,
+        rows_per_thread: 1,
     };
 
     /// The subgroup shape for `ctx`, when it has subgroups: workgroups of 256 (or one
@@ -175,7 +198,8 @@ impl Shape {
             Shape::Threads {
                 threads_per_row,
                 workgroup,
-            } => (workgroup / threads_per_row.max(1)).max(1),
+                rows_per_thread,
+            } => (workgroup / threads_per_row.max(1)).max(1) * rows_per_thread.clamp(1, 16),
             Shape::Subgroup {
                 rows_per_workgroup, ..
             } => rows_per_workgroup.max(1),
@@ -390,8 +414,10 @@ pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel
         Shape::Threads {
             threads_per_row,
             workgroup,
+            rows_per_thread,
         } => {
             c.push(("TPR", threads_per_row.max(1) as f64));
+            c.push(("RPI", rows_per_thread.clamp(1, 16) as f64));
             c.push(("WG", workgroup as f64));
             &SPEC
         }
@@ -609,6 +635,12 @@ mod tests {
             Shape::Threads {
                 threads_per_row: 4,
                 workgroup: 64,
+                rows_per_thread: 3,
+            },
+            Shape::Threads {
+                threads_per_row: 1,
+                workgroup: 8,
+                rows_per_thread: 1,
             },
         ];
         if let Some((_, max)) = ctx.subgroup_sizes() {
