@@ -793,7 +793,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(subgroup_size) sgs: u
             }
             // Lanes past N mod S leave the loop one iteration early: their in-loop sums
             // are short, the after-loop ones are not.
-            if n % max != 0 {
+            if !n.is_multiple_of(max) {
                 assert!(v[(max - 1) as usize * 5 + 3] < full);
             }
         }
