@@ -18,6 +18,8 @@ pub mod files {
     pub const COOKIE: &str = "control.cookie";
     /// Control API address (`127.0.0.1:PORT`), removed at exit.
     pub const CONTROL_ADDR: &str = "control.addr";
+    /// OpenAI API address (`127.0.0.1:PORT`) of a client node, removed at exit.
+    pub const API_ADDR: &str = "api.addr";
 }
 
 /// The data directory when `--data-dir` is not given: `$XDG_DATA_HOME/cocoon`, else
@@ -43,9 +45,12 @@ pub struct NodeConfig {
     pub relays: Vec<String>,
     /// worker, client or relay (`--role`).
     pub role: Role,
-    /// Blocks served, `S..E` (`--blocks`); default: the whole model for workers, none otherwise.
+    /// Blocks served, `S..E`, or `auto` / `auto:N` to pick a span of N (default 10) that
+    /// strengthens the mesh's weakest blocks (`--blocks`); default: the whole model for
+    /// workers, none otherwise.
     pub blocks: Option<String>,
-    /// Model file (`--model`); its sha256 is the model id until the manifest hash lands.
+    /// Model file, or `default` for the cached default model (`--model`). Workers load
+    /// their blocks from it, clients its head; its manifest hash is the model id.
     pub model: Option<PathBuf>,
     /// Model id as 64 hex digits, used when no model file is given (`--model-id`).
     pub model_id: Option<String>,
@@ -73,6 +78,15 @@ pub struct NodeConfig {
     pub control_port: u16,
     /// Seconds before AutoNAT's first probe (`--autonat-delay`).
     pub autonat_delay_secs: u64,
+    /// Where a client node with a model serves the OpenAI API; loopback only (`--api-listen`).
+    pub api_listen: String,
+    /// Compute backend for blocks and head: wgpu or cpu (`--backend`).
+    pub backend: crate::cmd::run::Backend,
+    /// Memory for the KV caches of all sessions, MiB (`--kv-budget-mib`).
+    pub kv_budget_mib: usize,
+    /// A client gives up on a worker that has not answered a forward in this many
+    /// seconds and fails over (`--forward-timeout-secs`).
+    pub forward_timeout_secs: u64,
 }
 
 /// When the node serves as a circuit relay.
@@ -109,6 +123,10 @@ impl Default for NodeConfig {
             announce_ttl_secs: 300,
             control_port: 0,
             autonat_delay_secs: 15,
+            api_listen: "127.0.0.1:0".into(),
+            backend: crate::cmd::run::Backend::Wgpu,
+            kv_budget_mib: 512,
+            forward_timeout_secs: 60,
         }
     }
 }
@@ -123,6 +141,9 @@ impl NodeConfig {
 
     /// The block range served, checked against `n_blocks`.
     pub fn block_range(&self) -> anyhow::Result<BlockRange> {
+        if self.auto_span()?.is_some() {
+            return Ok(BlockRange::EMPTY);
+        }
         let range = match (&self.blocks, self.role) {
             (Some(b), _) => b.parse::<BlockRange>().context("--blocks")?,
             (None, Role::Worker) => BlockRange::new(0, self.n_blocks).context("n_blocks")?,
@@ -134,6 +155,29 @@ impl NodeConfig {
             self.n_blocks
         );
         Ok(range)
+    }
+
+    /// `--blocks auto[:N]`: the span length to place, if asked.
+    pub fn auto_span(&self) -> anyhow::Result<Option<u32>> {
+        let Some(b) = self.blocks.as_deref() else {
+            return Ok(None);
+        };
+        let Some(rest) = b.strip_prefix("auto") else {
+            return Ok(None);
+        };
+        let span = match rest.strip_prefix(':') {
+            None if rest.is_empty() => 10.min(self.n_blocks),
+            Some(n) => n
+                .parse::<u32>()
+                .map_err(|_| anyhow::anyhow!("--blocks {b}: expected auto or auto:N"))?,
+            None => anyhow::bail!("--blocks {b}: expected auto or auto:N"),
+        };
+        anyhow::ensure!(
+            span >= 1 && span <= self.n_blocks,
+            "--blocks {b}: the span must be 1..={} blocks",
+            self.n_blocks
+        );
+        Ok(Some(span))
     }
 
     /// The configured model id, if any.

@@ -12,25 +12,44 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::process::{Child, Command};
 
 use crate::config::files;
-use crate::control::api::{PeerInfo, StatusInfo};
+use crate::control::api::{PeerInfo, RoutesInfo, StatusInfo};
 use crate::control::client::ControlClient;
 
 /// Starts a local mesh.
 #[derive(Debug, clap::Args)]
 pub struct DevnetArgs {
-    /// Worker nodes besides the bootstrap/relay.
-    #[arg(long, default_value_t = 5)]
-    pub nodes: u32,
-    /// Blocks of the model split among the workers.
+    /// Workers that split the model's blocks between them.
+    #[arg(long, visible_alias = "nodes", default_value_t = 3)]
+    pub workers: u32,
+    /// Extra workers, each holding one of the spans again (the middle one first), so a
+    /// failed worker can be replaced.
+    #[arg(long, default_value_t = 1)]
+    pub spares: u32,
+    /// The model workers load and the client serves: `default`, a GGUF path, or `none`
+    /// (workers only announce the default model's id, nothing is loaded, no client).
+    #[arg(long, default_value = "default")]
+    pub model: String,
+    /// Blocks of the model, with `--model none`.
     #[arg(long, default_value_t = crate::model_info::DEFAULT_N_BLOCKS)]
     pub n_blocks: u32,
+    /// Compute backend of workers and client.
+    #[arg(long, value_enum, default_value_t = crate::cmd::run::Backend::Wgpu)]
+    pub backend: crate::cmd::run::Backend,
+    /// Once up, ask the client this as a chat message and print the answer.
+    #[arg(long)]
+    pub ask: Option<String>,
+    /// Tokens for --ask.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Stop the devnet after --ask has been answered.
+    #[arg(long, requires = "ask")]
+    pub exit: bool,
     /// How long to wait for the nodes to find each other, seconds.
-    #[arg(long, default_value_t = 90)]
+    #[arg(long, default_value_t = 120)]
     pub timeout: u64,
 }
 
-/// The model id devnet nodes announce: the default model's (its nodes need not load it
-/// to announce their blocks).
+/// The model id devnet nodes announce with `--model none`: the default model's.
 pub fn devnet_model_id() -> String {
     crate::model_info::DEFAULT_MODEL_ID.to_owned()
 }
@@ -157,18 +176,34 @@ async fn stop_all(nodes: &mut [Node]) {
     }
 }
 
-/// Runs the devnet in `dir` until a signal arrives.
+/// The spans `workers` workers split `n_blocks` into.
+fn spans(n_blocks: u32, workers: u32) -> Vec<(u32, u32)> {
+    (0..workers)
+        .map(|i| (i * n_blocks / workers, (i + 1) * n_blocks / workers))
+        .collect()
+}
+
+/// Runs the devnet in `dir` until a signal arrives (or after `--ask` with `--exit`).
 pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.nodes >= 1, "--nodes must be at least 1");
+    let model = match args.model.as_str() {
+        "none" => None,
+        m => Some(crate::default_model::resolve(m)?),
+    };
+    let (model_id, n_blocks) = match &model {
+        Some(path) => {
+            let d = crate::model_info::describe_model(path)?;
+            (d.id.to_hex(), d.n_blocks)
+        }
+        None => (devnet_model_id(), args.n_blocks),
+    };
+    anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
     anyhow::ensure!(
-        args.nodes <= args.n_blocks,
-        "--nodes {} exceeds the model's {} blocks",
-        args.nodes,
-        args.n_blocks
+        args.workers <= n_blocks,
+        "--workers {} exceeds the model's {n_blocks} blocks",
+        args.workers
     );
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let exe = std::env::current_exe().context("locating the cocoon binary")?;
-    let model_id = devnet_model_id();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("SIGTERM handler")?;
 
@@ -189,56 +224,56 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
             .find(|a| a.contains("/tcp/"))
             .context("bootstrap has no TCP address")?;
         let bootstrap = format!("{boot_addr}/p2p/{}", status.peer_id);
-        for i in 0..args.nodes {
-            let start = i * args.n_blocks / args.nodes;
-            let end = (i + 1) * args.n_blocks / args.nodes;
-            let extra = vec![
-                "--bootstrap".to_owned(),
-                bootstrap.clone(),
-                "--model-id".into(),
-                model_id.clone(),
-                "--n-blocks".into(),
-                args.n_blocks.to_string(),
-                "--blocks".into(),
-                format!("{start}..{end}"),
-            ];
-            nodes.push(spawn_node(
-                &exe,
-                dir,
-                &format!("node-{}", i + 1),
-                "worker",
-                &extra,
-            )?);
+        let spans = spans(n_blocks, args.workers);
+        let backend = format!("{:?}", args.backend).to_lowercase();
+        let model_flags = |blocks: String| -> Vec<String> {
+            let mut v = vec!["--bootstrap".to_owned(), bootstrap.clone()];
+            match &model {
+                Some(path) => v.extend([
+                    "--model".into(),
+                    path.display().to_string(),
+                    "--backend".into(),
+                    backend.clone(),
+                ]),
+                None => v.extend([
+                    "--model-id".into(),
+                    model_id.clone(),
+                    "--n-blocks".into(),
+                    n_blocks.to_string(),
+                ]),
+            }
+            if !blocks.is_empty() {
+                v.extend(["--blocks".into(), blocks]);
+            }
+            v
+        };
+        for (i, (start, end)) in spans.iter().enumerate() {
+            let extra = model_flags(format!("{start}..{end}"));
+            nodes.push(spawn_node(&exe, dir, &format!("worker-{}", i + 1), "worker", &extra)?);
+        }
+        for k in 0..args.spares {
+            // The middle span first: the one a failover test takes away.
+            let (start, end) = spans[(1 + k as usize) % spans.len()];
+            let extra = model_flags(format!("{start}..{end}"));
+            nodes.push(spawn_node(&exe, dir, &format!("spare-{}", k + 1), "worker", &extra)?);
+        }
+        if model.is_some() {
+            let extra = model_flags(String::new());
+            nodes.push(spawn_node(&exe, dir, "client", "client", &extra)?);
         }
         for n in nodes.iter_mut().skip(1) {
             wait_status(n, deadline).await?;
         }
-        let ids: Vec<String> = nodes.iter().filter_map(|n| n.peer_id.clone()).collect();
-        let others = ids.len() - 1;
-        let bar = ProgressBar::new((nodes.len() * others) as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} links")
-                .map_err(|e| anyhow::anyhow!("progress style: {e}"))?,
-        );
-        bar.set_message("nodes finding each other");
         let deadline = Instant::now() + Duration::from_secs(args.timeout);
-        loop {
-            let seen: usize = nodes.iter().map(|n| seen_with_announcement(n, &ids)).sum();
-            bar.set_position(seen as u64);
-            if seen == nodes.len() * others {
-                break;
-            }
-            for n in nodes.iter_mut() {
-                if let Some(status) = n.child.try_wait().context("checking a node")? {
-                    bail!("node {} exited ({status})", n.name);
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("nodes did not all see each other within {} s", args.timeout);
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        bar.finish_with_message("every node sees every other");
+        wait_for_mesh(&mut nodes, deadline).await?;
+        let api = match model {
+            Some(_) => Some(wait_for_api(&mut nodes, deadline).await?),
+            None => None,
+        };
+        let model_name = model
+            .as_ref()
+            .and_then(|p| p.file_stem())
+            .map(|s| s.to_string_lossy().into_owned());
         let json = serde_json::json!({
             "nodes": nodes.iter().map(|n| serde_json::json!({
                 "name": n.name,
@@ -249,6 +284,8 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
             })).collect::<Vec<_>>(),
             "bootstrap": bootstrap,
             "model_id": model_id,
+            "model": model_name,
+            "api": api,
         });
         let path = dir.join("devnet.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
@@ -258,22 +295,29 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
             nodes.len(),
             path.display()
         );
-        println!("inspect them with, for example:");
+        if let (Some(api), Some(name)) = (&api, &model_name) {
+            println!("OpenAI API: {api}  (model \"{name}\")");
+            println!("  curl {api}/chat/completions -H 'Content-Type: application/json' \\");
+            println!("    -d '{{\"model\":\"{name}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hi\"}}]}}'");
+            let client = nodes.last().map(|n| n.data_dir.display().to_string()).unwrap_or_default();
+            println!("  cocoon --data-dir {client} generate --chat --prompt 'Hi'");
+            println!("  cocoon --data-dir {client} routes");
+        }
+        println!("inspect nodes with, for example:");
         println!("  cocoon --data-dir {} peers", nodes[1].data_dir.display());
         println!("  cocoon --data-dir {} models", nodes[1].data_dir.display());
-        println!("  cocoon --data-dir {} status", nodes[0].data_dir.display());
         println!("logs: <data dir>/node.log. Ctrl-C stops them all.");
+        if let (Some(question), Some(api)) = (&args.ask, &api) {
+            ask(api, model_name.as_deref().unwrap_or("default"), question, args.max_tokens).await?;
+            if args.exit {
+                return Ok(());
+            }
+        }
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = sigterm.recv() => break,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                    for n in nodes.iter_mut() {
-                        if let Some(status) = n.child.try_wait().context("checking a node")? {
-                            bail!("node {} exited ({status})", n.name);
-                        }
-                    }
-                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => check_alive(&mut nodes)?,
             }
         }
         Ok::<(), anyhow::Error>(())
@@ -282,4 +326,114 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
     eprintln!("stopping {} nodes", nodes.len());
     stop_all(&mut nodes).await;
     result
+}
+
+fn check_alive(nodes: &mut [Node]) -> anyhow::Result<()> {
+    for n in nodes.iter_mut() {
+        if let Some(status) = n.child.try_wait().context("checking a node")? {
+            bail!(
+                "node {} exited ({status}); see {}",
+                n.name,
+                n.data_dir.join("node.log").display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every node sees every other one's announcement.
+async fn wait_for_mesh(nodes: &mut [Node], deadline: Instant) -> anyhow::Result<()> {
+    let ids: Vec<String> = nodes.iter().filter_map(|n| n.peer_id.clone()).collect();
+    let others = ids.len() - 1;
+    let bar = ProgressBar::new((nodes.len() * others) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} links")
+            .map_err(|e| anyhow::anyhow!("progress style: {e}"))?,
+    );
+    bar.set_message("nodes finding each other");
+    loop {
+        let seen: usize = nodes.iter().map(|n| seen_with_announcement(n, &ids)).sum();
+        bar.set_position(seen as u64);
+        if seen == nodes.len() * others {
+            break;
+        }
+        check_alive(nodes)?;
+        if Instant::now() > deadline {
+            bail!("nodes did not all see each other in time");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    bar.finish_with_message("every node sees every other");
+    Ok(())
+}
+
+/// Waits until the client serves its API and sees a complete route of loaded workers;
+/// returns the API's base URL.
+async fn wait_for_api(nodes: &mut [Node], deadline: Instant) -> anyhow::Result<String> {
+    let bar = ProgressBar::new_spinner();
+    bar.set_message("workers loading their blocks");
+    bar.enable_steady_tick(Duration::from_millis(200));
+    loop {
+        check_alive(nodes)?;
+        let client = nodes.last().context("no client node")?;
+        let api = std::fs::read_to_string(client.data_dir.join(files::API_ADDR)).ok();
+        let routed = ControlClient::for_data_dir(&client.data_dir)
+            .and_then(|c| c.get::<RoutesInfo>("/v1/routes?k=1"))
+            .is_ok_and(|r| r.error.is_none());
+        if let (Some(api), true) = (api, routed) {
+            bar.finish_with_message("workers loaded; a route covers the model");
+            return Ok(format!("http://{}/v1", api.trim()));
+        }
+        if Instant::now() > deadline {
+            bail!("the client found no complete route of loaded workers in time");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// One chat completion through the devnet's API, printed with its route.
+async fn ask(api: &str, model: &str, question: &str, max_tokens: usize) -> anyhow::Result<()> {
+    let url = format!("{api}/chat/completions");
+    let body = serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    });
+    let reply: serde_json::Value = tokio::task::spawn_blocking(move || {
+        let mut r = ureq::post(&url)
+            .send_json(&body)
+            .with_context(|| format!("asking {url}"))?;
+        r.body_mut()
+            .read_json::<serde_json::Value>()
+            .context("reading the answer")
+    })
+    .await
+    .context("joining the request")??;
+    let text = reply["choices"][0]["message"]["content"]
+        .as_str()
+        .context("the answer has no content")?;
+    println!("\n> {question}\n{text}\n");
+    let hops: Vec<String> = reply["cocoon"]["route"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|h| {
+                    let p = h["peer"].as_str().unwrap_or("?");
+                    format!(
+                        "{} [{}]",
+                        &p[p.len().saturating_sub(8)..],
+                        h["blocks"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "answered by {} workers: {}  ({:.1} tok/s)",
+        hops.len(),
+        hops.join(" → "),
+        reply["cocoon"]["tokens_per_second"].as_f64().unwrap_or(0.0)
+    );
+    Ok(())
 }

@@ -8,8 +8,10 @@ mod control;
 mod daemon;
 mod default_model;
 mod devnet;
+mod infer;
 mod keys;
 mod model_info;
+mod openai;
 mod swarm;
 
 use std::path::PathBuf;
@@ -65,6 +67,20 @@ enum Command {
     },
     /// Models on the mesh and which blocks are covered, by whom.
     Models(JsonFlag),
+    /// Coverage of a model's blocks and the best chains of workers for it.
+    Routes {
+        /// Model id (64 hex digits) [default: the node's model].
+        model: Option<String>,
+        /// How many chains to show.
+        #[arg(short, long, default_value_t = 3)]
+        k: usize,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Generate text over the mesh through a running client node.
+    Generate(cmd::generate::GenerateArgs),
+    /// Chat over the mesh through a running client node (one line per turn).
+    Chat(cmd::generate::ChatArgs),
     /// Start a bootstrap/relay and N nodes on loopback (data in --data-dir).
     Devnet(devnet::DevnetArgs),
     /// Generate text from a model on this machine.
@@ -122,6 +138,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir,
                 config,
                 dev_forge: args.dev_forge,
+                dev_misbehave: args.dev_misbehave,
+                dev_announce_blocks: args.dev_announce_blocks.clone(),
+                dev_tap: args.dev_tap.clone(),
             }))
         }
         Command::Devnet(args) => {
@@ -139,6 +158,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             inspect(cli.verbose, || cli::ping(&data_dir, &id, count, json.json))
         }
         Command::Models(j) => inspect(cli.verbose, || cli::models(&data_dir, j.json)),
+        Command::Routes { model, k, json } => inspect(cli.verbose, || {
+            cli::routes(&data_dir, model.as_deref(), k, json.json)
+        }),
+        Command::Generate(args) => {
+            init_logging(cli.verbose, false);
+            cmd::generate::generate(&data_dir, &args)
+        }
+        Command::Chat(args) => {
+            init_logging(cli.verbose, false);
+            cmd::generate::chat(&data_dir, &args)
+        }
         Command::Run(args) => {
             init_logging(cli.verbose, false);
             cmd::run::main(args)

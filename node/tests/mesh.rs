@@ -283,7 +283,17 @@ fn devnet_comes_up_writes_devnet_json_and_stops_on_sigterm() {
     let mut child = std::process::Command::new(common::BIN)
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["devnet", "--nodes", "3", "--timeout", "50"])
+        .args([
+            "devnet",
+            "--model",
+            "none",
+            "--workers",
+            "3",
+            "--spares",
+            "0",
+            "--timeout",
+            "50",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

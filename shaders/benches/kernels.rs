@@ -1,7 +1,10 @@
 //! Kernel benchmark: each kernel on the GPU adapter (lavapipe here) against its CPU
 //! reference in the same run, on the default model's shapes (SmolLM2-135M: d 576, ffn
-//! 1536, vocab 49152, Q4_1 blocks, Q8_0 tied LM head), both linear-kernel shapes, then a
-//! whole decode step (30 blocks + head) on synthetic weights of those shapes.
+//! 1536, vocab 49152, Q4_1 blocks, Q8_0 tied LM head), every linear-kernel shape (the
+//! thread shapes, and the subgroup shape where the adapter has subgroups), then a whole
+//! decode step (30 blocks + head) on synthetic weights of those shapes.
+//! `THREAD_SHAPES=16x1,8x8` (workgroup x rows per invocation) and `SG_ROWS=16,64` pick
+//! the matvec variants compared.
 //!
 //! `cargo bench -p cocoon-shaders --bench kernels` (add `-- --quick` for fewer repeats).
 
@@ -117,6 +120,49 @@ fn f32_buf(ctx: &GpuContext, v: &[f32]) -> wgpu::Buffer {
         .expect("bench buffer")
 }
 
+/// The linear-kernel shapes compared, with their labels: the thread shapes, then the
+/// subgroup shape at several row counts per workgroup where the adapter has subgroups.
+fn matvec_shapes(ctx: &GpuContext) -> Vec<(String, Shape)> {
+    let mut v = vec![("wg-reduce".to_string(), Shape::WORKGROUP_REDUCE)];
+    let threads: Vec<(u32, u32)> = std::env::var("THREAD_SHAPES")
+        .ok()
+        .map(|s| {
+            s.split(',')
+                .filter_map(|p| {
+                    let (w, r) = p.split_once('x')?;
+                    Some((w.parse().ok()?, r.parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec![(16, 1), (8, 8)]);
+    for (workgroup, rows) in threads {
+        v.push((
+            format!("row/inv wg{workgroup} r{rows}"),
+            Shape::Threads {
+                threads_per_row: 1,
+                workgroup,
+                rows_per_thread: rows,
+            },
+        ));
+    }
+    if let Some(Shape::Subgroup { workgroup, .. }) = Shape::subgroup_for(ctx) {
+        let rows: Vec<u32> = std::env::var("SG_ROWS")
+            .ok()
+            .map(|s| s.split(',').filter_map(|r| r.parse().ok()).collect())
+            .unwrap_or_else(|| vec![16]);
+        for r in rows {
+            v.push((
+                format!("subgroup wg{workgroup} r{r}"),
+                Shape::Subgroup {
+                    workgroup,
+                    rows_per_workgroup: r,
+                },
+            ));
+        }
+    }
+    v
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // Other non-flag arguments select sections: matvec, small, decode.
@@ -152,10 +198,7 @@ fn main() {
         let xb = f32_buf(&ctx, &x);
         let yb = ctx.storage("y", (out * 32 * 4) as u64).expect("y");
         let reps = if out > 10000 { 4 } else { 30 };
-        for (sname, shape) in [
-            ("row/inv", Shape::ROW_PER_INVOCATION),
-            ("wg-reduce", Shape::WORKGROUP_REDUCE),
-        ] {
+        for (sname, shape) in matvec_shapes(&ctx) {
             let v = Variant::new(Mode::Store, shape);
             let k = linear::kernel(&ctx, &gw, &v).expect("kernel");
             let st = step_buffer(&ctx, 1, 0);
@@ -324,10 +367,13 @@ fn main() {
         "\nsynthetic SmolLM2-135M shapes built in {:.1}s",
         t0.elapsed().as_secs_f64()
     );
-    for (sname, shape) in [
-        ("row/inv", Shape::ROW_PER_INVOCATION),
-        ("wg-reduce", Shape::WORKGROUP_REDUCE),
-    ] {
+    let decode_shapes = [
+        ("row/inv", Some(Shape::ROW_PER_INVOCATION)),
+        ("wg-reduce", Some(Shape::WORKGROUP_REDUCE)),
+        ("subgroup", Shape::subgroup_for(&ctx)),
+    ];
+    for (sname, shape) in decode_shapes {
+        let Some(shape) = shape else { continue };
         let mut blocks =
             GpuBlocks::with_shape(ctx.clone(), &w, 0..c.n_blocks, shape).expect("gpu blocks");
         let mut head = GpuHead::new(ctx.clone(), &w).expect("gpu head");

@@ -1,20 +1,18 @@
-// Linear layer over token rows, W dequantized group by group in registers:
+// Linear layer over token rows, W dequantized group by group in registers: what every
+// kernel shape shares (constants, bindings, the group dot product, the epilogue). One of
+// linear_threads.wgsl or linear_subgroup.wgsl follows with the entry point.
 //   MODE 0: y = W x          MODE 1: y += W x (the residual add, fused)
 //   MODE 2: y = silu(W[r] x) * (W[r + ROWS] x) over a [gate; up] matrix (SwiGLU, fused)
-//   MODE 3: fused q/k/v: rows are [q heads; k heads; v heads]; an invocation computes a
-//           RoPE pair of rows ((2i, 2i+1), or (i, i + HD/2) when NEOX), rotates q and k
-//           with the host's (cos, sin) table, writes q to y and k, v into the KV cache.
-// NORM: the input is RMSNorm(x) * nw, the norm computed by each invocation (saves a
-// dispatch; the sum of squares is cheap next to a row of weights).
-// TPR = 1: one invocation per output row (pair), no barriers: fastest on CPU adapters.
-// TPR > 1: TPR invocations share a row and reduce through workgroup memory (GPUs).
-// Tokens are looped outermost: a prefill re-reads each row's weights from cache, not
+//   MODE 3: fused q/k/v: rows are [q heads; k heads; v heads]; a slot computes a RoPE
+//           pair of rows ((2i, 2i+1), or (i, i + HD/2) when NEOX), rotates q and k with
+//           the host's (cos, sin) table, writes q to y and k, v into the KV cache.
+// NORM: the input is RMSNorm(x) * nw, the norm computed in the kernel (saves a dispatch).
+// Tokens are looped inside a row: a prefill re-reads each row's weights from cache, not
 // from memory, and nothing needs a per-token array.
-// ROWS counts invocations' rows: output rows (MODEs 0, 1, 2) or RoPE pairs (MODE 3).
+// ROWS counts row slots: output rows (MODEs 0, 1, 2) or RoPE pairs (MODE 3).
 override ROWS: u32 = 64u;
 override MODE: u32 = 0u;
 override TT: u32 = 1u;
-override TPR: u32 = 1u;
 override WG: u32 = 64u;
 override NORM: bool = false;
 override EPS: f32 = 1e-5;
@@ -51,33 +49,41 @@ fn hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
 }
 
-// The dot product of group g of row `row` with the 32 inputs at x[xb .. xb + 8] (vec4s,
-// times the norm weight when NORM), decoding straight into the products: no arrays, so
-// everything stays in registers.
-fn group_dot(row: u32, g: u32, xb: u32) -> f32 {
+// The 32 inputs of group g of token row xt (vec4 index of its first element), times
+// the norm weight when NORM: loaded once, dotted with several weight rows.
+fn x_group(xt: u32, g: u32) -> array<vec4<f32>, 8> {
+    var r: array<vec4<f32>, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        r[i] = xv(xt + g * 8u + i, g * 8u + i);
+    }
+    return r;
+}
+
+// The dot product of group g of row `row` with the group's inputs xg, decoding
+// straight into the products (constant indices only, so everything stays in registers).
+fn group_dot(row: u32, g: u32, xg: array<vec4<f32>, 8>) -> f32 {
     let gi = row * NG + g;
-    let nb = g * 8u;
     var s = vec4<f32>(0.0);
     switch FMT {
         case 0u: {
             let b = gi * 32u;
             for (var i = 0u; i < 8u; i++) {
                 let o = b + 4u * i;
-                s += vec4<f32>(bitcast<f32>(wq[o]), bitcast<f32>(wq[o + 1u]), bitcast<f32>(wq[o + 2u]), bitcast<f32>(wq[o + 3u])) * xv(xb + i, nb + i);
+                s += vec4<f32>(bitcast<f32>(wq[o]), bitcast<f32>(wq[o + 1u]), bitcast<f32>(wq[o + 2u]), bitcast<f32>(wq[o + 3u])) * xg[i];
             }
             return hsum(s);
         }
         case 1u: {
             let b = gi * 16u;
             for (var i = 0u; i < 8u; i++) {
-                s += vec4<f32>(unpack2x16float(wq[b + 2u * i]), unpack2x16float(wq[b + 2u * i + 1u])) * xv(xb + i, nb + i);
+                s += vec4<f32>(unpack2x16float(wq[b + 2u * i]), unpack2x16float(wq[b + 2u * i + 1u])) * xg[i];
             }
             return hsum(s);
         }
         case 2u: {
             let b = gi * 8u;
             for (var i = 0u; i < 8u; i++) {
-                s += i8x4(wq[b + i]) * xv(xb + i, nb + i);
+                s += i8x4(wq[b + i]) * xg[i];
             }
             return unpack2x16float(ws[gi >> 1u])[gi & 1u] * hsum(s);
         }
@@ -86,8 +92,8 @@ fn group_dot(row: u32, g: u32, xb: u32) -> f32 {
             var sx = vec4<f32>(0.0);
             for (var i = 0u; i < 4u; i++) {
                 let q = wq[b + i];
-                let x0 = xv(xb + i, nb + i);
-                let x1 = xv(xb + 4u + i, nb + 4u + i);
+                let x0 = xg[i];
+                let x1 = xg[4u + i];
                 s += nib_lo(q) * x0 + nib_hi(q) * x1;
                 sx += x0 + x1;
             }
@@ -103,8 +109,8 @@ fn group_dot(row: u32, g: u32, xb: u32) -> f32 {
             let b = gi * 8u;
             var s1 = vec4<f32>(0.0);
             for (var i = 0u; i < 4u; i++) {
-                s += i8x4(wq[b + i]) * xv(xb + i, nb + i);
-                s1 += i8x4(wq[b + 4u + i]) * xv(xb + 4u + i, nb + 4u + i);
+                s += i8x4(wq[b + i]) * xg[i];
+                s1 += i8x4(wq[b + 4u + i]) * xg[4u + i];
             }
             return bitcast<f32>(ws[2u * gi]) * hsum(s) + bitcast<f32>(ws[2u * gi + 1u]) * hsum(s1);
         }
@@ -114,111 +120,73 @@ fn group_dot(row: u32, g: u32, xb: u32) -> f32 {
     }
 }
 
-var<workgroup> partial: array<vec2<f32>, 256>;
 
-// Row `row`'s share (groups lane, lane + TPR, ...) of W x for token t.
-fn row_dot(row: u32, lane: u32, t: u32) -> f32 {
-    var acc = 0.0;
-    let xt = t * (K / 4u);
-    for (var g = lane; g < NG; g += TPR) {
-        acc += group_dot(row, g, xt + g * 8u);
-    }
-    return acc;
-}
-
-// 1 / rms of token t's input (1 when not NORM).
-fn inv_rms(t: u32) -> f32 {
-    if !NORM {
-        return 1.0;
-    }
+// 1 / rms of token t's input (1 when not NORM), from the vec4s i0, i0 + step, ... of
+// the row (one invocation: i0 = 0, step = 1; a subgroup's lanes split it and add up).
+fn sum_sq(t: u32, i0: u32, step: u32) -> f32 {
     let xt = t * (K / 4u);
     var ss = vec4<f32>(0.0);
-    for (var i = 0u; i < K / 4u; i++) {
+    for (var i = i0; i < K / 4u; i += step) {
         let v = x[xt + i];
         ss += v * v;
     }
-    return 1.0 / sqrt(hsum(ss) / f32(K) + EPS);
+    return hsum(ss);
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let j = wid.x * (WG / TPR) + lid.x / TPR;
-    let lane = lid.x % TPR;
-    let t0 = wid.y * TT;
-    let n = st.n_tokens;
-    let nt = select(0u, min(TT, n - t0), t0 < n);
-    let live = j < ROWS;
-    // The rows this invocation computes: a always, b in MODEs 2 and 3.
-    var ra = j;
-    var rb = j + ROWS;
-    let hh = HD / 2u;
-    let head = j / hh;
-    let i = j % hh;
-    var ia = 2u * i;
-    var ib = 2u * i + 1u;
-    if NEOX {
-        ia = i;
-        ib = i + hh;
-    }
+fn inv_rms_of(ss: f32) -> f32 {
+    return 1.0 / sqrt(ss / f32(K) + EPS);
+}
+
+// The weight rows of slot j: (a, b); b is read in MODEs 2 and 3 only.
+fn slot_rows(j: u32) -> vec2<u32> {
     if MODE == 3u {
-        ra = head * HD + ia;
-        rb = head * HD + ib;
+        let hh = HD / 2u;
+        let base = (j / hh) * HD;
+        let i = j % hh;
+        if NEOX {
+            return vec2<u32>(base + i, base + i + hh);
+        }
+        return vec2<u32>(base + 2u * i, base + 2u * i + 1u);
     }
-    for (var t = t0; t < t0 + nt; t++) {
-        var a = 0.0;
-        var b = 0.0;
-        if live {
-            a = row_dot(ra, lane, t);
-            if MODE >= 2u {
-                b = row_dot(rb, lane, t);
-            }
+    return vec2<u32>(j, j + ROWS);
+}
+
+// Writes slot j's results for token t: a = W[ra] x, b = W[rb] x (already normed).
+fn store(j: u32, t: u32, a_in: f32, b_in: f32) {
+    var a = a_in;
+    var b = b_in;
+    if MODE == 0u {
+        y[t * ROWS + j] = a;
+    } else if MODE == 1u {
+        y[t * ROWS + j] += a;
+    } else if MODE == 2u {
+        y[t * ROWS + j] = a / (1.0 + exp(-a)) * b;
+    } else {
+        let hh = HD / 2u;
+        let head = j / hh;
+        let i = j % hh;
+        let r = slot_rows(j) - vec2<u32>(head * HD);
+        let pos = st.start_pos + t;
+        let kvd = NKV * HD;
+        if head < NH + NKV {
+            let c = cs[pos * hh + i];
+            let r0 = a * c.x - b * c.y;
+            let r1 = a * c.y + b * c.x;
+            a = r0;
+            b = r1;
         }
-        if TPR > 1u {
-            partial[lid.x] = vec2<f32>(a, b);
-            workgroupBarrier();
-            if lane == 0u {
-                for (var l = 1u; l < TPR; l++) {
-                    let p = partial[lid.x + l];
-                    a += p.x;
-                    b += p.y;
-                }
-            }
-            workgroupBarrier();
-        }
-        if live && lane == 0u {
-            let inv = inv_rms(t);
-            a *= inv;
-            b *= inv;
-            if MODE == 0u {
-                y[t * ROWS + j] = a;
-            } else if MODE == 1u {
-                y[t * ROWS + j] += a;
-            } else if MODE == 2u {
-                y[t * ROWS + j] = a / (1.0 + exp(-a)) * b;
-            } else {
-                let pos = st.start_pos + t;
-                let kvd = NKV * HD;
-                if head < NH + NKV {
-                    let c = cs[pos * hh + i];
-                    let r0 = a * c.x - b * c.y;
-                    let r1 = a * c.y + b * c.x;
-                    a = r0;
-                    b = r1;
-                }
-                if head < NH {
-                    let o = t * (NH + 2u * NKV) * HD + head * HD;
-                    y[o + ia] = a;
-                    y[o + ib] = b;
-                } else if head < NH + NKV {
-                    let o = pos * kvd + (head - NH) * HD;
-                    kc[o + ia] = a;
-                    kc[o + ib] = b;
-                } else {
-                    let o = pos * kvd + (head - NH - NKV) * HD;
-                    vc[o + ia] = a;
-                    vc[o + ib] = b;
-                }
-            }
+        if head < NH {
+            let o = t * (NH + 2u * NKV) * HD + head * HD;
+            y[o + r.x] = a;
+            y[o + r.y] = b;
+        } else if head < NH + NKV {
+            let o = pos * kvd + (head - NH) * HD;
+            kc[o + r.x] = a;
+            kc[o + r.y] = b;
+        } else {
+            let o = pos * kvd + (head - NH - NKV) * HD;
+            vc[o + r.x] = a;
+            vc[o + r.y] = b;
         }
     }
 }

@@ -5,7 +5,7 @@ pub mod node;
 
 use std::path::Path;
 
-use crate::control::api::{ModelInfo, PeerDetail, PeerInfo, PingReport, StatusInfo};
+use crate::control::api::{ModelInfo, PeerDetail, PeerInfo, PingReport, RoutesInfo, StatusInfo};
 use crate::control::client::ControlClient;
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
@@ -243,6 +243,37 @@ pub fn models(data_dir: &Path, json: bool) -> anyhow::Result<()> {
             &["  WORKER", "BLOCKS", "PROMPT nTON", "COMPL nTON", "TOK/S"],
             &rows,
         );
+    }
+    Ok(())
+}
+
+/// `cocoon routes [MODEL]`: which workers cover each block, and the best chains.
+pub fn routes(data_dir: &Path, model: Option<&str>, k: usize, json: bool) -> anyhow::Result<()> {
+    let path = format!("/v1/routes?model={}&k={k}", model.unwrap_or(""));
+    let info: RoutesInfo = ControlClient::for_data_dir(data_dir)?.get(&path)?;
+    if json {
+        return print_json(&info);
+    }
+    println!("model {}  ({} blocks)", info.model_id, info.n_blocks);
+    let cov: Vec<String> = info.coverage.iter().map(|c| c.to_string()).collect();
+    println!("workers per block: {}", cov.join(" "));
+    if let Some(e) = &info.error {
+        println!("no route: {e}");
+    }
+    for (i, r) in info.routes.iter().enumerate() {
+        println!(
+            "route {}: {:.1} ms/token expected, {} nTON per generated token, {} per prompt token",
+            i + 1,
+            r.expected_ms_per_token,
+            r.price_per_token_nanoton,
+            r.prompt_price_per_token_nanoton
+        );
+        let rows: Vec<Vec<String>> = r
+            .hops
+            .iter()
+            .map(|h| vec![format!("  {}", short(&h.peer_id)), h.blocks.clone()])
+            .collect();
+        table(&["  WORKER", "BLOCKS"], &rows);
     }
     Ok(())
 }

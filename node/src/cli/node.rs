@@ -12,7 +12,8 @@ pub struct NodeArgs {
     /// TOML config file; flags override its keys.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Multiaddr to listen on (repeatable) [default: all interfaces, TCP and QUIC, random ports].
+    /// Multiaddr to listen on (repeatable), or `none` to accept no direct connections
+    /// [default: all interfaces, TCP and QUIC, random ports].
     #[arg(long)]
     pub listen: Vec<String>,
     /// Bootstrap peer multiaddr, ideally ending in /p2p/<id> (repeatable).
@@ -24,10 +25,11 @@ pub struct NodeArgs {
     /// worker, client or relay.
     #[arg(long)]
     pub role: Option<Role>,
-    /// Blocks served, START..END (half-open).
+    /// Blocks served, START..END (half-open), or auto / auto:N (a span of N chosen to
+    /// strengthen the mesh's weakest blocks).
     #[arg(long)]
     pub blocks: Option<String>,
-    /// Model file (its sha256 is its id for now).
+    /// Model file, or `default` for the cached default model.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Model id (64 hex digits) when no model file is given.
@@ -69,9 +71,30 @@ pub struct NodeArgs {
     /// Seconds before AutoNAT's first probe.
     #[arg(long)]
     pub autonat_delay: Option<u64>,
+    /// Address of the OpenAI API a client node serves (loopback only).
+    #[arg(long)]
+    pub api_listen: Option<String>,
+    /// Compute backend: wgpu or cpu.
+    #[arg(long, value_enum)]
+    pub backend: Option<crate::cmd::run::Backend>,
+    /// Memory for all sessions' KV caches, MiB.
+    #[arg(long)]
+    pub kv_budget_mib: Option<usize>,
+    /// Seconds a client waits for a worker's answer before failing over.
+    #[arg(long)]
+    pub forward_timeout_secs: Option<u64>,
     /// Test tooling: enable POST /v1/dev/forge, which publishes invalid announcements.
     #[arg(long, hide = true)]
     pub dev_forge: bool,
+    /// Test tooling: misbehave as a worker (wrong-shape, stall, tamper).
+    #[arg(long, hide = true, value_enum)]
+    pub dev_misbehave: Option<crate::infer::worker::Misbehave>,
+    /// Test tooling: announce these blocks instead of the ones served.
+    #[arg(long, hide = true)]
+    pub dev_announce_blocks: Option<String>,
+    /// Test tooling: append the raw bytes of every inference stream to this file.
+    #[arg(long, hide = true)]
+    pub dev_tap: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -104,7 +127,9 @@ impl NodeArgs {
         set!(n_blocks => n_blocks, price_prompt => price_prompt_nanoton, price_completion => price_completion_nanoton,
              throughput => throughput_tps, free_kv_tokens => free_kv_tokens, ton_wallet => ton_wallet, mdns => mdns,
              relay_server => relay_server, announce_interval => announce_interval_secs, announce_ttl => announce_ttl_secs,
-             control_port => control_port, autonat_delay => autonat_delay_secs);
+             control_port => control_port, autonat_delay => autonat_delay_secs,
+             api_listen => api_listen, backend => backend, kv_budget_mib => kv_budget_mib,
+             forward_timeout_secs => forward_timeout_secs);
         Ok(c)
     }
 }

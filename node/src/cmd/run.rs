@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::default_model;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// WGSL kernels through wgpu (Vulkan, Metal, DX12, GL; lavapipe without a GPU).

@@ -91,3 +91,29 @@ pub enum ForgeKind {
     BlocksBeyondModel,
     ReplayedSeqno,
 }
+
+/// `GET /v1/routes?model=M&k=K`: coverage and the best chains for a model.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RoutesInfo {
+    pub model_id: String,
+    pub n_blocks: u32,
+    /// Live workers per block.
+    pub coverage: Vec<u32>,
+    pub routes: Vec<RouteInfo>,
+    /// Why no route exists, when none does.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RouteInfo {
+    pub hops: Vec<RouteHop>,
+    pub expected_ms_per_token: f64,
+    pub price_per_token_nanoton: u64,
+    pub prompt_price_per_token_nanoton: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RouteHop {
+    pub peer_id: String,
+    pub blocks: String,
+}

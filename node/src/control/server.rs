@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::api::{ForgeKind, ModelInfo, PeerDetail, PeerInfo, PingReport, StatusInfo};
+use super::api::{ForgeKind, ModelInfo, PeerDetail, PeerInfo, PingReport, RoutesInfo, StatusInfo};
 
 /// A request from a handler to the swarm loop.
 pub enum ControlRequest {
@@ -26,6 +26,8 @@ pub enum ControlRequest {
     Ping(String, u32, oneshot::Sender<Result<PingReport, String>>),
     Models(oneshot::Sender<Vec<ModelInfo>>),
     Forge(ForgeKind, oneshot::Sender<Result<String, String>>),
+    /// Model (hex id, or empty for this node's), how many chains.
+    Routes(String, usize, oneshot::Sender<Result<RoutesInfo, String>>),
 }
 
 #[derive(Clone)]
@@ -59,6 +61,7 @@ pub async fn bind(
         .route("/v1/peers/{id}", get(peer))
         .route("/v1/peers/{id}/ping", post(ping))
         .route("/v1/models", get(models))
+        .route("/v1/routes", get(routes))
         .route("/v1/dev/forge", post(forge))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(
@@ -137,6 +140,25 @@ async fn ping(
 
 async fn models(State(s): State<AppState>) -> Result<Json<Vec<ModelInfo>>, Response> {
     Ok(Json(ask(&s, ControlRequest::Models).await?))
+}
+
+#[derive(Deserialize)]
+struct RoutesQuery {
+    model: Option<String>,
+    k: Option<usize>,
+}
+
+async fn routes(
+    State(s): State<AppState>,
+    Query(q): Query<RoutesQuery>,
+) -> Result<Json<RoutesInfo>, Response> {
+    let k = q.k.unwrap_or(3).clamp(1, 20);
+    ask(&s, |tx| {
+        ControlRequest::Routes(q.model.unwrap_or_default(), k, tx)
+    })
+    .await?
+    .map(Json)
+    .map_err(|e| (StatusCode::BAD_REQUEST, e).into_response())
 }
 
 #[derive(Deserialize)]

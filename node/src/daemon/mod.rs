@@ -2,6 +2,7 @@
 //! ping and failure to the sans-IO rules in `cocoon_protocol`, applies the bans they
 //! decide, re-announces periodically and on change, and answers the control API.
 
+mod inference;
 mod metrics;
 mod ping;
 
@@ -49,6 +50,10 @@ pub struct DaemonArgs {
     pub config: NodeConfig,
     /// Enables `POST /v1/dev/forge` (tests of the validation path).
     pub dev_forge: bool,
+    /// Test tooling for the client's defences (see `cocoon node --help` hidden flags).
+    pub dev_misbehave: Option<crate::infer::worker::Misbehave>,
+    pub dev_announce_blocks: Option<String>,
+    pub dev_tap: Option<PathBuf>,
 }
 
 fn now_ms() -> UnixMillis {
@@ -104,6 +109,12 @@ struct Daemon {
     stream_control: libp2p_stream::Control,
     started: Instant,
     bootstrapped: bool,
+    data_dir: PathBuf,
+    /// Every configured listen address is on loopback (a devnet or a test).
+    loopback_only: bool,
+    infer: inference::InferState,
+    /// An error that must stop the daemon (set by background loads).
+    fatal: Option<anyhow::Error>,
 }
 
 /// Runs the daemon until Ctrl-C or SIGTERM.
@@ -112,8 +123,14 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         data_dir,
         mut config,
         dev_forge,
+        dev_misbehave,
+        dev_announce_blocks,
+        dev_tap,
     } = args;
     let identity = crate::keys::load_or_create_identity(&data_dir)?;
+    if let Some(p) = &config.model {
+        config.model = Some(crate::default_model::resolve(&p.to_string_lossy())?);
+    }
     let (model_id, n_blocks) = match &config.model {
         Some(path) => {
             let d = crate::model_info::describe_model(path)?;
@@ -123,6 +140,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         }
         None => (config.parsed_model_id()?, config.n_blocks),
     };
+    let auto_span = config.auto_span()?;
     let blocks = if model_id.is_none() && config.blocks.is_none() {
         if config.role == Role::Worker {
             tracing::warn!("no model (--model or --model-id): this worker serves no blocks");
@@ -135,11 +153,18 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         blocks.is_empty() || model_id.is_some(),
         "serving blocks {blocks} needs a model: pass --model FILE or --model-id HEX"
     );
+    let infer_blocks = blocks;
+    // A worker with a model file announces its blocks once they are loaded.
+    let loads_blocks = config.role == Role::Worker && config.model.is_some();
     let me = SelfDescription {
         role: config.role,
         model_id,
         n_blocks,
-        blocks,
+        blocks: if loads_blocks {
+            BlockRange::EMPTY
+        } else {
+            blocks
+        },
         prices: Prices {
             prompt: NanoTon(config.price_prompt_nanoton),
             completion: NanoTon(config.price_completion_nanoton),
@@ -148,6 +173,26 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         free_kv_tokens: config.free_kv_tokens,
         ton_wallet: config.ton_wallet.clone(),
         ttl_ms: config.announce_ttl_secs.max(10) * 1000,
+    };
+    let api_listen: std::net::SocketAddr = config
+        .api_listen
+        .parse()
+        .with_context(|| format!("--api-listen {}", config.api_listen))?;
+    let dev_announce_blocks = dev_announce_blocks
+        .map(|b| b.parse::<BlockRange>())
+        .transpose()
+        .context("--dev-announce-blocks")?;
+    let infer_setup = inference::InferSetup {
+        model_path: config.model.clone(),
+        blocks: infer_blocks,
+        auto_span,
+        backend: config.backend,
+        kv_budget_bytes: config.kv_budget_mib << 20,
+        forward_timeout: Duration::from_secs(config.forward_timeout_secs.max(1)),
+        api_listen,
+        dev_announce_blocks,
+        dev_misbehave,
+        dev_tap,
     };
 
     let mut registry = Registry::default();
@@ -165,7 +210,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let metrics = MeshMetrics::register(&mut registry);
     let registry = Arc::new(Mutex::new(registry));
 
-    for addr in &config.listen {
+    // `--listen none`: no direct listener at all (a node reachable only through relays).
+    for addr in config.listen.iter().filter(|a| a.as_str() != "none") {
         let ma: Multiaddr = addr.parse().with_context(|| format!("--listen {addr}"))?;
         swarm
             .listen_on(ma)
@@ -205,6 +251,18 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .accept(swarm::PING_PROTOCOL)
         .map_err(|_| anyhow::anyhow!("ping protocol registered twice"))?;
     tokio::spawn(ping::serve(incoming));
+    let (mesh_tx, mut mesh_rx) = mpsc::channel(64);
+    let (infer_tx, mut infer_rx) = mpsc::unbounded_channel();
+    let infer = inference::InferState {
+        setup: infer_setup,
+        engine: None,
+        events: infer_tx,
+        mesh: crate::infer::MeshLink {
+            queries: mesh_tx,
+            control: stream_control.clone(),
+        },
+        place_at: None,
+    };
 
     let cookie = crate::control::create_cookie(&data_dir)?;
     let (req_tx, mut req_rx) = mpsc::channel(64);
@@ -250,7 +308,16 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         stream_control,
         started: Instant::now(),
         bootstrapped: false,
+        data_dir: data_dir.clone(),
+        loopback_only: !config.listen.is_empty()
+            && config
+                .listen
+                .iter()
+                .all(|a| a.parse::<Multiaddr>().is_ok_and(|ma| is_loopback(&ma))),
+        infer,
+        fatal: None,
     };
+    d.start_inference();
 
     let mut announce_tick =
         tokio::time::interval(Duration::from_secs(config.announce_interval_secs.max(1)));
@@ -262,6 +329,13 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         tokio::select! {
             event = d.swarm.select_next_some() => d.on_swarm_event(event),
             Some(req) = req_rx.recv() => d.on_control(req),
+            Some(q) = mesh_rx.recv() => d.on_mesh_query(q),
+            Some(e) = infer_rx.recv() => {
+                d.on_infer_event(e);
+                if let Some(e) = d.fatal.take() {
+                    break Err(e);
+                }
+            }
             _ = announce_tick.tick() => d.schedule_announce(Duration::ZERO),
             _ = housekeeping.tick() => d.housekeeping(),
             _ = kad_tick.tick() => d.kad_bootstrap(),
@@ -271,6 +345,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     };
     tracing::info!("shutting down");
     let _ = std::fs::remove_file(&addr_path);
+    let _ = std::fs::remove_file(data_dir.join(files::API_ADDR));
     result
 }
 
@@ -309,6 +384,7 @@ impl Daemon {
                 }
             }
         }
+        self.maybe_place();
         if self.announce_due.is_some_and(|t| t <= Instant::now()) {
             self.announce_due = None;
             self.announce();
@@ -366,7 +442,7 @@ impl Daemon {
             blocks: self.me.blocks,
             prices: self.me.prices,
             throughput_milli_tps: self.me.throughput_milli_tps,
-            free_kv_tokens: self.me.free_kv_tokens,
+            free_kv_tokens: self.free_kv_tokens(),
             noise_static_key: self.identity.noise_public_key(),
             ton_wallet: self.me.ton_wallet.clone(),
             listen_addrs: self
@@ -414,8 +490,10 @@ impl Daemon {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
                 // A relay must know its public addresses before it can grant reservations
-                // (they go into the reservation); a relay is public by definition.
-                if self.swarm.behaviour().relay_server.is_enabled() && is_public_candidate(&address)
+                // (they go into the reservation); a relay is public by definition. A relay
+                // that listens on loopback only (a devnet) serves loopback peers.
+                if self.swarm.behaviour().relay_server.is_enabled()
+                    && (is_public_candidate(&address) || self.loopback_only)
                 {
                     self.swarm.add_external_address(address);
                 }
@@ -875,6 +953,9 @@ impl Daemon {
             }
             ControlRequest::Forge(kind, tx) => {
                 let _ = tx.send(self.forge(kind));
+            }
+            ControlRequest::Routes(model, k, tx) => {
+                let _ = tx.send(self.routes(&model, k));
             }
         }
     }

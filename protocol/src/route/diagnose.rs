@@ -1,7 +1,9 @@
 //! Why no route exists: the first block no chain reaches, too few hops allowed, or a
-//! price cap below the cheapest route. Checked on relaxations (peers reusable), which
-//! are exact here: merging the hops of a peer used twice into one hop over the blocks
-//! between never adds hops or price, so a relaxed answer is also one with unique peers.
+//! price cap below the cheapest route. Checked on the relaxation (peers reusable), which
+//! is exact when each peer is listed once: merging the hops of a peer used twice (only
+//! possible with `allow_partial`) into one hop over the blocks between never adds hops or
+//! price, so the relaxed answer also holds with one hop per peer. A peer listed twice can
+//! leave no valid route although the relaxation has one: `NoFeasibleRoute`.
 
 use super::plan::HopGraph;
 use super::{RouteError, RouteRequest};
@@ -56,13 +58,13 @@ fn cheapest_within(graph: &HopGraph, max_hops: usize) -> u128 {
     price[0] = 0;
     for _ in 0..max_hops {
         let mut next = price.clone();
-        for o in 0..n {
-            if price[o] == u128::MAX {
+        for (&here, options) in price.iter().zip(&graph.from) {
+            if here == u128::MAX {
                 continue;
             }
-            for opt in &graph.from[o] {
+            for opt in options {
                 let e = opt.end as usize;
-                next[e] = next[e].min(price[o] + u128::from(opt.price));
+                next[e] = next[e].min(here + u128::from(opt.price));
             }
         }
         price = next;

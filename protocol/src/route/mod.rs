@@ -13,34 +13,50 @@
 //! not greedy.
 //!
 //! # The algorithm
+//! The search works on a relaxation in which a peer may serve several hops, then keeps
+//! the routes that use each peer once (see step 4).
 //! 1. *Eligibility* (O(n)): drop excluded peers, peers scored below `min_score`, workers
 //!    with zero throughput or an empty span, and spans the request cannot use. Each
-//!    remaining candidate gets an integer hop time (picoseconds: a fixed part, RTT +
-//!    queueing + KV penalty, and a per-block part), so sums and ties are exact.
-//! 2. *Pruning per span* (O(n log n + n·f)): candidates that offer the same hops (the same
-//!    announced span, or with `allow_partial` the same usable span) are sorted by cost; one
-//!    is dropped when at least `T` kept ones are no worse in time and price, where `T` is
-//!    the number of hops a route can take from that group plus `k - 1` (for the `k` best
-//!    routes). Swapping a dropped candidate for a dominating one that the route does not
-//!    already use never makes a route worse, so no optimum is lost. With 100k workers on
-//!    30 blocks this leaves a few per span (`f`: the size of a group's Pareto front).
-//! 3. *Label-setting DP over block boundaries* (O(B·Λ·D·log)): boundaries are processed
-//!    in increasing order (hops only move forward, so the graph is a DAG). A label at a
-//!    boundary is a route prefix with (time, price, hops); a label is dropped when `k`
-//!    kept labels at the same boundary are no later in time, no dearer (when a cap
-//!    exists), use no more hops (when the hop limit can bind), and have used no peer that
-//!    could still serve a later hop that the dropped one has not also used. Each kept
-//!    label is then extended by every hop starting at its boundary, skipping extensions
-//!    whose price plus the cheapest possible rest exceeds the cap, or whose hops plus the
-//!    fewest possible remaining hops exceed `max_hops` (both lower bounds come from one
-//!    backward pass). B is the number of boundaries, Λ the kept labels per boundary
-//!    (the time/price/hops Pareto front, usually tens), D the hops starting at a boundary.
-//! 4. When no route exists, [`RouteError`] says why, checked in this order: a block no
+//!    remaining candidate gets an integer hop time in picoseconds (a fixed part, RTT +
+//!    queueing + KV penalty, plus blocks over its block rate, rounded once per hop), so
+//!    sums and ties are exact.
+//! 2. *Pruning per span* (O(n log n)): the hops starting at each boundary are sorted by
+//!    (end, time, price, peer) and, per (start, end), a hop is dropped once `k` kept ones
+//!    are no slower and no dearer (k = 1 for [`plan`]): in the relaxation, swapping it for
+//!    any of them gives a route at least as good, so no optimum is lost. With
+//!    `allow_partial`, candidates with the same usable span are first cut the same way
+//!    on (fixed cost, block rate, price), then each survivor's sub-spans are enumerated
+//!    and pruned per (start, end). With 100k workers on 30 blocks, a few hops per span
+//!    remain (the time/price Pareto front). For [`plan`] without `allow_partial`, one
+//!    linear pass first drops candidates strictly beaten by the fastest or the cheapest
+//!    of their span, so the sort sees little of a large swarm.
+//! 3. *Label-setting DP over block boundaries* (O(B·Λ·D) extensions, each boundary's
+//!    arrivals sorted): boundaries are processed in increasing order (hops only move
+//!    forward, so the graph is a DAG). A label is a route prefix with (time, price,
+//!    hops); at each boundary a label is dropped once `k` kept labels precede it in the
+//!    planner's order and are no dearer (when a cap exists) and use no more hops (when
+//!    the hop limit can bind). Kept labels are extended by every hop starting at their
+//!    boundary, skipping extensions whose price plus the cheapest possible rest exceeds
+//!    the cap, or whose hops plus the fewest possible remaining hops exceed `max_hops`
+//!    (both bounds from one backward pass). B is the number of boundaries, Λ the kept
+//!    labels per boundary (one without a cap; the time/price Pareto front, usually tens,
+//!    with one), D the hops starting at a boundary after pruning.
+//! 4. *One hop per peer*: the relaxation's `k'` best routes (k' = k at first) are
+//!    filtered to those that never use a peer twice; if fewer than `k` remain and the
+//!    relaxation had more to give, the search reruns with `4k'`. This is exact (the `k'`
+//!    best relaxed routes contain every valid route ranked among them). Reuse only
+//!    happens with `allow_partial` (a worker used on both sides of a faster one) or when
+//!    a peer is listed twice. After four widths (k to 64k) the planner falls back to an
+//!    exact search on unpruned hops whose labels also carry the used peers that could
+//!    still start a later hop (a label then dominates only if its set is a subset of the
+//!    other's): exponential in the worst case, and only reached when the relaxation
+//!    keeps preferring reuse.
+//! 5. When no route exists, [`RouteError`] says why, checked in this order: a block no
 //!    chain of hops can reach ([`RouteError::Uncovered`]), more hops needed than allowed
 //!    ([`RouteError::TooManyHops`]), or the cheapest route within the hop limit over the
 //!    cap ([`RouteError::OverPriceCap`]).
 //!
-//! [`plan_k`] runs the same search keeping the `k` best labels instead of one.
+//! [`plan_k`] runs the same search keeping `k` labels where [`plan`] keeps one.
 //! [`choose_span`] (in `placement`) answers `--blocks auto`.
 
 mod cost;
@@ -134,14 +150,14 @@ pub enum RouteError {
     TooManyBlocks { blocks: u32, max: u32 },
     #[error("{count} candidates given; at most 2^32 are supported")]
     TooManyCandidates { count: usize },
-    #[error("peer {peer} appears more than once among the candidates")]
-    DuplicatePeer { peer: PeerId },
     #[error("no usable chain of workers reaches block {block}")]
     Uncovered { block: u32 },
     #[error("every covering route needs at least {needed} hops; at most {max_hops} allowed")]
     TooManyHops { needed: usize, max_hops: usize },
     #[error("the cheapest covering route costs {cheapest} per token, over the cap of {cap}")]
     OverPriceCap { cheapest: NanoTon, cap: NanoTon },
+    /// Only when a peer is listed more than once: every route within the cap and the
+    /// hop limit would use one peer twice.
     #[error("no route meets the price cap, the hop limit and one hop per peer together")]
     NoFeasibleRoute,
     #[error("cannot place a span of {span_len} blocks in a model of {n_blocks} blocks")]

@@ -3,19 +3,10 @@
 
 use std::cmp::Ordering;
 
-use super::prune::{self, Usable};
+use super::prune::{self, HopOption, Usable};
 use super::{Candidate, CostModel, Hop, MAX_BLOCKS, Route, RouteCost, RouteError, RouteRequest};
 use super::{cost::ps_to_us, diagnose};
 use crate::units::{BlockRange, NanoTon};
-
-/// A hop a route may take: usable candidate `usable` running `[from, end)` (offsets).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct HopOption {
-    pub end: u32,
-    pub usable: u32,
-    pub time: u128,
-    pub price: u64,
-}
 
 /// Every hop option, grouped by the boundary it starts at (offsets `0..len`).
 pub(crate) struct HopGraph {
@@ -24,9 +15,26 @@ pub(crate) struct HopGraph {
 }
 
 impl HopGraph {
-    fn build(usable: &[Usable], len: u32, partial: bool) -> HopGraph {
+    /// The hops of the usable candidates (each whole usable span, or with `allow_partial`
+    /// every sub-span of it), pruned per (start, end) to those fewer than `k` others beat
+    /// (not pruned when `k` is `usize::MAX`).
+    fn build(
+        usable: &[Usable],
+        cands: &[Candidate],
+        len: u32,
+        partial: bool,
+        k: usize,
+    ) -> HopGraph {
         let mut from: Vec<Vec<HopOption>> = vec![Vec::new(); len as usize];
+        let beaten = if partial || k != 1 {
+            Vec::new()
+        } else {
+            strictly_beaten(usable, len)
+        };
         for (i, u) in usable.iter().enumerate() {
+            if beaten.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             let usable = i as u32;
             let starts = if partial {
                 u.start..u.end
@@ -49,11 +57,16 @@ impl HopGraph {
                 }
             }
         }
+        if k != usize::MAX {
+            for options in &mut from {
+                prune::prune_options(options, usable, cands, k);
+            }
+        }
         HopGraph { len, from }
     }
 
-    /// Per boundary, the fewest hops and the least price (each on its own, peers reusable)
-    /// of any way to the end: lower bounds that prune the search.
+    /// Per boundary, the fewest hops and the least price (each on its own) of any way to
+    /// the end: lower bounds that prune the search.
     fn bounds_to_end(&self) -> (Vec<u32>, Vec<u128>) {
         let n = self.len as usize;
         let mut hops = vec![u32::MAX; n + 1];
@@ -73,6 +86,39 @@ impl HopGraph {
     }
 }
 
+/// Without `allow_partial` and for the single best route: which candidates are strictly
+/// beaten on (time, price) by the fastest or the cheapest candidate of their own span.
+/// One linear pass that spares the sort of `prune_options` most of a large swarm; empty
+/// (nothing marked) when the request is too long for the per-span table.
+fn strictly_beaten(usable: &[Usable], len: u32) -> Vec<bool> {
+    let w = len as usize + 1;
+    if w * w > 1 << 16 {
+        return Vec::new();
+    }
+    let times: Vec<u128> = usable
+        .iter()
+        .map(|u| u.time.for_len(u.end - u.start))
+        .collect();
+    // Per (start, end): the fastest (time, price) and the cheapest (price, time).
+    let mut fastest = vec![(u128::MAX, u64::MAX); w * w];
+    let mut cheapest = vec![(u64::MAX, u128::MAX); w * w];
+    for (u, &t) in usable.iter().zip(&times) {
+        let span = u.start as usize * w + u.end as usize;
+        fastest[span] = fastest[span].min((t, u.price));
+        cheapest[span] = cheapest[span].min((u.price, t));
+    }
+    let beats = |(bt, bp): (u128, u64), t: u128, p: u64| bt <= t && bp <= p && (bt < t || bp < p);
+    usable
+        .iter()
+        .zip(&times)
+        .map(|(u, &t)| {
+            let span = u.start as usize * w + u.end as usize;
+            let (cp, ct) = cheapest[span];
+            beats(fastest[span], t, u.price) || beats((ct, cp), t, u.price)
+        })
+        .collect()
+}
+
 /// A kept route prefix ending at boundary `at`.
 struct Label {
     time: u128,
@@ -84,8 +130,8 @@ struct Label {
     parent: u32,
     /// The usable candidate of the last hop; `NONE` for the root.
     usable: u32,
-    /// With `allow_partial`: the candidates used so far that could still serve a later
-    /// hop (their usable span ends after `at`), sorted. Empty otherwise.
+    /// In the exact fallback only: the peers used so far that could still start a later
+    /// hop, as sorted peer ranks. Empty in the relaxation.
     live: Vec<u32>,
 }
 
@@ -103,6 +149,11 @@ struct Pending {
 const NONE: u32 = u32::MAX;
 
 /// The `k` best routes, best first; never empty on `Ok`.
+///
+/// The search itself allows a peer twice (the relaxation); its `k'` best routes, in
+/// order, are filtered to those with distinct peers. When fewer than `k` survive and the
+/// relaxation had more routes to give, it runs again with four times `k'`. Exact: the
+/// `k'` best relaxed routes contain every valid route ranked among them.
 pub(crate) fn plan_best(
     cands: &[Candidate],
     req: &RouteRequest,
@@ -119,14 +170,85 @@ pub(crate) fn plan_best(
             max: MAX_BLOCKS,
         });
     }
-    let usable = prune::eligible(cands, req, model)?;
-    let usable = prune::prune(usable, cands, req, k);
-    let graph = HopGraph::build(&usable, len, req.allow_partial);
-    let routes = Search::new(cands, req, &usable, &graph, k).run();
+    let eligible = prune::eligible(cands, req, model)?;
+    let mut width = k;
+    for _ in 0..RELAXED_ROUNDS {
+        let grouped;
+        let usable: &[Usable] = if req.allow_partial {
+            grouped = prune::prune_groups(eligible.clone(), cands, width);
+            &grouped
+        } else {
+            &eligible
+        };
+        let graph = HopGraph::build(usable, cands, len, req.allow_partial, width);
+        let relaxed = Search::new(cands, req, usable, &graph, width, None).run();
+        let exhausted = relaxed.len() < width;
+        let mut routes: Vec<Route> = relaxed.into_iter().filter(distinct_peers).collect();
+        if routes.len() >= k || exhausted {
+            if routes.is_empty() {
+                return Err(diagnose::why_no_route(&graph, req));
+            }
+            routes.truncate(k);
+            return Ok(routes);
+        }
+        width = width.saturating_mul(4);
+    }
+    // Fallback: the relaxation keeps preferring routes that reuse a peer. Search with
+    // the one-hop-per-peer rule inside the labels, on the unpruned hops.
+    let graph = HopGraph::build(&eligible, cands, len, req.allow_partial, usize::MAX);
+    let peers = PeerRanks::new(cands, &eligible, req.allow_partial);
+    let mut routes = Search::new(cands, req, &eligible, &graph, k, Some(peers)).run();
     if routes.is_empty() {
         return Err(diagnose::why_no_route(&graph, req));
     }
+    routes.truncate(k);
     Ok(routes)
+}
+
+/// How many widths (k, 4k, 16k, 64k) the relaxation tries before the exact fallback.
+const RELAXED_ROUNDS: usize = 4;
+
+/// Peers as dense ranks, and the last boundary at which each could start a hop.
+struct PeerRanks {
+    /// Per usable candidate, its peer's rank.
+    rank: Vec<u32>,
+    /// Per rank, the last boundary (offset) any of its candidates can start a hop at.
+    last_start: Vec<u32>,
+}
+
+impl PeerRanks {
+    fn new(cands: &[Candidate], usable: &[Usable], partial: bool) -> PeerRanks {
+        let mut order: Vec<u32> = (0..usable.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            cands[usable[a as usize].cand as usize]
+                .peer
+                .cmp(&cands[usable[b as usize].cand as usize].peer)
+        });
+        let mut rank = vec![0u32; usable.len()];
+        let mut last_start: Vec<u32> = Vec::new();
+        let mut previous = None;
+        for &i in &order {
+            let u = &usable[i as usize];
+            let peer = &cands[u.cand as usize].peer;
+            if previous != Some(peer) {
+                previous = Some(peer);
+                last_start.push(0);
+            }
+            let r = last_start.len() - 1;
+            let start = if partial { u.end - 1 } else { u.start };
+            last_start[r] = last_start[r].max(start);
+            rank[i as usize] = r as u32;
+        }
+        PeerRanks { rank, last_start }
+    }
+}
+
+fn distinct_peers(route: &Route) -> bool {
+    route
+        .hops
+        .iter()
+        .enumerate()
+        .all(|(i, h)| route.hops[..i].iter().all(|g| g.peer != h.peer))
 }
 
 struct Search<'a> {
@@ -139,6 +261,8 @@ struct Search<'a> {
     /// bind, i.e. is below the number of blocks).
     price_matters: bool,
     hops_matter: bool,
+    /// `Some` in the exact fallback: labels track their live peers and never reuse one.
+    peers: Option<PeerRanks>,
     arena: Vec<Label>,
 }
 
@@ -149,6 +273,7 @@ impl<'a> Search<'a> {
         usable: &'a [Usable],
         graph: &'a HopGraph,
         k: usize,
+        peers: Option<PeerRanks>,
     ) -> Self {
         Search {
             cands,
@@ -158,10 +283,13 @@ impl<'a> Search<'a> {
             k,
             price_matters: req.price_cap.is_some(),
             hops_matter: req.max_hops < graph.len as usize,
+            peers,
             arena: Vec::new(),
         }
     }
 
+    /// The `k` best routes, best first: of the relaxation (a peer may serve several
+    /// hops) or, with `peers`, of the exact problem.
     fn run(mut self) -> Vec<Route> {
         let n = self.graph.len as usize;
         let (min_hops, min_price) = self.graph.bounds_to_end();
@@ -202,7 +330,7 @@ impl<'a> Search<'a> {
                     if cap.is_some_and(|cap| price.saturating_add(min_price[e]) > cap) {
                         continue;
                     }
-                    if label.live.binary_search(&opt.usable).is_ok() {
+                    if self.reuses_peer(label, opt.usable) {
                         continue;
                     }
                     let u = &self.usable[opt.usable as usize];
@@ -223,8 +351,22 @@ impl<'a> Search<'a> {
         finished.iter().map(|p| self.route(p, n as u32)).collect()
     }
 
+    /// In the exact fallback, whether extending `label` with `usable` would use a peer
+    /// twice (a used peer that can still start a hop here is in the label's live set).
+    /// The relaxation allows it.
+    fn reuses_peer(&self, label: &Label, usable: u32) -> bool {
+        self.peers.as_ref().is_some_and(|peers| {
+            label
+                .live
+                .binary_search(&peers.rank[usable as usize])
+                .is_ok()
+        })
+    }
+
     /// Keeps the prefixes arriving at boundary `o` that fewer than `k` kept ones
-    /// dominate; returns their arena indices.
+    /// dominate (precede in the planner's order, no dearer when a cap exists, no more
+    /// hops when the limit can bind, and in the fallback no live peer the other lacks);
+    /// returns their arena indices.
     fn select(&mut self, o: u32, mut arrived: Vec<Pending>) -> Vec<u32> {
         arrived.sort_unstable_by(|a, b| self.key_order(a, b, o));
         let buckets = if self.hops_matter {
@@ -232,31 +374,28 @@ impl<'a> Search<'a> {
         } else {
             1
         };
-        // Kept labels with no live candidate, per hop count: their k smallest prices.
-        let mut fast: Vec<Vec<u128>> = vec![Vec::new(); buckets];
-        // Kept labels with live candidates: (price, hops, arena index).
-        let mut slow: Vec<(u128, usize, u32)> = Vec::new();
+        // Per hop count, the k smallest prices among kept labels with no live peer,
+        // ascending; kept labels with live peers are checked one by one.
+        let mut kept_prices: Vec<Vec<u128>> = vec![Vec::new(); buckets];
+        let mut kept_live: Vec<(u128, usize, u32)> = Vec::new();
         let mut kept = Vec::new();
         for p in arrived {
             let price = if self.price_matters { p.price } else { 0 };
             let bucket = if self.hops_matter { p.hops as usize } else { 0 };
             let live = self.live_after(p.parent, p.usable, o);
             let mut count = 0;
-            for prices in &fast[..=bucket] {
+            for prices in &kept_prices[..=bucket] {
                 count += prices.iter().take_while(|&&q| q <= price).count();
                 if count >= self.k {
                     break;
                 }
             }
-            if count < self.k {
-                for &(q, h, idx) in &slow {
-                    if q <= price && h <= bucket && is_subset(&self.arena[idx as usize].live, &live)
-                    {
-                        count += 1;
-                        if count >= self.k {
-                            break;
-                        }
-                    }
+            for &(q, h, idx) in &kept_live {
+                if count >= self.k {
+                    break;
+                }
+                if q <= price && h <= bucket && is_subset(&self.arena[idx as usize].live, &live) {
+                    count += 1;
                 }
             }
             if count >= self.k {
@@ -264,13 +403,14 @@ impl<'a> Search<'a> {
             }
             let idx = self.arena.len() as u32;
             if live.is_empty() {
-                let prices = &mut fast[bucket];
+                let prices = &mut kept_prices[bucket];
                 let at = prices.partition_point(|&q| q <= price);
                 prices.insert(at, price);
                 prices.truncate(self.k);
             } else {
-                slow.push((price, bucket, idx));
+                kept_live.push((price, bucket, idx));
             }
+            kept.push(idx);
             self.arena.push(Label {
                 time: p.time,
                 price: p.price,
@@ -281,28 +421,29 @@ impl<'a> Search<'a> {
                 usable: p.usable,
                 live,
             });
-            kept.push(idx);
         }
         kept
     }
 
-    /// The live set of a prefix that extends label `parent` with `usable`, at boundary
-    /// `o`: used candidates whose usable span ends after `o`. Always empty without
-    /// `allow_partial` (a candidate's only hop then ends where its span ends).
+    /// In the fallback, the live peers of label `parent` extended with `usable`, at
+    /// boundary `o`: used peers that could still start a hop at `o` or later. Empty in
+    /// the relaxation.
     fn live_after(&self, parent: u32, usable: u32, o: u32) -> Vec<u32> {
-        if !self.req.allow_partial {
+        let Some(peers) = &self.peers else {
             return Vec::new();
-        }
-        let alive = |u: u32| self.usable[u as usize].end > o;
+        };
+        let alive = |r: u32| peers.last_start[r as usize] >= o;
         let mut live: Vec<u32> = self.arena[parent as usize]
             .live
             .iter()
             .copied()
-            .filter(|&u| alive(u))
+            .filter(|&r| alive(r))
             .collect();
-        if alive(usable) {
-            let at = live.partition_point(|&u| u < usable);
-            live.insert(at, usable);
+        let r = peers.rank[usable as usize];
+        if alive(r)
+            && let Err(at) = live.binary_search(&r)
+        {
+            live.insert(at, r);
         }
         live
     }
@@ -317,8 +458,8 @@ impl<'a> Search<'a> {
                 let sb = self.hop_sequence(b.parent, b.usable, o);
                 sa.iter()
                     .zip(&sb)
-                    .map(|(&(ua, ea), &(ub, eb))| {
-                        prune::peer_order(self.cands, ua, ub).then(ea.cmp(&eb))
+                    .map(|(&(ca, ea), &(cb, eb))| {
+                        prune::candidate_order(self.cands, ca, cb).then(ea.cmp(&eb))
                     })
                     .find(|o| o.is_ne())
                     .unwrap_or(Ordering::Equal)

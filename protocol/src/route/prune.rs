@@ -1,7 +1,7 @@
-//! Which candidates the planner considers: eligibility (exclusions, scores, spans the
-//! request can use) and pruning of candidates that offer the same hops as at least `T`
-//! others that are no slower and no dearer (see the module docs of `route` for why this
-//! keeps every optimum).
+//! Which hops the planner considers: eligibility (exclusions, scores, spans the request
+//! can use), then pruning of hops that at least `k` others offering the same blocks beat
+//! on both time and price (see the module docs of `route` for why this keeps every
+//! optimum).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::HashSet;
@@ -23,20 +23,22 @@ pub(crate) struct Usable {
     pub prompt: u64,
 }
 
-/// The candidates a route may use, each with its usable span. Errors when an eligible
-/// peer appears twice (the planner's one-hop-per-peer rule needs unique peers).
+/// The candidates a route may use, each with its usable span.
 pub(crate) fn eligible(
     cands: &[Candidate],
     req: &RouteRequest,
     model: &CostModel,
 ) -> Result<Vec<Usable>, RouteError> {
+    if u32::try_from(cands.len()).is_err() {
+        return Err(RouteError::TooManyCandidates { count: cands.len() });
+    }
     let (rs, re) = (req.blocks.start(), req.blocks.end());
     let excluded: HashSet<&PeerId> = req.exclude.iter().collect();
-    let mut seen: HashSet<&PeerId> = HashSet::with_capacity(cands.len());
     let mut out = Vec::with_capacity(cands.len());
     for (i, c) in cands.iter().enumerate() {
-        // NaN scores fail this comparison and are skipped.
-        if !(c.score >= req.min_score) || excluded.contains(&c.peer) {
+        // NaN scores (or a NaN minimum) fail this comparison and are skipped.
+        let scored_enough = c.score >= req.min_score;
+        if !scored_enough || (!excluded.is_empty() && excluded.contains(&c.peer)) {
             continue;
         }
         let (cs, ce) = (c.blocks.start(), c.blocks.end());
@@ -53,13 +55,8 @@ pub(crate) fn eligible(
         let Some(time) = HopTime::of(c, req, model) else {
             continue;
         };
-        if !seen.insert(&c.peer) {
-            return Err(RouteError::DuplicatePeer { peer: c.peer });
-        }
-        let cand =
-            u32::try_from(i).map_err(|_| RouteError::TooManyCandidates { count: cands.len() })?;
         out.push(Usable {
-            cand,
+            cand: i as u32,
             start: start - rs,
             end: end - rs,
             time,
@@ -70,46 +67,28 @@ pub(crate) fn eligible(
     Ok(out)
 }
 
-/// Drops candidates that cannot be part of any of the `k` best routes: within a group
-/// offering the same hops, a candidate goes when at least `T` kept ones are no slower on
-/// any hop and no dearer, `T` being the number of hops a route can take from the group
-/// plus `k - 1`. Groups are announced spans (without `allow_partial`, a route takes at
-/// most one hop from a span) or usable spans (with it, at most `min(max_hops, len)`).
-pub(crate) fn prune(
-    mut usable: Vec<Usable>,
-    cands: &[Candidate],
-    req: &RouteRequest,
-    k: usize,
-) -> Vec<Usable> {
-    let partial = req.allow_partial;
-    // Sort key after the group: no slower first, then no dearer, then lower peer id, so
-    // that every kept candidate before another that is no worse in all criteria
-    // dominates it, ties included.
-    let key = |u: &Usable| -> (u32, u32, u128, Reverse<u128>, u64) {
-        if partial {
-            (
-                u.start,
-                u.end,
-                u.time.fixed_ps,
-                Reverse(u.time.block_rate),
-                u.price,
-            )
-        } else {
-            (
-                u.start,
-                u.end,
-                u.time.for_len(u.end - u.start),
-                Reverse(0),
-                u.price,
-            )
-        }
-    };
+/// With `allow_partial`, a first cut before sub-spans are enumerated: among candidates
+/// with the same usable span, drops one when `k` kept ones have no larger fixed cost, no
+/// lower block rate and no higher price (so they are no worse on every sub-span).
+pub(crate) fn prune_groups(mut usable: Vec<Usable>, cands: &[Candidate], k: usize) -> Vec<Usable> {
     usable.sort_unstable_by(|a, b| {
-        key(a)
-            .cmp(&key(b))
-            .then_with(|| peer_order(cands, a.cand, b.cand))
+        (
+            a.start,
+            a.end,
+            a.time.fixed_ps,
+            Reverse(a.time.block_rate),
+            a.price,
+        )
+            .cmp(&(
+                b.start,
+                b.end,
+                b.time.fixed_ps,
+                Reverse(b.time.block_rate),
+                b.price,
+            ))
+            .then_with(|| candidate_order(cands, a.cand, b.cand))
     });
-    let mut kept = Vec::with_capacity(usable.len().min(4096));
+    let mut kept = Vec::with_capacity(usable.len().min(1 << 16));
     let mut group: Vec<(u128, u64)> = Vec::new();
     let mut current = None;
     for u in usable {
@@ -117,28 +96,71 @@ pub(crate) fn prune(
             current = Some((u.start, u.end));
             group.clear();
         }
-        let len = (u.end - u.start) as usize;
-        let threshold = if partial {
-            req.max_hops.min(len).max(1) + k - 1
-        } else {
-            k
-        };
-        let rate = if partial { u.time.block_rate } else { 0 };
-        let price = u.price;
+        let (rate, price) = (u.time.block_rate, u.price);
         let dominators = group
             .iter()
             .filter(|&&(r, p)| r >= rate && p <= price)
-            .take(threshold)
+            .take(k)
             .count();
-        if dominators >= threshold {
-            continue;
+        if dominators < k {
+            group.push((rate, price));
+            kept.push(u);
         }
-        group.push((rate, price));
-        kept.push(u);
     }
     kept
 }
 
-pub(crate) fn peer_order(cands: &[Candidate], a: u32, b: u32) -> Ordering {
-    cands[a as usize].peer.cmp(&cands[b as usize].peer)
+/// A hop a route may take: usable candidate `usable` running from the boundary it is
+/// listed under to `end` (offsets).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HopOption {
+    pub end: u32,
+    pub usable: u32,
+    pub time: u128,
+    pub price: u64,
+}
+
+/// Sorts the hops starting at one boundary by (end, time, price, peer) and keeps, per
+/// end, those that fewer than `k` kept ones match or beat on both time and price.
+pub(crate) fn prune_options(
+    options: &mut Vec<HopOption>,
+    usable: &[Usable],
+    cands: &[Candidate],
+    k: usize,
+) {
+    options.sort_unstable_by(|a, b| {
+        (a.end, a.time, a.price)
+            .cmp(&(b.end, b.time, b.price))
+            .then_with(|| {
+                candidate_order(
+                    cands,
+                    usable[a.usable as usize].cand,
+                    usable[b.usable as usize].cand,
+                )
+            })
+    });
+    // The k smallest prices kept so far for the current end, ascending.
+    let mut prices: Vec<u64> = Vec::with_capacity(k);
+    let mut current = None;
+    options.retain(|o| {
+        if current != Some(o.end) {
+            current = Some(o.end);
+            prices.clear();
+        }
+        if prices.len() == k && prices[k - 1] <= o.price {
+            return false;
+        }
+        let at = prices.partition_point(|&p| p <= o.price);
+        prices.insert(at, o.price);
+        prices.truncate(k);
+        true
+    });
+}
+
+/// Candidates in peer id order, then (for a peer listed twice) in slice order.
+pub(crate) fn candidate_order(cands: &[Candidate], a: u32, b: u32) -> Ordering {
+    cands[a as usize]
+        .peer
+        .cmp(&cands[b as usize].peer)
+        .then(a.cmp(&b))
 }

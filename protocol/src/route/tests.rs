@@ -527,14 +527,10 @@ fn the_cap_buys_a_slower_cheaper_route_and_says_when_none_fits() {
 #[test]
 fn bad_requests_are_errors() {
     let model = CostModel::default();
-    let cands = vec![worker(1, 0, 30, 50, 100), worker(1, 0, 15, 20, 10)];
+    let cands = vec![worker(1, 0, 30, 50, 100), worker(2, 0, 15, 20, 10)];
     assert_eq!(
         plan(&cands, &request(5, 5), &model),
         Err(RouteError::EmptyRequest)
-    );
-    assert_eq!(
-        plan(&cands, &request(0, 30), &model),
-        Err(RouteError::DuplicatePeer { peer: peer(1) })
     );
     assert_eq!(
         plan(&cands, &request(0, MAX_BLOCKS + 1), &model),
@@ -543,8 +539,64 @@ fn bad_requests_are_errors() {
             max: MAX_BLOCKS
         })
     );
-    assert!(plan_k(&cands, &request(0, 30), &model, 3).is_empty());
-    assert!(plan_k(&cands[..1], &request(0, 30), &model, 0).is_empty());
+    assert!(plan_k(&cands, &request(0, 30), &model, 0).is_empty());
+    assert!(plan_k(&cands, &request(5, 5), &model, 3).is_empty());
+}
+
+#[test]
+fn a_peer_listed_twice_is_used_at_most_once() {
+    let model = CostModel::default();
+    let mut cands = vec![worker(1, 0, 15, 50, 5), worker(1, 15, 30, 50, 5)];
+    assert_eq!(
+        plan(&cands, &request(0, 30), &model),
+        Err(RouteError::NoFeasibleRoute)
+    );
+    cands.push(worker(2, 15, 30, 5, 5));
+    let route = plan(&cands, &request(0, 30), &model).expect("the slow worker finishes");
+    assert_eq!(spans(&route), vec![(peer(1), 0, 15), (peer(2), 15, 30)]);
+    // With sub-spans the relaxation would reuse a fast peer; the planner must not.
+    let mut req = request(0, 30);
+    req.allow_partial = true;
+    let cands = vec![
+        worker(1, 0, 30, 10, 5),
+        worker(2, 10, 20, 100, 5),
+        worker(3, 20, 30, 20, 5),
+    ];
+    let route = plan(&cands, &req, &model).expect("route");
+    assert_eq!(
+        spans(&route),
+        vec![(peer(1), 0, 10), (peer(2), 10, 20), (peer(3), 20, 30)]
+    );
+}
+
+#[test]
+fn when_the_relaxation_keeps_reusing_a_peer_the_exact_fallback_answers() {
+    // Worker 0 spans 16 blocks at 1 ms per block with no RTT; workers 1..=8 each serve
+    // one odd block at 10 µs. Every route that uses worker 0 around two or more of them
+    // (247 of them) beats every valid one, so the relaxation gives up and the search
+    // tracks used peers itself.
+    let model = CostModel::default();
+    let mut cands = vec![Candidate {
+        rtt_us: 0,
+        ..worker(0, 0, 16, 0, 5)
+    }];
+    cands[0].throughput_milli_tps = 62_500;
+    for i in 1..=8u32 {
+        let b = 2 * i - 1;
+        cands.push(Candidate {
+            rtt_us: 10,
+            throughput_milli_tps: 100_000_000,
+            ..worker(i, b, b + 1, 0, 5)
+        });
+    }
+    let mut req = request(0, 16);
+    req.allow_partial = true;
+    let route = plan(&cands, &req, &model).expect("route");
+    assert_eq!(spans(&route), vec![(peer(0), 0, 15), (peer(8), 15, 16)]);
+    assert_eq!(route.cost.expected_us_per_token, 15_000.0 + 20.0);
+    let two = plan_k(&cands, &req, &model, 2);
+    assert_eq!(two.len(), 2);
+    assert_eq!(spans(&two[1]), vec![(peer(0), 0, 16)]);
 }
 
 #[test]

@@ -158,7 +158,7 @@ impl GpuBlocks {
             n_kv_heads: c.n_kv_heads,
             style: c.rope_style,
         };
-        let fuse_norm = shape.threads_per_row > 1;
+        let fuse_norm = shape.fuses_norm();
         let norm = if fuse_norm {
             None
         } else {
@@ -456,7 +456,7 @@ impl GpuHead {
         } else {
             linear::pack(lm_t.ty, lm_t.data, vocab, d)?.upload(g, "output")?
         };
-        let fuse_norm = shape.threads_per_row > 1;
+        let fuse_norm = shape.fuses_norm();
         let lm = Linear::new(
             g,
             lm_w,

@@ -64,6 +64,9 @@ pub enum EngineError {
     },
     #[error("GPU: {0}")]
     Gpu(String),
+    /// A remote chain of workers failed (the mesh client's [`BlockChain`]).
+    #[error("remote blocks: {0}")]
+    Remote(String),
 }
 
 /// Computes blocks `[start, end)` of one model.

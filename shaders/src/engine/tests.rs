@@ -60,9 +60,13 @@ fn gpu_blocks_match_cpu() {
             want.iter().zip(&x).any(|(a, b)| (a - b).abs() > 0.1),
             "blocks changed nothing"
         );
-        // Both kernel shapes: one row per invocation with separate norms (CPU adapters),
-        // workgroup reduction with norms fused into the linears (GPUs).
-        for shape in [Shape::ROW_PER_INVOCATION, Shape::WORKGROUP_REDUCE] {
+        // Every kernel shape: one row per invocation with separate norms (CPU adapters),
+        // workgroup reduction with norms fused into the linears (GPUs), and the subgroup
+        // shape where the adapter has subgroups.
+        let shapes = [Shape::ROW_PER_INVOCATION, Shape::WORKGROUP_REDUCE]
+            .into_iter()
+            .chain(Shape::subgroup_for(&ctx()));
+        for shape in shapes {
             let mut gpu = GpuBlocks::with_shape(ctx(), &*w, 0..3, shape).expect("gpu");
             let got = run(&mut gpu, &x);
             assert_close(

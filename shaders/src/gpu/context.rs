@@ -82,6 +82,12 @@ impl GpuContext {
         self.features.contains(wgpu::Features::SUBGROUP)
     }
 
+    /// The adapter's (smallest, largest) subgroup size, when the device has subgroups.
+    pub fn subgroup_sizes(&self) -> Option<(u32, u32)> {
+        self.has_subgroups()
+            .then_some((self.info.subgroup_min_size, self.info.subgroup_max_size))
+    }
+
     pub fn has_f16(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_F16)
     }

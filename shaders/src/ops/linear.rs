@@ -1,11 +1,29 @@
 //! Linear layers (matrix-vector for decode, matrix-matrix for prefill) with the weights
 //! kept quantized on the GPU and dequantized inside the kernel (`wgsl/linear.wgsl` over
-//! `wgsl/quant.wgsl`).
+//! `wgsl/quant.wgsl`, then the entry point of the [`Shape`]: `wgsl/linear_threads.wgsl`
+//! or `wgsl/linear_subgroup.wgsl`).
 //!
 //! At upload a ggml tensor is repacked ([`pack`]) into two byte arrays, quants and scales,
 //! so that every group of 32 elements starts on a 4-byte boundary (Q8_0's 34-byte blocks
 //! do not). Q8_0 and Q4_1 keep their exact size (scales stay f16); Q4_0, Q4_K and Q6_K are
 //! expanded to f32 scales (correct, not tuned).
+//!
+//! Why these shapes (measured on llvmpipe, Mesa 25.0.7 / LLVM 15, 256-bit, 2 Zen 4
+//! cores; `cargo bench --bench kernels`, GB/s of packed weights per CPU-second): a
+//! workgroup runs on one thread, 8 invocations to a SIMD vector, and a load whose
+//! address differs between lanes, or that sits inside a loop or a lane-dependent branch,
+//! becomes a gather of 8 scalar loads. The inputs `x` are loaded that way as often as
+//! the weights, so what pays is reusing each loaded group of inputs for several rows:
+//! one invocation per 8 rows ([`Shape::ROW_PER_INVOCATION`]) runs Q4_1 matvecs at ~2 and
+//! the Q8_0 LM head at ~2.2, against ~0.85 and 1.2 with one row per invocation. The
+//! subgroup shape (lanes over consecutive groups of one row, `subgroupAdd`) reads
+//! coalesced on GPUs, where it is the default, but on llvmpipe every lane gathers its
+//! own inputs: 0.55-1.0. Making llvmpipe's loads lane-uniform (each lane selecting its
+//! words out of whole-group loads, x cached in private arrays, loops unrolled through
+//! array indexing) measured 0.15-0.5. On `subgroupAdd`: it sums the lanes active where
+//! it is called, so inside a loop whose trip count differs between lanes, or under
+//! `if lane == 0`, lanes get partial sums (`subgroup_add_sums_the_active_lanes`);
+//! llvmpipe's subgroups are 8 consecutive invocations and correct.
 
 use std::sync::Arc;
 
@@ -15,24 +33,40 @@ use crate::gpu::{Binding, GpuContext, GpuError, Kernel, KernelSpec};
 use crate::model::quant::{dequantize, q4_k_scale_min};
 use crate::model::{GgmlType, ModelError};
 
+/// The linear kernel in its thread shapes ([`Shape::Threads`]).
 pub const SPEC: KernelSpec = KernelSpec {
     name: "linear",
     source: concat!(
         include_str!("../../wgsl/quant.wgsl"),
-        include_str!("../../wgsl/linear.wgsl")
+        include_str!("../../wgsl/linear.wgsl"),
+        include_str!("../../wgsl/linear_threads.wgsl")
     ),
-    bindings: &[
-        Binding::Uniform,
-        Binding::Read,
-        Binding::Read,
-        Binding::Read,
-        Binding::ReadWrite,
-        Binding::Read,
-        Binding::Read,
-        Binding::ReadWrite,
-        Binding::ReadWrite,
-    ],
+    bindings: BINDINGS,
 };
+
+/// The linear kernel in its subgroup shape ([`Shape::Subgroup`]); compiles only on a
+/// device with [`wgpu::Features::SUBGROUP`].
+pub const SUBGROUP_SPEC: KernelSpec = KernelSpec {
+    name: "linear_subgroup",
+    source: concat!(
+        include_str!("../../wgsl/quant.wgsl"),
+        include_str!("../../wgsl/linear.wgsl"),
+        include_str!("../../wgsl/linear_subgroup.wgsl")
+    ),
+    bindings: BINDINGS,
+};
+
+const BINDINGS: &[Binding] = &[
+    Binding::Uniform,
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::ReadWrite,
+    Binding::Read,
+    Binding::Read,
+    Binding::ReadWrite,
+    Binding::ReadWrite,
+];
 
 /// What the kernel does with `W x`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,31 +125,96 @@ pub fn invocation_rows(w_rows: usize, mode: Mode) -> usize {
     }
 }
 
-/// How invocations map onto rows.
+/// How invocations map onto row slots (output rows, or the row pairs of SwiGLU and RoPE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shape {
-    /// Invocations sharing one row (1: each invocation owns a row, no barriers).
-    pub threads_per_row: u32,
-    pub workgroup: u32,
+pub enum Shape {
+    /// `threads_per_row` invocations per `rows_per_thread` consecutive slots (1 to 16:
+    /// each group of inputs is loaded once for all of them), `workgroup /
+    /// threads_per_row * rows_per_thread` slots per workgroup; more than one thread per
+    /// slot reduce through workgroup memory.
+    Threads {
+        threads_per_row: u32,
+        workgroup: u32,
+        rows_per_thread: u32,
+    },
+    /// A subgroup per slot at a time, its lanes over consecutive groups of the row (lane
+    /// l: groups l, l + S, ...), summed with `subgroupAdd`; a workgroup owns
+    /// `rows_per_workgroup` slots, which its subgroups take in turn. Needs the
+    /// `SUBGROUP` feature and a `workgroup` that is a multiple of the subgroup size.
+    Subgroup {
+        workgroup: u32,
+        rows_per_workgroup: u32,
+    },
 }
 
 impl Shape {
-    /// One invocation per row, no barriers: the fast shape on CPU adapters (llvmpipe).
-    pub const ROW_PER_INVOCATION: Shape = Shape {
+    /// One invocation per 8 rows, no barriers: the fastest shape measured on llvmpipe.
+    pub const ROW_PER_INVOCATION: Shape = Shape::Threads {
         threads_per_row: 1,
-        workgroup: 16,
+        workgroup: 8,
+        rows_per_thread: 8,
     };
-    /// 32 invocations per row reducing through workgroup memory: for discrete GPUs.
-    pub const WORKGROUP_REDUCE: Shape = Shape {
+    /// 32 invocations per row reducing through workgroup memory: for GPUs without
+    /// subgroups.
+    pub const WORKGROUP_REDUCE: Shape = Shape::Threads {
         threads_per_row: 32,
         workgroup: 256,
+        rows_per_thread: 1,
     };
 
+    /// The subgroup shape for `ctx`, when it has subgroups: workgroups of 256 (or one
+    /// subgroup where subgroups are larger) with a slot per subgroup of the smallest
+    /// size; on a CPU adapter one subgroup per workgroup and 16 slots.
+    pub fn subgroup_for(ctx: &GpuContext) -> Option<Shape> {
+        let (min, max) = ctx.subgroup_sizes()?;
+        Some(if ctx.is_cpu() {
+            Shape::Subgroup {
+                workgroup: max,
+                rows_per_workgroup: 16,
+            }
+        } else {
+            let workgroup = max.max(256);
+            Shape::Subgroup {
+                workgroup,
+                rows_per_workgroup: workgroup / min.max(1),
+            }
+        })
+    }
+
+    /// The shape the backends use on `ctx`: on CPU adapters one row per invocation
+    /// (measured fastest there, see the module doc); on GPUs the subgroup shape where
+    /// there are subgroups, else workgroup reduction.
     pub fn for_context(ctx: &GpuContext) -> Shape {
         if ctx.is_cpu() {
             Self::ROW_PER_INVOCATION
         } else {
-            Self::WORKGROUP_REDUCE
+            Self::subgroup_for(ctx).unwrap_or(Self::WORKGROUP_REDUCE)
+        }
+    }
+
+    /// Row slots one workgroup covers.
+    pub fn rows_per_workgroup(&self) -> u32 {
+        match *self {
+            Shape::Threads {
+                threads_per_row,
+                workgroup,
+                rows_per_thread,
+            } => (workgroup / threads_per_row.max(1)).max(1) * rows_per_thread.clamp(1, 16),
+            Shape::Subgroup {
+                rows_per_workgroup, ..
+            } => rows_per_workgroup.max(1),
+        }
+    }
+
+    /// Whether the backends fuse RMSNorm into the linear kernels of this shape: where
+    /// several invocations share a row they split the norm's sum of squares; with one
+    /// invocation per row a separate norm dispatch is cheaper.
+    pub fn fuses_norm(&self) -> bool {
+        match *self {
+            Shape::Threads {
+                threads_per_row, ..
+            } => threads_per_row > 1,
+            Shape::Subgroup { .. } => true,
         }
     }
 }
@@ -310,9 +409,39 @@ pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel
         ("ROWS", invocation_rows(w.rows, v.mode) as f64),
         ("MODE", v.mode as u32 as f64),
         ("TT", v.tokens_per_invocation.clamp(1, 4) as f64),
-        ("TPR", v.shape.threads_per_row as f64),
-        ("WG", v.shape.workgroup as f64),
     ];
+    let spec = match v.shape {
+        Shape::Threads {
+            threads_per_row,
+            workgroup,
+            rows_per_thread,
+        } => {
+            c.push(("TPR", threads_per_row.max(1) as f64));
+            c.push(("RPI", rows_per_thread.clamp(1, 16) as f64));
+            c.push(("WG", workgroup as f64));
+            &SPEC
+        }
+        Shape::Subgroup {
+            workgroup,
+            rows_per_workgroup,
+        } => {
+            let bad = |reason: String| GpuError::Kernel {
+                kernel: SUBGROUP_SPEC.name.into(),
+                reason,
+            };
+            let (_, max) = ctx
+                .subgroup_sizes()
+                .ok_or_else(|| bad("the adapter has no subgroups".into()))?;
+            if workgroup == 0 || !workgroup.is_multiple_of(max) {
+                return Err(bad(format!(
+                    "workgroup of {workgroup} is not a multiple of the subgroup size {max}"
+                )));
+            }
+            c.push(("WG", workgroup as f64));
+            c.push(("RPW", rows_per_workgroup.max(1) as f64));
+            &SUBGROUP_SPEC
+        }
+    };
     if let Some(eps) = v.norm_eps {
         c.push(("NORM", 1.0));
         c.push(("EPS", eps as f64));
@@ -336,7 +465,7 @@ pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel
             (r.style == crate::model::RopeStyle::NeoX) as u32 as f64,
         ));
     }
-    ctx.kernel(&SPEC, &c)
+    ctx.kernel(spec, &c)
 }
 
 /// The optional inputs of a linear kernel's bind group.
@@ -369,7 +498,7 @@ pub fn bind(
 
 /// Workgroups for `v` over a matrix of `w_rows` rows and `n_tokens` tokens.
 pub fn groups(w_rows: usize, n_tokens: usize, v: &Variant) -> (u32, u32, u32) {
-    let rows_per_wg = (v.shape.workgroup / v.shape.threads_per_row).max(1) as usize;
+    let rows_per_wg = v.shape.rows_per_workgroup() as usize;
     (
         invocation_rows(w_rows, v.mode).div_ceil(rows_per_wg) as u32,
         n_tokens.div_ceil(v.tokens_per_invocation.clamp(1, 4) as usize) as u32,
@@ -494,67 +623,178 @@ mod tests {
         assert_close(&what, &got, &want, 2e-4);
     }
 
+    /// Every shape the tests cover: the two thread shapes, a thread shape with 4
+    /// threads per row, and where the adapter has subgroups the adapter's subgroup shape
+    /// plus subgroup shapes with several subgroups per workgroup taking slots in turn
+    /// (slot counts that do not divide the rows, and more slots than rows).
+    fn all_shapes() -> Vec<Shape> {
+        let ctx = ctx();
+        let mut v = vec![
+            Shape::ROW_PER_INVOCATION,
+            Shape::WORKGROUP_REDUCE,
+            Shape::Threads {
+                threads_per_row: 4,
+                workgroup: 64,
+                rows_per_thread: 3,
+            },
+            Shape::Threads {
+                threads_per_row: 1,
+                workgroup: 8,
+                rows_per_thread: 1,
+            },
+        ];
+        if let Some((_, max)) = ctx.subgroup_sizes() {
+            v.extend(Shape::subgroup_for(&ctx));
+            for (subgroups, rows) in [(1, 3), (4, 7), (2, 64)] {
+                v.push(Shape::Subgroup {
+                    workgroup: max * subgroups,
+                    rows_per_workgroup: rows,
+                });
+            }
+        }
+        v
+    }
+
     /// The fused RMSNorm input (norm weight at binding 5) matches norm-then-linear.
     #[test]
     fn fused_norm_matches() {
-        for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
-            run_norm(
-                ty,
-                64,
-                576,
-                1,
-                Mode::Store,
-                1,
-                Shape::ROW_PER_INVOCATION,
-                true,
-            );
-            run_norm(
-                ty,
-                64,
-                128,
-                3,
-                Mode::SwiGlu,
-                4,
-                Shape::WORKGROUP_REDUCE,
-                true,
-            );
+        for shape in all_shapes() {
+            for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
+                run_norm(ty, 64, 576, 1, Mode::Store, 1, shape, true);
+                run_norm(ty, 64, 128, 3, Mode::SwiGlu, 4, shape, true);
+            }
         }
     }
 
-    /// Every weight format, decode (n=1) and prefill (n=5, 4 tokens per invocation),
-    /// GPU within 2e-4·(1+|y|) of the CPU reference.
+    /// Every weight format in every shape, decode (n=1) and prefill (n=5, 4 tokens per
+    /// invocation), GPU within 2e-4·(1+|y|) of the CPU reference. 40 rows of 288: 9
+    /// groups, so a subgroup's lanes get unequal numbers of groups.
     #[test]
     fn gpu_matches_cpu_for_every_format() {
-        for ty in [
-            GgmlType::F32,
-            GgmlType::F16,
-            GgmlType::BF16,
-            GgmlType::Q8_0,
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q4_K,
-            GgmlType::Q6_K,
-        ] {
-            run(ty, 40, 256, 1, Mode::Store, 1, Shape::ROW_PER_INVOCATION);
-            run(ty, 40, 256, 5, Mode::Store, 4, Shape::ROW_PER_INVOCATION);
+        for shape in all_shapes() {
+            for ty in [
+                GgmlType::F32,
+                GgmlType::F16,
+                GgmlType::BF16,
+                GgmlType::Q8_0,
+                GgmlType::Q4_0,
+                GgmlType::Q4_1,
+                GgmlType::Q4_K,
+                GgmlType::Q6_K,
+            ] {
+                let cols = if ty.block_elems() == 256 { 512 } else { 288 };
+                run(ty, 40, cols, 1, Mode::Store, 1, shape);
+                run(ty, 40, cols, 5, Mode::Store, 4, shape);
+            }
         }
     }
 
-    /// The fused residual add and SwiGLU modes, in both kernel shapes.
+    /// The fused residual add and SwiGLU modes, in every shape.
     #[test]
     fn fused_modes_and_shapes() {
-        for shape in [
-            Shape::ROW_PER_INVOCATION,
-            Shape::WORKGROUP_REDUCE,
-            Shape {
-                threads_per_row: 4,
-                workgroup: 64,
-            },
-        ] {
+        for shape in all_shapes() {
             for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
                 run(ty, 48, 96, 1, Mode::Accumulate, 1, shape);
                 run(ty, 48, 96, 3, Mode::SwiGlu, 2, shape);
                 run(ty, 200, 576, 6, Mode::Store, 4, shape);
+                run(ty, 1536, 576, 1, Mode::Store, 1, shape);
+            }
+        }
+    }
+
+    /// The subgroup facts [`Shape::Subgroup`] relies on, checked on the adapter itself
+    /// (a probe kernel, 18 values over subgroups of S lanes, as a 576-wide row's 18
+    /// groups): `subgroup_size` lies in the adapter's range and subgroups are runs of S
+    /// consecutive invocations; `subgroupAdd` after a loop whose trip count differs
+    /// between lanes sums every lane (what the kernel does); inside such a loop, or
+    /// under `if lane == 0`, it sums only the lanes still active there, so lanes that
+    /// left the loop early get partial sums. That last form is how a probe of this
+    /// shape read wrong sums for some rows: llvmpipe is right, the probe was not.
+    #[test]
+    fn subgroup_add_sums_the_active_lanes() {
+        const PROBE: KernelSpec = KernelSpec {
+            name: "subgroup probe",
+            source: r#"
+override WG: u32 = 8u;
+override N: u32 = 18u;
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) li: u32, @builtin(subgroup_size) sgs: u32,
+        @builtin(subgroup_invocation_id) lane: u32) {
+    let o = li * 5u;
+    out[o] = sgs;
+    out[o + 1u] = subgroupBroadcastFirst(li);
+    var after = 0u;
+    for (var g = lane; g < N; g += sgs) {
+        after += g + 1u;
+    }
+    out[o + 2u] = subgroupAdd(after);
+    var inside = 0u;
+    for (var g = lane; g < N; g += sgs) {
+        inside += subgroupAdd(g + 1u);
+    }
+    out[o + 3u] = inside;
+    var branch = 0u;
+    if lane == 0u {
+        branch = subgroupAdd(1u);
+    }
+    out[o + 4u] = branch;
+}
+"#,
+            bindings: &[Binding::ReadWrite],
+        };
+        let ctx = ctx();
+        let Some((min, max)) = ctx.subgroup_sizes() else {
+            assert!(Shape::subgroup_for(&ctx).is_none());
+            return;
+        };
+        let n = 18u32;
+        for wg in [max, 4 * max] {
+            let k = ctx
+                .kernel(&PROBE, &[("WG", wg as f64), ("N", n as f64)])
+                .expect("probe kernel");
+            let out = ctx
+                .storage("probe", (wg * 5 * 4) as u64)
+                .expect("probe buffer");
+            crate::ops::run_once(&ctx, &k, &[&out], (1, 1, 1));
+            let bytes = ctx.read_back(&out, (wg * 5 * 4) as u64).expect("readback");
+            let v: Vec<u32> = bytemuck::cast_slice(&bytes).to_vec();
+            let full = n * (n + 1) / 2;
+            for li in 0..wg {
+                let r = &v[(li * 5) as usize..(li * 5 + 5) as usize];
+                let (s, lane) = (r[0], li % r[0].max(1));
+                assert!(
+                    (min..=max).contains(&s),
+                    "subgroup size {s} not in {min}..={max}"
+                );
+                assert_eq!(
+                    r[1],
+                    li - lane,
+                    "invocation {li}: subgroups are consecutive runs"
+                );
+                assert_eq!(r[2], full, "invocation {li}: add after the loop");
+                // Inside the loop: iteration k adds the lanes m with m + kS < N.
+                let inside: u32 = (0..)
+                    .map(|k| k * s)
+                    .take_while(|&base| lane + base < n)
+                    .map(|base| {
+                        (0..s)
+                            .filter(|m| m + base < n)
+                            .map(|m| m + base + 1)
+                            .sum::<u32>()
+                    })
+                    .sum();
+                assert_eq!(r[3], inside, "invocation {li}: add inside the loop");
+                assert_eq!(
+                    r[4],
+                    u32::from(lane == 0),
+                    "invocation {li}: add under a branch"
+                );
+            }
+            // Lanes past N mod S leave the loop one iteration early: their in-loop sums
+            // are short, the after-loop ones are not.
+            if !n.is_multiple_of(max) {
+                assert!(v[(max - 1) as usize * 5 + 3] < full);
             }
         }
     }

@@ -1,0 +1,468 @@
+//! The client's side of sharded inference: a [`RemoteChain`] of workers, planned with
+//! `cocoon_protocol::route`, each reached through its own end-to-end Noise session.
+//!
+//! Failover: the chain remembers, for every hop's first block, the hidden states that
+//! entered it and how the calls were split (the prompt in one call, then one token per
+//! call). When a hop fails it re-plans blocks from that hop's start on, opens sessions to
+//! the replacements and replays the recorded calls with the same split, which rebuilds
+//! their KV caches exactly as an uninterrupted run would have, then carries on.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cocoon_protocol::route::{self, CostModel, Route, RouteRequest};
+use cocoon_protocol::session::{ClientEvent, ClientSession, OpenSession, SessionLimits, WireDtype};
+use cocoon_protocol::units::{BlockRange, ModelId, NanoTon};
+use cocoon_shaders::engine::{BlockChain, EngineError};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::PeerId;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use super::{INFER_PROTOCOL, MeshLink, WorkerView};
+
+/// Pause between attempts to open a stream to a worker still being dialled.
+const RETRY_DIAL: Duration = Duration::from_millis(250);
+
+/// How a chain is built and how long it waits.
+#[derive(Clone, Debug)]
+pub struct ChainOptions {
+    pub model: ModelId,
+    pub n_blocks: u32,
+    /// Positions each worker must hold (prompt + new tokens).
+    pub max_positions: u32,
+    pub dtype: WireDtype,
+    pub price_cap: Option<NanoTon>,
+    pub open_timeout: Duration,
+    pub forward_timeout: Duration,
+    /// Re-plans allowed in one generation before giving up.
+    pub max_failovers: usize,
+}
+
+/// One hop that failed and what replaced it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failover {
+    pub peer: String,
+    pub blocks: String,
+    pub reason: String,
+    pub replaced_by: Vec<String>,
+}
+
+/// One hop of the live route, for reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct HopInfo {
+    pub peer: String,
+    pub blocks: String,
+}
+
+struct HopConn {
+    peer: PeerId,
+    blocks: BlockRange,
+    session: ClientSession,
+    stream: libp2p::Stream,
+}
+
+/// Why a hop failed; each one penalises the worker.
+#[derive(Debug, thiserror::Error)]
+pub enum HopError {
+    #[error("cannot reach the worker: {0}")]
+    Unreachable(String),
+    #[error("the worker refused the session: {0}")]
+    Rejected(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the worker closed the stream")]
+    Closed,
+    #[error("stream: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("session: {0}")]
+    Session(#[from] cocoon_protocol::session::SessionError),
+    #[error("the worker answered with an error: {0}")]
+    Remote(String),
+    #[error("the worker returned {got} floats for {expected}")]
+    WrongShape { got: usize, expected: usize },
+}
+
+/// Workers `[0, n_blocks)` along a planned route.
+pub struct RemoteChain {
+    rt: tokio::runtime::Handle,
+    mesh: MeshLink,
+    noise_secret: Zeroizing<[u8; 32]>,
+    opts: ChainOptions,
+    d_model: usize,
+    tag: u64,
+    hops: Vec<HopConn>,
+    /// (start position, rows) of every call so far.
+    calls: Vec<(u32, u32)>,
+    /// Hidden states that entered each hop boundary, all positions so far.
+    history: BTreeMap<u32, Vec<f32>>,
+    excluded: Vec<PeerId>,
+    next_request: u64,
+    pub failovers: Vec<Failover>,
+}
+
+impl RemoteChain {
+    /// Plans a route and opens a session to every hop (re-planning around workers that
+    /// cannot be reached or refuse).
+    pub fn open(
+        rt: tokio::runtime::Handle,
+        mesh: MeshLink,
+        noise_secret: Zeroizing<[u8; 32]>,
+        opts: ChainOptions,
+        d_model: usize,
+    ) -> Result<Self, EngineError> {
+        let mut chain = Self {
+            rt,
+            mesh,
+            noise_secret,
+            opts,
+            d_model,
+            tag: rand::random(),
+            hops: Vec::new(),
+            calls: Vec::new(),
+            history: BTreeMap::new(),
+            excluded: Vec::new(),
+            next_request: 1,
+            failovers: Vec::new(),
+        };
+        let rt = chain.rt.clone();
+        rt.block_on(chain.rebuild_from(0, 0))?;
+        Ok(chain)
+    }
+
+    /// The live route.
+    pub fn route(&self) -> Vec<HopInfo> {
+        self.hops
+            .iter()
+            .map(|h| HopInfo {
+                peer: h.peer.to_string(),
+                blocks: h.blocks.to_string(),
+            })
+            .collect()
+    }
+
+    /// Plans blocks `[from_block, n)` among the workers the mesh knows, minus the
+    /// excluded ones.
+    async fn plan(&self, from_block: u32) -> Result<(Route, Vec<WorkerView>), EngineError> {
+        let workers = self.mesh.workers(self.opts.model).await;
+        let candidates: Vec<_> = workers
+            .iter()
+            .filter(|w| !self.excluded.contains(&w.candidate.peer))
+            .map(|w| w.candidate.clone())
+            .collect();
+        let request = RouteRequest {
+            blocks: BlockRange::new(from_block, self.opts.n_blocks).map_err(remote)?,
+            kv_tokens_needed: u64::from(self.opts.max_positions),
+            price_cap: self.opts.price_cap,
+            exclude: self.excluded.clone(),
+            allow_partial: false,
+            max_hops: 32,
+            min_score: cocoon_protocol::peers::ScorePolicy::default().ban_threshold,
+        };
+        let route = route::plan(&candidates, &request, &CostModel::default())
+            .map_err(|e| remote(format!("no route for blocks {from_block}..: {e}")))?;
+        Ok((route, workers))
+    }
+
+    /// Replaces every hop from index `hop_index` (whose first block is `from_block`) by
+    /// a fresh plan, replaying the recorded calls (all but the one in flight) into each
+    /// new hop.
+    async fn rebuild_from(&mut self, hop_index: usize, from_block: u32) -> Result<(), EngineError> {
+        let replay_calls = self.calls.len().saturating_sub(1);
+        let mut attempts = 0;
+        'plan: loop {
+            // Hops of a previous, abandoned attempt go too.
+            for old in self.hops.drain(hop_index..) {
+                close_quietly(old).await;
+            }
+            attempts += 1;
+            if attempts > self.opts.max_failovers + 3 {
+                return Err(remote(format!(
+                    "gave up re-planning blocks {from_block}.. after {} attempts",
+                    attempts - 1
+                )));
+            }
+            let (route, workers) = self.plan(from_block).await?;
+            for hop in route.hops {
+                let Some(view) = workers.iter().find(|w| w.candidate.peer == hop.peer) else {
+                    return Err(remote(format!("planned peer {} is unknown", hop.peer)));
+                };
+                let mut conn = match self.connect(view, hop.blocks).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.penalise(hop.peer, hop.blocks, &e);
+                        continue 'plan;
+                    }
+                };
+                // Replay the finished calls into the new hop; its outputs are what the
+                // next boundary saw.
+                let start = hop.blocks.start();
+                let input = self.history.get(&start).cloned().unwrap_or_default();
+                let mut output = Vec::with_capacity(input.len());
+                for &(pos, rows) in &self.calls[..replay_calls] {
+                    let lo = pos as usize * self.d_model;
+                    let hi = lo + rows as usize * self.d_model;
+                    let Some(rows_in) = input.get(lo..hi) else {
+                        return Err(remote(format!("no recorded input at block {start}")));
+                    };
+                    let request_id = self.next_request;
+                    self.next_request += 1;
+                    match forward_hop(
+                        &mut conn,
+                        request_id,
+                        pos,
+                        rows_in,
+                        self.opts.forward_timeout,
+                    )
+                    .await
+                    {
+                        Ok(out) => output.extend_from_slice(&out),
+                        Err(e) => {
+                            self.penalise(hop.peer, hop.blocks, &e);
+                            continue 'plan;
+                        }
+                    }
+                }
+                if replay_calls > 0 {
+                    self.history.insert(hop.blocks.end(), output);
+                }
+                self.hops.push(conn);
+            }
+            return Ok(());
+        }
+    }
+
+    fn penalise(&mut self, peer: PeerId, blocks: BlockRange, e: &HopError) {
+        tracing::warn!(%peer, %blocks, error = %e, "worker failed; routing around it");
+        self.excluded.push(peer);
+        self.mesh.report_failure(peer, e.to_string());
+        self.failovers.push(Failover {
+            peer: peer.to_string(),
+            blocks: blocks.to_string(),
+            reason: e.to_string(),
+            replaced_by: Vec::new(),
+        });
+    }
+
+    async fn connect(&self, view: &WorkerView, blocks: BlockRange) -> Result<HopConn, HopError> {
+        let peer = view.candidate.peer;
+        let stream = self.open_stream(peer).await?;
+        let open = OpenSession {
+            model_id: self.opts.model.0,
+            blocks,
+            max_positions: self.opts.max_positions,
+            dtype: self.opts.dtype,
+            tag: self.tag,
+            channel: None,
+        };
+        let (session, hello) = ClientSession::start(
+            &self.noise_secret,
+            &view.noise_key,
+            open,
+            SessionLimits::default(),
+        )?;
+        let mut conn = HopConn {
+            peer,
+            blocks,
+            session,
+            stream,
+        };
+        conn.stream.write_all(&hello).await?;
+        conn.stream.flush().await?;
+        let timeout = self.opts.open_timeout;
+        let reply = tokio::time::timeout(timeout, async {
+            loop {
+                for event in read_events(&mut conn).await? {
+                    match event {
+                        ClientEvent::Opened(_) => return Ok(()),
+                        ClientEvent::Rejected { code, message } => {
+                            return Err(HopError::Rejected(format!("{code:?}: {message}")));
+                        }
+                        ClientEvent::Closed => return Err(HopError::Closed),
+                        other => {
+                            return Err(HopError::Remote(format!(
+                                "unexpected reply to open: {}",
+                                event_name(&other)
+                            )));
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        match reply {
+            Err(_) => Err(HopError::Timeout(timeout)),
+            Ok(r) => r.map(|()| conn),
+        }
+    }
+
+    /// A stream to `peer`, asking the daemon to connect first; a dial still in flight
+    /// (through a relay, say) is waited for until the open timeout.
+    async fn open_stream(&self, peer: PeerId) -> Result<libp2p::Stream, HopError> {
+        let mut control = self.mesh.control.clone();
+        let deadline = tokio::time::Instant::now() + self.opts.open_timeout;
+        loop {
+            self.mesh.dial(peer);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, control.open_stream(peer, INFER_PROTOCOL)).await {
+                Err(_) => return Err(HopError::Timeout(self.opts.open_timeout)),
+                Ok(Ok(s)) => return Ok(s),
+                Ok(Err(e)) if tokio::time::Instant::now() + RETRY_DIAL >= deadline => {
+                    return Err(HopError::Unreachable(e.to_string()));
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "no stream yet; retrying");
+                    tokio::time::sleep(RETRY_DIAL).await;
+                }
+            }
+        }
+    }
+
+    async fn forward_async(
+        &mut self,
+        start_pos: u32,
+        hidden: &mut [f32],
+    ) -> Result<(), EngineError> {
+        let rows = (hidden.len() / self.d_model) as u32;
+        if self.calls.last() != Some(&(start_pos, rows)) {
+            // A call replaces any recorded positions at or after it (a rewind).
+            self.calls.retain(|&(p, _)| p < start_pos);
+            self.calls.push((start_pos, rows));
+        }
+        let mut i = 0;
+        let mut failovers = 0;
+        while i < self.hops.len() {
+            let boundary = self.hops[i].blocks.start();
+            let keep = start_pos as usize * self.d_model;
+            let recorded = self.history.entry(boundary).or_default();
+            recorded.truncate(keep);
+            if recorded.len() == keep {
+                recorded.extend_from_slice(hidden);
+            }
+            let request_id = self.next_request;
+            self.next_request += 1;
+            let timeout = self.opts.forward_timeout;
+            match forward_hop(&mut self.hops[i], request_id, start_pos, hidden, timeout).await {
+                Ok(out) => {
+                    hidden.copy_from_slice(&out);
+                    i += 1;
+                }
+                Err(e) => {
+                    failovers += 1;
+                    if failovers > self.opts.max_failovers {
+                        return Err(remote(format!("too many failures; last: {e}")));
+                    }
+                    let (peer, blocks) = (self.hops[i].peer, self.hops[i].blocks);
+                    self.penalise(peer, blocks, &e);
+                    self.rebuild_from(i, boundary).await?;
+                    let replaced: Vec<String> = self.hops[i..]
+                        .iter()
+                        .map(|h| format!("{} ({})", h.peer, h.blocks))
+                        .collect();
+                    if let Some(f) = self.failovers.last_mut() {
+                        f.replaced_by = replaced;
+                    }
+                    tracing::info!(%peer, %blocks, "failover: route rebuilt from block {boundary}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every session politely.
+    pub fn close(mut self) {
+        let hops: Vec<HopConn> = self.hops.drain(..).collect();
+        self.rt.block_on(async {
+            for h in hops {
+                close_quietly(h).await;
+            }
+        });
+    }
+}
+
+impl BlockChain for RemoteChain {
+    fn forward(&mut self, start_pos: usize, hidden: &mut [f32]) -> Result<(), EngineError> {
+        let rt = self.rt.clone();
+        let start = u32::try_from(start_pos).map_err(remote)?;
+        rt.block_on(self.forward_async(start, hidden))
+    }
+}
+
+async fn forward_hop(
+    conn: &mut HopConn,
+    request_id: u64,
+    start_pos: u32,
+    hidden: &[f32],
+    timeout: Duration,
+) -> Result<Vec<f32>, HopError> {
+    let bytes = conn.session.forward(request_id, start_pos, hidden)?;
+    let step = async {
+        conn.stream.write_all(&bytes).await?;
+        conn.stream.flush().await?;
+        loop {
+            for event in read_events(conn).await? {
+                match event {
+                    ClientEvent::Result {
+                        request_id: id,
+                        hidden: out,
+                        ..
+                    } if id == request_id => {
+                        if out.len() != hidden.len() {
+                            return Err(HopError::WrongShape {
+                                got: out.len(),
+                                expected: hidden.len(),
+                            });
+                        }
+                        return Ok(out);
+                    }
+                    ClientEvent::Error { code, message, .. } => {
+                        return Err(HopError::Remote(format!("{code:?}: {message}")));
+                    }
+                    ClientEvent::Closed => return Err(HopError::Closed),
+                    other => tracing::debug!(event = event_name(&other), "ignored"),
+                }
+            }
+        }
+    };
+    tokio::time::timeout(timeout, step)
+        .await
+        .map_err(|_| HopError::Timeout(timeout))?
+}
+
+async fn read_events(conn: &mut HopConn) -> Result<Vec<ClientEvent>, HopError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = conn.stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(HopError::Closed);
+        }
+        let events = conn.session.on_bytes(&buf[..n])?;
+        if !events.is_empty() {
+            return Ok(events);
+        }
+    }
+}
+
+async fn close_quietly(mut conn: HopConn) {
+    if let Ok(bytes) = conn.session.close() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            conn.stream.write_all(&bytes).await?;
+            conn.stream.close().await
+        })
+        .await;
+    }
+}
+
+fn event_name(e: &ClientEvent) -> &'static str {
+    match e {
+        ClientEvent::Opened(_) => "opened",
+        ClientEvent::Rejected { .. } => "rejected",
+        ClientEvent::Result { .. } => "result",
+        ClientEvent::Error { .. } => "error",
+        ClientEvent::Closed => "closed",
+    }
+}
+
+fn remote(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Remote(e.to_string())
+}

@@ -1,0 +1,278 @@
+//! The client's generator: the model's head (tokenizer, embedding, final norm, LM head,
+//! sampler) kept on this machine, driving a [`RemoteChain`] of workers. One generation
+//! at a time; the OpenAI API and `cocoon generate` queue on it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cocoon_protocol::session::WireDtype;
+use cocoon_protocol::units::{ModelId, NanoTon};
+use cocoon_shaders::engine::{GenerateOptions, Head, HeadBackend, Sampler, SamplingParams};
+use cocoon_shaders::model::WeightSource;
+use cocoon_shaders::model::chat::ChatMessage;
+use cocoon_shaders::model::gguf::GgufFile;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
+
+use super::MeshLink;
+use super::client::{ChainOptions, Failover, HopInfo, RemoteChain};
+use crate::cmd::run::Backend;
+
+/// What to continue.
+#[derive(Clone, Debug)]
+pub enum Prompt {
+    Text(String),
+    Chat(Vec<ChatMessage>),
+}
+
+#[derive(Clone, Debug)]
+pub struct GenRequest {
+    pub prompt: Prompt,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Text that ends the completion (not included).
+    pub stop: Vec<String>,
+}
+
+/// Streamed to the requester as the generation goes.
+#[derive(Debug)]
+pub enum GenEvent {
+    /// Text decoded so far that is safe to show (complete UTF-8, no stop string).
+    Text(String),
+    Done(Box<GenSummary>),
+    Failed(GenFailure),
+}
+
+#[derive(Debug, Clone)]
+pub enum GenFailure {
+    /// The request itself is wrong (e.g. longer than the context).
+    BadRequest(String),
+    /// The mesh could not serve it.
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GenSummary {
+    pub prompt_token_ids: Vec<u32>,
+    pub token_ids: Vec<u32>,
+    pub text: String,
+    /// `stop` (end of sequence or a stop string) or `length`.
+    pub finish_reason: &'static str,
+    pub route: Vec<HopInfo>,
+    pub failovers: Vec<Failover>,
+    pub time_to_first_token_ms: f64,
+    pub prefill_tokens_per_second: f64,
+    pub decode_tokens_per_second: f64,
+    pub tokens_per_second: f64,
+}
+
+/// Serves generations for one model.
+pub struct Generator {
+    head: Mutex<Head>,
+    pub model_id: ModelId,
+    /// The name clients pass as `model`.
+    pub model_name: String,
+    n_blocks: u32,
+    d_model: usize,
+    context_length: usize,
+    mesh: MeshLink,
+    noise_secret: Zeroizing<[u8; 32]>,
+    pub dtype: WireDtype,
+    pub price_cap: Option<NanoTon>,
+    pub forward_timeout: Duration,
+}
+
+impl Generator {
+    pub fn load(
+        path: &Path,
+        model_id: ModelId,
+        backend: Backend,
+        mesh: MeshLink,
+        noise_secret: Zeroizing<[u8; 32]>,
+    ) -> anyhow::Result<Self> {
+        let file = GgufFile::open(path)
+            .with_context(|| format!("loading the model {}", path.display()))?;
+        let config = file.config().clone();
+        let head_backend: Box<dyn HeadBackend> = match backend {
+            Backend::Cpu => Box::new(cocoon_shaders::engine::CpuHead::new(&file)?),
+            Backend::Wgpu => {
+                let ctx =
+                    cocoon_shaders::gpu::GpuContext::new().context("opening a wgpu device")?;
+                Box::new(cocoon_shaders::engine::GpuHead::new(ctx, &file)?)
+            }
+        };
+        let head = Head::from_gguf(&file, head_backend)?;
+        Ok(Self {
+            head: Mutex::new(head),
+            model_id,
+            model_name: model_name(path),
+            n_blocks: config.n_blocks as u32,
+            d_model: config.d_model,
+            context_length: config.context_length,
+            mesh,
+            noise_secret,
+            dtype: WireDtype::F32,
+            price_cap: None,
+            forward_timeout: Duration::from_secs(60),
+        })
+    }
+
+    /// Does `name` (from a request's `model`) mean this model?
+    pub fn answers_to(&self, name: &str) -> bool {
+        name == self.model_name
+            || name == "default"
+            || name.eq_ignore_ascii_case(&self.model_id.to_hex())
+    }
+
+    /// Starts a generation; its events arrive on the returned channel.
+    pub fn submit(self: &Arc<Self>, request: GenRequest) -> mpsc::UnboundedReceiver<GenEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let me = self.clone();
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let result = me.run(rt, &request, &tx);
+            let _ = tx.send(match result {
+                Ok(summary) => GenEvent::Done(Box::new(summary)),
+                Err(failure) => GenEvent::Failed(failure),
+            });
+        });
+        rx
+    }
+
+    fn run(
+        &self,
+        rt: tokio::runtime::Handle,
+        request: &GenRequest,
+        tx: &mpsc::UnboundedSender<GenEvent>,
+    ) -> Result<GenSummary, GenFailure> {
+        let bad = |e: String| GenFailure::BadRequest(e);
+        let mut head = self
+            .head
+            .lock()
+            .map_err(|_| GenFailure::Unavailable("the generator is poisoned".into()))?;
+        let prompt_ids = match &request.prompt {
+            Prompt::Text(t) => head.encode_text(t),
+            Prompt::Chat(m) => head.encode_chat(m),
+        }
+        .map_err(|e| bad(e.to_string()))?;
+        if prompt_ids.is_empty() {
+            return Err(bad("the prompt is empty".into()));
+        }
+        let positions = prompt_ids.len() + request.max_tokens;
+        if positions > self.context_length {
+            return Err(bad(format!(
+                "prompt of {} tokens plus max_tokens {} exceeds the model's context of {}",
+                prompt_ids.len(),
+                request.max_tokens,
+                self.context_length
+            )));
+        }
+        let opts = ChainOptions {
+            model: self.model_id,
+            n_blocks: self.n_blocks,
+            max_positions: positions as u32,
+            dtype: self.dtype,
+            price_cap: self.price_cap,
+            open_timeout: Duration::from_secs(15),
+            forward_timeout: self.forward_timeout,
+            max_failovers: 4,
+        };
+        let started = Instant::now();
+        let mut chain = RemoteChain::open(
+            rt,
+            self.mesh.clone(),
+            self.noise_secret.clone(),
+            opts,
+            self.d_model,
+        )
+        .map_err(|e| GenFailure::Unavailable(e.to_string()))?;
+        let mut sampler = Sampler::new(request.sampling.clone());
+        let stop_ids = head.stop_ids();
+        let options = GenerateOptions {
+            max_new_tokens: request.max_tokens,
+            stop_ids: &stop_ids,
+        };
+        let tokenizer = head.tokenizer().clone();
+        let mut decoder = tokenizer.stream_decoder();
+        let mut text = String::new();
+        let mut shown = 0;
+        let mut stopped_by_string = false;
+        let mut first_token_at = None;
+        let generation = head.generate(&mut chain, &mut sampler, &prompt_ids, &options, |id| {
+            first_token_at.get_or_insert_with(Instant::now);
+            if let Some(piece) = decoder.push(id) {
+                text.push_str(&piece);
+            }
+            if let Some(cut) = request
+                .stop
+                .iter()
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
+                text.truncate(cut);
+                stopped_by_string = true;
+            }
+            // Hold back a tail that could be the start of a stop string.
+            let hold = request.stop.iter().map(|s| s.len()).max().unwrap_or(1) - 1;
+            let mut safe = if stopped_by_string {
+                text.len()
+            } else {
+                text.len().saturating_sub(hold)
+            };
+            while !text.is_char_boundary(safe) {
+                safe -= 1;
+            }
+            if safe > shown {
+                let _ = tx.send(GenEvent::Text(text[shown..safe].to_owned()));
+                shown = safe;
+            }
+            !stopped_by_string && !tx.is_closed()
+        });
+        let route = chain.route();
+        let failovers = chain.failovers.clone();
+        chain.close();
+        let generation = generation.map_err(|e| GenFailure::Unavailable(e.to_string()))?;
+        if !stopped_by_string {
+            if let Some(tail) = decoder.finish() {
+                text.push_str(&tail);
+            }
+            if text.len() > shown {
+                let _ = tx.send(GenEvent::Text(text[shown..].to_owned()));
+            }
+        }
+        let finish_reason = if generation.stopped
+            || stopped_by_string
+            || generation.token_ids.len() < request.max_tokens
+        {
+            "stop"
+        } else {
+            "length"
+        };
+        Ok(GenSummary {
+            time_to_first_token_ms: first_token_at
+                .map(|t| (t - started).as_secs_f64() * 1000.0)
+                .unwrap_or(0.0),
+            prefill_tokens_per_second: generation.prefill_tokens_per_second(),
+            decode_tokens_per_second: generation.decode_tokens_per_second(),
+            tokens_per_second: generation.tokens_per_second(),
+            prompt_token_ids: generation.prompt_token_ids,
+            token_ids: generation.token_ids,
+            text,
+            finish_reason,
+            route,
+            failovers,
+        })
+    }
+}
+
+/// A model's name for the API: its file name without `.gguf`.
+fn model_name(path: &Path) -> String {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_owned()
+}

@@ -1,0 +1,68 @@
+//! Sharded inference on the node: the worker's engine and stream service, the client's
+//! remote chain of workers, and the generator behind the OpenAI API. The decisions
+//! (sessions, routes) are `cocoon_protocol`'s; this module moves their bytes.
+
+pub mod client;
+pub mod engine;
+pub mod generator;
+pub mod tap;
+pub mod worker;
+
+use cocoon_protocol::route::Candidate;
+use cocoon_protocol::units::ModelId;
+use libp2p::{PeerId, StreamProtocol};
+use tokio::sync::{mpsc, oneshot};
+
+/// Inference streams: one end-to-end Noise session per stream.
+pub const INFER_PROTOCOL: StreamProtocol = StreamProtocol::new("/cocoon/infer/1");
+
+/// A worker as the client sees it: its route candidate and its Noise static key, both
+/// from its verified announcement.
+#[derive(Clone, Debug)]
+pub struct WorkerView {
+    pub candidate: Candidate,
+    pub noise_key: [u8; 32],
+}
+
+/// What inference asks of the daemon, which owns the peer table.
+pub enum MeshQuery {
+    /// Live, unbanned workers serving `model`.
+    Workers {
+        model: ModelId,
+        reply: oneshot::Sender<Vec<WorkerView>>,
+    },
+    /// A worker failed a session: penalise it.
+    Failure { peer: PeerId, reason: String },
+    /// Connect to a worker (through its announced addresses) if not connected.
+    Dial { peer: PeerId },
+}
+
+/// The client's line to the daemon and to the swarm's streams.
+#[derive(Clone)]
+pub struct MeshLink {
+    pub queries: mpsc::Sender<MeshQuery>,
+    pub control: libp2p_stream::Control,
+}
+
+impl MeshLink {
+    pub async fn workers(&self, model: ModelId) -> Vec<WorkerView> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .queries
+            .send(MeshQuery::Workers { model, reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    pub fn dial(&self, peer: PeerId) {
+        let _ = self.queries.try_send(MeshQuery::Dial { peer });
+    }
+
+    pub fn report_failure(&self, peer: PeerId, reason: String) {
+        let _ = self.queries.try_send(MeshQuery::Failure { peer, reason });
+    }
+}

@@ -1,0 +1,167 @@
+//! The worker side of `/cocoon/infer/1`: each inbound stream is one end-to-end Noise
+//! session (`cocoon_protocol::session::WorkerSession`) whose forwards run on the engine.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cocoon_protocol::session::{
+    ErrorCode, OpenAccepted, OpenSession, SessionLimits, WorkerEvent, WorkerSession,
+};
+use cocoon_protocol::units::{BlockRange, ModelId};
+use cocoon_shaders::engine::{EngineError, SessionId};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::PeerId;
+use zeroize::Zeroizing;
+
+use super::engine::EngineHandle;
+use super::tap::Tap;
+
+/// Deliberate faults, for tests of the client's defences (hidden `--dev-misbehave`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Misbehave {
+    /// Answer every forward with one row too few.
+    WrongShape,
+    /// Accept sessions, then never answer a forward.
+    Stall,
+    /// Flip one byte of every result's ciphertext.
+    Tamper,
+}
+
+/// Everything a stream handler needs.
+pub struct WorkerService {
+    pub engine: EngineHandle,
+    pub model_id: ModelId,
+    pub noise_secret: Zeroizing<[u8; 32]>,
+    pub limits: SessionLimits,
+    /// A session with no message for this long is closed and its KV cache freed.
+    pub idle_timeout: Duration,
+    pub misbehave: Option<Misbehave>,
+    pub tap: Option<Tap>,
+    next_session: AtomicU64,
+}
+
+impl WorkerService {
+    pub fn new(engine: EngineHandle, model_id: ModelId, noise_secret: Zeroizing<[u8; 32]>) -> Self {
+        Self {
+            engine,
+            model_id,
+            noise_secret,
+            limits: SessionLimits::default(),
+            idle_timeout: Duration::from_secs(300),
+            misbehave: None,
+            tap: None,
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    /// Serves every inbound inference stream until the swarm goes away.
+    pub async fn serve(self: Arc<Self>, mut incoming: libp2p_stream::IncomingStreams) {
+        while let Some((peer, stream)) = incoming.next().await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let id = SessionId(me.next_session.fetch_add(1, Ordering::Relaxed));
+                match me.serve_stream(peer, stream, id).await {
+                    Ok(()) => tracing::debug!(%peer, "inference session ended"),
+                    Err(e) => tracing::info!(%peer, error = %e, "inference session ended"),
+                }
+                me.engine.close(id);
+            });
+        }
+    }
+
+    async fn serve_stream(
+        &self,
+        peer: PeerId,
+        mut stream: libp2p::Stream,
+        id: SessionId,
+    ) -> anyhow::Result<()> {
+        let mut session = WorkerSession::new(&self.noise_secret, self.limits.clone());
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match tokio::time::timeout(self.idle_timeout, stream.read(&mut buf)).await {
+                Err(_) => anyhow::bail!("idle for {:?}", self.idle_timeout),
+                Ok(r) => r?,
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            if let Some(tap) = &self.tap {
+                tap.record(&buf[..n]);
+            }
+            for event in session.on_bytes(&buf[..n])? {
+                let out = match event {
+                    WorkerEvent::Open { open, .. } => self.open(&mut session, id, &open).await?,
+                    WorkerEvent::Forward {
+                        request_id,
+                        start_pos,
+                        hidden,
+                    } => {
+                        if self.misbehave == Some(Misbehave::Stall) {
+                            tracing::warn!(%peer, "misbehaving: stalling");
+                            std::future::pending::<()>().await;
+                        }
+                        match self.engine.forward(id, start_pos as usize, hidden).await {
+                            Ok(mut out) => {
+                                if self.misbehave == Some(Misbehave::WrongShape) {
+                                    out.truncate(out.len() - self.engine.info().d_model);
+                                }
+                                let mut bytes = session.result(request_id, start_pos, &out)?;
+                                if self.misbehave == Some(Misbehave::Tamper) {
+                                    let last = bytes.len() - 1;
+                                    bytes[last] ^= 0x40;
+                                }
+                                bytes
+                            }
+                            Err(e) => session.error(request_id, error_code(&e), &e.to_string())?,
+                        }
+                    }
+                    WorkerEvent::Close => return Ok(()),
+                };
+                if let Some(tap) = &self.tap {
+                    tap.record(&out);
+                }
+                stream.write_all(&out).await?;
+                stream.flush().await?;
+            }
+        }
+    }
+
+    /// Checks an open request against what this worker serves and reserves a KV cache.
+    async fn open(
+        &self,
+        session: &mut WorkerSession,
+        id: SessionId,
+        open: &OpenSession,
+    ) -> anyhow::Result<Vec<u8>> {
+        let info = self.engine.info();
+        let served = BlockRange::new(info.blocks.start as u32, info.blocks.end as u32)?;
+        if open.model_id != self.model_id.0 {
+            return Ok(session.reject(
+                ErrorCode::WrongModel,
+                &format!("this worker serves model {}", self.model_id.short()),
+            )?);
+        }
+        if open.blocks != served {
+            return Ok(session.reject(
+                ErrorCode::WrongBlocks,
+                &format!("this worker serves blocks {served}, not {}", open.blocks),
+            )?);
+        }
+        match self.engine.open(id, open.max_positions as usize).await {
+            Ok(()) => Ok(session.accept(OpenAccepted {
+                kv_positions: open.max_positions,
+                d_model: info.d_model as u32,
+            })?),
+            Err(e) => Ok(session.reject(error_code(&e), &e.to_string())?),
+        }
+    }
+}
+
+fn error_code(e: &EngineError) -> ErrorCode {
+    match e {
+        EngineError::KvBudget { .. } => ErrorCode::KvBudget,
+        EngineError::Gpu(_) | EngineError::Model(_) => ErrorCode::Internal,
+        _ => ErrorCode::BadRequest,
+    }
+}

@@ -1,0 +1,544 @@
+//! Sharded inference over real libp2p sockets on 127.0.0.1, with the default model on
+//! lavapipe: a chain of three workers gives exactly the reference greedy tokens; killing
+//! the middle worker mid-generation fails over to a spare with the same tokens; lying and
+//! faulty workers are rejected, penalised and routed around; nothing on the wire between
+//! client and worker carries plaintext.
+//!
+//! Each test starts its own mesh; a lock runs them one at a time (each mesh already keeps
+//! both cores busy).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{BIN, LOOPBACK, TestNode, wait_for};
+
+static ONE_MESH_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn reference() -> serde_json::Value {
+    serde_json::from_str(include_str!("fixtures/reference_tokens.json")).expect("fixture")
+}
+
+fn model_path() -> std::path::PathBuf {
+    let p = cocoon_shaders::model::default_model_path();
+    assert!(
+        p.exists(),
+        "the default model is missing at {}: run scripts/setup",
+        p.display()
+    );
+    p
+}
+
+struct Mesh {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    boot: TestNode,
+    workers: Vec<TestNode>,
+    client: TestNode,
+}
+
+/// A bootstrap/relay, one worker per `(name, args)` and a client; returns once the
+/// client has a complete route and its API is up.
+fn start_mesh(workers: &[(&str, Vec<&str>)], client_args: &[&str]) -> Mesh {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_owned();
+    let mut boot_args = LOOPBACK.to_vec();
+    boot_args.extend(["--role", "relay", "--relay-server", "on"]);
+    let boot = TestNode::start("boot", &root, None, &boot_args);
+    let boot_addr = boot.addr("/tcp/");
+    let model = model_path();
+    let model = model.to_str().expect("utf-8 path");
+    let common_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = LOOPBACK.iter().map(|s| s.to_string()).collect();
+        v.extend(
+            [
+                "--bootstrap",
+                &boot_addr,
+                "--model",
+                model,
+                "--announce-interval",
+                "3",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let workers: Vec<TestNode> = workers
+        .iter()
+        .map(|(name, extra)| {
+            let args = common_args(extra);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            TestNode::start(name, &root, None, &args)
+        })
+        .collect();
+    let mut client_extra = vec!["--role", "client"];
+    client_extra.extend(client_args);
+    let args = common_args(&client_extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let client = TestNode::start("client", &root, None, &args);
+    let started = Instant::now();
+    wait_for(
+        Duration::from_secs(180),
+        "a complete route and the API",
+        || {
+            let out = client.cli(&["routes", "--json"]);
+            let routes: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let api = client.data_dir.join("api.addr");
+            (routes["error"].is_null() && api.exists()).then_some(())
+        },
+    );
+    println!("mesh ready in {:.1} s", started.elapsed().as_secs_f64());
+    Mesh {
+        _dir: dir,
+        root,
+        boot,
+        workers,
+        client,
+    }
+}
+
+impl Mesh {
+    /// `cocoon generate --json` on the client; the summary object.
+    fn generate(&self, prompt: &str, max_tokens: usize) -> serde_json::Value {
+        let out = self.client.cli(&[
+            "generate",
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            &max_tokens.to_string(),
+            "--temperature",
+            "0",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "generate failed: {}\nclient log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.client.log()
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last = stdout.lines().last().expect("output");
+        serde_json::from_str(last).expect("summary JSON")
+    }
+
+    fn api(&self) -> String {
+        let addr = std::fs::read_to_string(self.client.data_dir.join("api.addr")).expect("api");
+        format!("http://{}/v1", addr.trim())
+    }
+}
+
+fn token_ids(summary: &serde_json::Value) -> Vec<u64> {
+    summary["token_ids"]
+        .as_array()
+        .expect("token_ids")
+        .iter()
+        .map(|v| v.as_u64().expect("id"))
+        .collect()
+}
+
+fn expected(prompt: &serde_json::Value) -> Vec<u64> {
+    prompt["generated_token_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_u64().expect("id"))
+        .collect()
+}
+
+fn route_peers(summary: &serde_json::Value) -> Vec<String> {
+    summary["route"]
+        .as_array()
+        .expect("route")
+        .iter()
+        .map(|h| h["peer"].as_str().expect("peer").to_owned())
+        .collect()
+}
+
+fn span(s: &str) -> Vec<&str> {
+    vec!["--blocks", s]
+}
+
+#[test]
+fn three_workers_give_the_single_node_reference_tokens() {
+    let _one = ONE_MESH_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mesh = start_mesh(
+        &[
+            ("w1", span("0..10")),
+            ("w2", span("10..20")),
+            ("w3", span("20..30")),
+        ],
+        &[],
+    );
+    for p in reference()["prompts"].as_array().expect("prompts") {
+        let summary = mesh.generate(p["prompt"].as_str().expect("prompt"), 32);
+        assert_eq!(
+            summary["prompt_token_ids"], p["prompt_token_ids"],
+            "prompt tokens of {}",
+            p["name"]
+        );
+        assert_eq!(token_ids(&summary), expected(p), "tokens of {}", p["name"]);
+        let route = route_peers(&summary);
+        let ids: Vec<&str> = mesh.workers.iter().map(|w| w.peer_id.as_str()).collect();
+        assert_eq!(route, ids, "the route runs w1 → w2 → w3");
+        assert!(
+            summary["failovers"]
+                .as_array()
+                .expect("failovers")
+                .is_empty()
+        );
+        println!(
+            "{}: {:.1} tok/s through 3 workers, first token after {:.0} ms",
+            p["name"],
+            summary["tokens_per_second"].as_f64().unwrap_or(0.0),
+            summary["time_to_first_token_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    // The mesh CLI shows the coverage and the chain.
+    let routes = mesh.client.json(&["routes"]);
+    assert_eq!(routes["coverage"].as_array().expect("coverage").len(), 30);
+    assert_eq!(
+        routes["routes"][0]["hops"].as_array().expect("hops").len(),
+        3
+    );
+    let _ = &mesh.boot;
+    let _ = &mesh.root;
+}
+
+#[test]
+fn killing_the_middle_worker_fails_over_to_the_spare_with_the_same_tokens() {
+    let _one = ONE_MESH_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut mesh = start_mesh(
+        &[
+            ("w1", span("0..10")),
+            ("w2", span("10..20")),
+            ("w3", span("20..30")),
+            ("spare", span("10..20")),
+        ],
+        &[],
+    );
+    let p = &reference()["prompts"][0];
+    let prompt = p["prompt"].as_str().expect("prompt");
+    // Learn which of the two 10..20 workers the route uses.
+    let first = mesh.generate(prompt, 2);
+    let middle_id = route_peers(&first)[1].clone();
+    let middle = mesh
+        .workers
+        .iter_mut()
+        .find(|w| w.peer_id == middle_id)
+        .expect("the middle hop is one of ours");
+
+    let mut generate = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&mesh.client.data_dir)
+        .args([
+            "generate",
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            "32",
+            "--temperature",
+            "0",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn generate");
+    let mut stdout = generate.stdout.take().expect("stdout");
+    // Mid-generation: once the first text has streamed out, kill -9 the middle worker.
+    let mut first_bytes = [0u8; 8];
+    stdout.read_exact(&mut first_bytes).expect("first text");
+    middle.child.kill().expect("kill -9 the middle worker");
+    let killed_at = Instant::now();
+    let mut rest = String::new();
+    BufReader::new(stdout)
+        .read_to_string(&mut rest)
+        .expect("rest of the output");
+    let mut stderr = String::new();
+    generate
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    let status = generate.wait().expect("generate exits");
+    assert!(
+        status.success(),
+        "generate failed: {stderr}\n{}",
+        mesh.client.log()
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(rest.lines().last().expect("summary")).expect("summary JSON");
+    assert_eq!(token_ids(&summary), expected(p), "tokens after failover");
+    let failovers = summary["failovers"].as_array().expect("failovers");
+    assert_eq!(failovers.len(), 1, "{failovers:?}");
+    assert_eq!(failovers[0]["peer"], middle_id.as_str());
+    assert!(stderr.contains("failover"), "the CLI reports it: {stderr}");
+    let spare = mesh
+        .workers
+        .iter()
+        .find(|w| w.name == "spare")
+        .expect("spare");
+    let other_middle = if spare.peer_id == middle_id {
+        mesh.workers.iter().find(|w| w.name == "w2").expect("w2")
+    } else {
+        spare
+    };
+    assert_eq!(route_peers(&summary)[1], other_middle.peer_id);
+    println!(
+        "failover done; generation finished {:.1} s after the kill",
+        killed_at.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn lying_and_faulty_workers_are_rejected_penalised_and_routed_around() {
+    let _one = ONE_MESH_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Each liar announces an absurd throughput so the planner tries it first.
+    let fast = ["--throughput", "100000"];
+    let liar = |blocks: &'static str, extra: &[&'static str]| {
+        let mut v = span(blocks);
+        v.extend(fast);
+        v.extend(extra);
+        v
+    };
+    let mesh = start_mesh(
+        &[
+            ("w1", span("0..10")),
+            ("w2", span("10..20")),
+            ("w3", span("20..30")),
+            // Announces 0..10 but serves 20..30: its open is refused.
+            (
+                "lies-about-blocks",
+                liar("20..30", &["--dev-announce-blocks", "0..10"]),
+            ),
+            (
+                "wrong-shape",
+                liar("10..20", &["--dev-misbehave", "wrong-shape"]),
+            ),
+            ("tamper", liar("20..30", &["--dev-misbehave", "tamper"])),
+            ("stall", liar("10..20", &["--dev-misbehave", "stall"])),
+        ],
+        &["--forward-timeout-secs", "8"],
+    );
+    let p = &reference()["prompts"][1];
+    let summary = mesh.generate(p["prompt"].as_str().expect("prompt"), 32);
+    assert_eq!(token_ids(&summary), expected(p), "tokens despite the liars");
+    let honest: Vec<&str> = mesh.workers[..3]
+        .iter()
+        .map(|w| w.peer_id.as_str())
+        .collect();
+    assert_eq!(
+        route_peers(&summary),
+        honest,
+        "the final route is the honest one"
+    );
+    let failovers = summary["failovers"].as_array().expect("failovers");
+    let reason_of = |name: &str| -> String {
+        let id = &mesh
+            .workers
+            .iter()
+            .find(|w| w.name == name)
+            .expect(name)
+            .peer_id;
+        failovers
+            .iter()
+            .find(|f| f["peer"] == id.as_str())
+            .map(|f| f["reason"].as_str().unwrap_or("").to_owned())
+            .unwrap_or_else(|| panic!("{name} was never tried or never failed: {failovers:?}"))
+    };
+    assert!(reason_of("lies-about-blocks").contains("WrongBlocks"));
+    assert!(reason_of("wrong-shape").contains("floats"));
+    assert!(reason_of("tamper").contains("decrypt"));
+    assert!(reason_of("stall").contains("no answer within"));
+    // Penalised: the client's peer table records the failures.
+    for name in ["lies-about-blocks", "wrong-shape", "tamper", "stall"] {
+        let w = mesh.workers.iter().find(|w| w.name == name).expect(name);
+        let peer = mesh.client.peer(&w.peer_id).expect("known peer");
+        assert!(
+            peer["failures"].as_u64().unwrap_or(0) >= 1,
+            "{name} penalised: {peer}"
+        );
+    }
+}
+
+/// Every `len`-byte window of `needle` that occurs in `haystack`.
+fn windows_found(haystack: &[u8], needle: &[u8], len: usize) -> usize {
+    needle
+        .windows(len)
+        .step_by(4)
+        .filter(|w| haystack.windows(len).any(|h| h == *w))
+        .count()
+}
+
+#[test]
+fn a_relay_sees_no_plaintext() {
+    let _one = ONE_MESH_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tap = dir.path().join("tap.bin");
+    let tap_s = tap.to_str().expect("utf-8");
+    // One worker holds the whole model and is reachable only through the relay; it
+    // records every byte of its inference streams as they cross the wire.
+    let mesh = start_mesh_with_relay_worker(tap_s);
+    let p = &reference()["prompts"][0];
+    let prompt = p["prompt"].as_str().expect("prompt");
+    let summary = mesh.generate(prompt, 8);
+    assert_eq!(token_ids(&summary), expected(p)[..8].to_vec());
+    let wire = std::fs::read(&tap).expect("tap");
+    assert!(
+        wire.len() > 4 * 576 * 4,
+        "the tap caught the session ({} bytes)",
+        wire.len()
+    );
+
+    // The plaintext the client sent: the prompt, its token ids, and the embedding rows
+    // (the hidden states entering block 0), as f32 little-endian.
+    let file = cocoon_shaders::model::gguf::GgufFile::open(&model_path()).expect("model");
+    let mut head = cocoon_shaders::engine::CpuHead::new(&file).expect("head");
+    let ids: Vec<u32> = p["prompt_token_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_u64().expect("id") as u32)
+        .collect();
+    let mut hidden = vec![0f32; ids.len() * 576];
+    cocoon_shaders::engine::HeadBackend::embed(&mut head, &ids, &mut hidden).expect("embed");
+    let hidden_bytes: Vec<u8> = hidden.iter().flat_map(|f| f.to_le_bytes()).collect();
+    let id_bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+    // The search works: it finds the windows in a plaintext copy.
+    assert!(windows_found(&hidden_bytes, &hidden_bytes, 64) > 0);
+    assert!(
+        !wire.windows(prompt.len()).any(|w| w == prompt.as_bytes()),
+        "prompt text on the wire"
+    );
+    assert!(
+        !wire
+            .windows(id_bytes.len())
+            .any(|w| w == id_bytes.as_slice()),
+        "prompt token ids on the wire"
+    );
+    assert_eq!(
+        windows_found(&wire, &hidden_bytes, 64),
+        0,
+        "a 64-byte window of the hidden states on the wire"
+    );
+    let worker = &mesh.workers[0];
+    let link = mesh.client.peer(&worker.peer_id).expect("worker known");
+    assert_eq!(
+        link["connection"], "relayed",
+        "the session crossed the relay: {link}"
+    );
+    println!("{} bytes captured on a relayed link", wire.len());
+}
+
+fn start_mesh_with_relay_worker(tap: &str) -> Mesh {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_owned();
+    let mut boot_args = LOOPBACK.to_vec();
+    boot_args.extend(["--role", "relay", "--relay-server", "on"]);
+    let boot = TestNode::start("boot", &root, None, &boot_args);
+    let boot_addr = boot.addr("/tcp/");
+    let model = model_path();
+    let model = model.to_str().expect("utf-8 path");
+    // Neither the worker nor the client accepts direct connections, so hole punching
+    // has nothing to connect to and every byte between them crosses the relay.
+    let relay_only = [
+        "--listen",
+        "none",
+        "--mdns",
+        "false",
+        "--autonat-delay",
+        "3600",
+    ];
+    let mut w_args = relay_only.to_vec();
+    w_args.extend([
+        "--bootstrap",
+        &boot_addr,
+        "--relay",
+        &boot_addr,
+        "--model",
+        model,
+        "--blocks",
+        "0..30",
+        "--announce-interval",
+        "3",
+        "--dev-tap",
+        tap,
+    ]);
+    let worker = TestNode::start("worker", &root, None, &w_args);
+    let mut c_args = relay_only.to_vec();
+    c_args.extend([
+        "--bootstrap",
+        &boot_addr,
+        "--model",
+        model,
+        "--role",
+        "client",
+        "--announce-interval",
+        "3",
+    ]);
+    let client = TestNode::start("client", &root, None, &c_args);
+    wait_for(
+        Duration::from_secs(180),
+        "a complete route and the API",
+        || {
+            let out = client.cli(&["routes", "--json"]);
+            let routes: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (routes["error"].is_null() && client.data_dir.join("api.addr").exists()).then_some(())
+        },
+    );
+    Mesh {
+        _dir: dir,
+        root,
+        boot,
+        workers: vec![worker],
+        client,
+    }
+}
+
+/// The official `openai` Python package against the client's API: chat and text
+/// completions, streamed and whole, the model list, and an error in OpenAI's shape.
+#[test]
+fn the_openai_python_client_talks_to_the_api() {
+    let _one = ONE_MESH_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mesh = start_mesh(&[("w1", span("0..15")), ("w2", span("15..30"))], &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(mesh.api())
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "openai client script failed:\n{stdout}\n{stderr}\nclient log:\n{}",
+        mesh.client.log()
+    );
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("result")).expect("result JSON");
+    let reference = reference();
+    let once = &reference["prompts"][0];
+    // Greedy text completion: the reference continuation's first 8 tokens' text.
+    assert_eq!(result["completion_tokens"], 8);
+    assert_eq!(
+        result["stream_text"], result["whole_text"],
+        "streamed = whole"
+    );
+    assert_eq!(
+        result["chat_stream"], result["chat_whole"],
+        "chat streamed = whole"
+    );
+    assert!(!result["chat_whole"].as_str().unwrap_or("").is_empty());
+    assert_eq!(result["error_status"], 404);
+    assert_eq!(result["error_code"], "model_not_found");
+    assert!(once["prompt"].is_string());
+    let lines = BufReader::new(stdout.as_bytes()).lines().count();
+    assert!(lines >= 1);
+}
