@@ -87,6 +87,9 @@ pub struct NodeConfig {
     /// A client gives up on a worker that has not answered a forward in this many
     /// seconds and fails over (`--forward-timeout-secs`).
     pub forward_timeout_secs: u64,
+    /// A client runs the model's first and last blocks itself, so no worker sees the
+    /// hidden states nearest the tokens (`--local-blocks`).
+    pub local_blocks: bool,
 }
 
 /// When the node serves as a circuit relay.
@@ -127,6 +130,7 @@ impl Default for NodeConfig {
             backend: crate::cmd::run::Backend::Wgpu,
             kv_budget_mib: 512,
             forward_timeout_secs: 60,
+            local_blocks: false,
         }
     }
 }

@@ -542,3 +542,28 @@ fn the_openai_python_client_talks_to_the_api() {
     let lines = BufReader::new(stdout.as_bytes()).lines().count();
     assert!(lines >= 1);
 }
+
+/// `--local-blocks`: the client runs blocks 0 and 29 itself and routes 1..29 through
+/// workers that hold 0..15 and 15..30 (each serving part of its span): same tokens.
+#[test]
+fn a_client_with_local_blocks_gives_the_same_tokens() {
+    let _one = ONE_MESH_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mesh = start_mesh(
+        &[("w1", span("0..15")), ("w2", span("15..30"))],
+        &["--local-blocks"],
+    );
+    let p = &reference()["prompts"][0];
+    let summary = mesh.generate(p["prompt"].as_str().expect("prompt"), 16);
+    assert_eq!(token_ids(&summary), expected(p)[..16].to_vec());
+    let blocks: Vec<&str> = summary["route"]
+        .as_array()
+        .expect("route")
+        .iter()
+        .map(|h| h["blocks"].as_str().expect("blocks"))
+        .collect();
+    assert_eq!(
+        blocks,
+        ["1..15", "15..29"],
+        "workers run only the middle blocks"
+    );
+}

@@ -337,3 +337,35 @@ fn devnet_comes_up_writes_devnet_json_and_stops_on_sigterm() {
         .expect("cli");
     assert!(!out.status.success());
 }
+
+#[test]
+fn a_worker_with_blocks_auto_takes_the_uncovered_span() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let boot = TestNode::start("boot", dir.path(), None, &relay_args());
+    let b = boot.addr("/tcp/");
+    let w1 = TestNode::start("w1", dir.path(), None, &worker_args(&b, "0..10", &[]));
+    let w2 = TestNode::start("w2", dir.path(), None, &worker_args(&b, "20..30", &[]));
+    // It listens to announcements for a few seconds, then picks where the mesh is weakest.
+    let auto = TestNode::start("auto", dir.path(), None, &worker_args(&b, "auto", &[]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let blocks = loop {
+        let s = auto.json(&["status"]);
+        let blocks = s["blocks"].as_str().unwrap_or("").to_owned();
+        if !blocks.is_empty() && blocks != "0..0" {
+            break blocks;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the auto worker did not place itself:\n{}",
+            auto.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(blocks, "10..20", "w1 holds 0..10 and w2 20..30");
+    // And the others learn it.
+    wait_for(Duration::from_secs(30), "w1 to see the placed span", || {
+        let p = w1.peer(&auto.peer_id)?;
+        (p["blocks"] == "10..20").then_some(())
+    });
+    let _ = w2;
+}

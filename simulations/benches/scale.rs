@@ -64,8 +64,18 @@ fn main() -> anyhow::Result<()> {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
+    // Under `cargo test` (no `--bench` argument) a one-minute 1k run is a smoke test.
+    let benching = std::env::args().any(|a| a == "--bench");
+    if !benching && std::env::var_os("COCOON_SIM_BENCH_SECONDS").is_none() {
+        // SAFETY: set before any thread is spawned; children inherit it.
+        unsafe { std::env::set_var("COCOON_SIM_BENCH_SECONDS", "60") };
+    }
     if sizes.is_empty() {
-        sizes = vec![1_000, 10_000];
+        sizes = if benching {
+            vec![1_000, 10_000]
+        } else {
+            vec![1_000]
+        };
     }
     let exe = std::env::current_exe()?;
     println!(

@@ -83,6 +83,10 @@ pub struct NodeArgs {
     /// Seconds a client waits for a worker's answer before failing over.
     #[arg(long)]
     pub forward_timeout_secs: Option<u64>,
+    /// As a client, run the model's first and last blocks here (no worker sees the hidden
+    /// states nearest the tokens); workers then serve the blocks in between.
+    #[arg(long)]
+    pub local_blocks: bool,
     /// Test tooling: enable POST /v1/dev/forge, which publishes invalid announcements.
     #[arg(long, hide = true)]
     pub dev_forge: bool,
@@ -111,6 +115,9 @@ impl NodeArgs {
         c.relays.extend(self.relay.iter().cloned());
         if let Some(v) = self.role {
             c.role = v;
+        }
+        if self.local_blocks {
+            c.local_blocks = true;
         }
         if let Some(v) = &self.blocks {
             c.blocks = Some(v.clone());

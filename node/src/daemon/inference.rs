@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cocoon_protocol::failover::{self, FailoverPolicy};
 use cocoon_protocol::peers::ScorePolicy;
 use cocoon_protocol::route::{self, Candidate, CostModel, RouteRequest};
 use cocoon_protocol::units::{BlockRange, ModelId, Role};
-use libp2p::PeerId;
 use tokio::sync::mpsc;
 
 use super::{Daemon, now_ms};
@@ -34,6 +34,7 @@ pub struct InferSetup {
     pub backend: Backend,
     pub kv_budget_bytes: usize,
     pub forward_timeout: Duration,
+    pub local_blocks: bool,
     pub api_listen: SocketAddr,
     /// Blocks announced instead of the ones served (a lying worker, for tests).
     pub dev_announce_blocks: Option<BlockRange>,
@@ -55,6 +56,8 @@ pub struct InferState {
     pub mesh: MeshLink,
     /// When `--blocks auto` places its span.
     pub place_at: Option<Instant>,
+    /// How failed hops are charged and when a generation gives up.
+    pub failover: FailoverPolicy,
 }
 
 /// How long `--blocks auto` listens to announcements before choosing.
@@ -64,13 +67,14 @@ impl Daemon {
     /// Starts what the role and model call for: a worker loads its blocks (now, or after
     /// [`AUTO_PLACEMENT_DELAY`] with `--blocks auto`), a client loads its generator.
     pub(super) fn start_inference(&mut self) {
+        if self.me.role == Role::Worker && self.infer.setup.auto_span.is_some() {
+            self.infer.place_at = Some(Instant::now() + AUTO_PLACEMENT_DELAY);
+            return;
+        }
         let Some(path) = self.infer.setup.model_path.clone() else {
             return;
         };
         match self.me.role {
-            Role::Worker if self.infer.setup.auto_span.is_some() => {
-                self.infer.place_at = Some(Instant::now() + AUTO_PLACEMENT_DELAY);
-            }
             Role::Worker if !self.infer.setup.blocks.is_empty() => {
                 self.load_engine(path, self.infer.setup.blocks)
             }
@@ -84,11 +88,14 @@ impl Daemon {
                     zeroize::Zeroizing::new(*self.identity.noise_secret()),
                 );
                 let forward_timeout = self.infer.setup.forward_timeout;
+                let local = self.infer.setup.local_blocks;
                 tokio::task::spawn_blocking(move || {
-                    let g = Generator::load(&path, model_id, backend, mesh, secret).map(|mut g| {
-                        g.forward_timeout = forward_timeout;
-                        Arc::new(g)
-                    });
+                    let g = Generator::load(&path, model_id, backend, local, mesh, secret).map(
+                        |mut g| {
+                            g.forward_timeout = forward_timeout;
+                            Arc::new(g)
+                        },
+                    );
                     let _ = events.send(InferEvent::GeneratorReady(g));
                 });
             }
@@ -114,11 +121,7 @@ impl Daemon {
             return;
         }
         self.infer.place_at = None;
-        let (Some(span), Some(path), Some(model)) = (
-            self.infer.setup.auto_span,
-            self.infer.setup.model_path.clone(),
-            self.me.model_id,
-        ) else {
+        let (Some(span), Some(model)) = (self.infer.setup.auto_span, self.me.model_id) else {
             return;
         };
         let others: Vec<Candidate> = self
@@ -131,7 +134,14 @@ impl Daemon {
             Ok(blocks) => {
                 tracing::info!(%blocks, seen = others.len(), "--blocks auto chose a span");
                 self.infer.setup.blocks = blocks;
-                self.load_engine(path, blocks);
+                match self.infer.setup.model_path.clone() {
+                    Some(path) => self.load_engine(path, blocks),
+                    // Without a model file the node only announces (devnets, tests).
+                    None => {
+                        self.me.blocks = blocks;
+                        self.schedule_announce(Duration::ZERO);
+                    }
+                }
             }
             Err(e) => tracing::error!(error = %e, "--blocks auto could not choose a span"),
         }
@@ -245,7 +255,20 @@ impl Daemon {
             MeshQuery::Workers { model, reply } => {
                 let _ = reply.send(self.worker_views(model));
             }
-            MeshQuery::Failure { peer, reason } => self.record_worker_failure(peer, &reason),
+            MeshQuery::Fault { hop, fault, reply } => {
+                tracing::warn!(peer = %hop.peer, fault = fault.as_str(), "inference fault");
+                let (decision, ban) = failover::on_hop_fault(
+                    &self.infer.failover,
+                    &mut self.table,
+                    &hop,
+                    fault,
+                    now_ms(),
+                );
+                if let Some(ban) = ban {
+                    self.apply(ban);
+                }
+                let _ = reply.send(decision);
+            }
             MeshQuery::Dial { peer } => {
                 let addrs = self
                     .live
@@ -254,13 +277,6 @@ impl Daemon {
                     .unwrap_or_default();
                 self.dial_known(peer, addrs);
             }
-        }
-    }
-
-    fn record_worker_failure(&mut self, peer: PeerId, reason: &str) {
-        tracing::warn!(%peer, reason, "inference failure recorded");
-        if let Some(action) = self.table.record_failure(peer, now_ms()) {
-            self.apply(action);
         }
     }
 

@@ -189,6 +189,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         backend: config.backend,
         kv_budget_bytes: config.kv_budget_mib << 20,
         forward_timeout: Duration::from_secs(config.forward_timeout_secs.max(1)),
+        local_blocks: config.local_blocks,
         api_listen,
         dev_announce_blocks,
         dev_misbehave,
@@ -262,6 +263,11 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             control: stream_control.clone(),
         },
         place_at: None,
+        failover: cocoon_protocol::failover::FailoverPolicy {
+            max_replans: 8,
+            stall_timeout_ms: config.forward_timeout_secs.max(1) * 1000,
+            ..Default::default()
+        },
     };
 
     let cookie = crate::control::create_cookie(&data_dir)?;

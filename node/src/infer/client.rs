@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use cocoon_protocol::failover::{FailedHop, FailoverDecision, Fault};
 use cocoon_protocol::route::{self, CostModel, Route, RouteRequest};
 use cocoon_protocol::session::{ClientEvent, ClientSession, OpenSession, SessionLimits, WireDtype};
 use cocoon_protocol::units::{BlockRange, ModelId, NanoTon};
@@ -28,15 +29,17 @@ const RETRY_DIAL: Duration = Duration::from_millis(250);
 #[derive(Clone, Debug)]
 pub struct ChainOptions {
     pub model: ModelId,
-    pub n_blocks: u32,
+    /// The blocks the chain covers: `[0, n)`, or `[1, n-1)` when the client runs the first
+    /// and last blocks itself.
+    pub blocks: BlockRange,
+    /// May a hop run part of a worker's span (needed when `blocks` is not `[0, n)`).
+    pub allow_partial: bool,
     /// Positions each worker must hold (prompt + new tokens).
     pub max_positions: u32,
     pub dtype: WireDtype,
     pub price_cap: Option<NanoTon>,
     pub open_timeout: Duration,
     pub forward_timeout: Duration,
-    /// Re-plans allowed in one generation before giving up.
-    pub max_failovers: usize,
 }
 
 /// One hop that failed and what replaced it.
@@ -83,6 +86,20 @@ pub enum HopError {
     WrongShape { got: usize, expected: usize },
 }
 
+impl HopError {
+    /// The fault as `cocoon_protocol::failover` charges it. Bad ciphertext counts as a
+    /// wrong result: libp2p's own encryption already guards every link, so only the worker
+    /// (or a bug) can produce it.
+    pub fn fault(&self) -> Fault {
+        match self {
+            HopError::Unreachable(_) | HopError::Closed | HopError::Io(_) => Fault::Disconnected,
+            HopError::Timeout(_) => Fault::Stalled,
+            HopError::Session(_) | HopError::WrongShape { .. } => Fault::WrongResult,
+            HopError::Rejected(_) | HopError::Remote(_) => Fault::Refused,
+        }
+    }
+}
+
 /// Workers `[0, n_blocks)` along a planned route.
 pub struct RemoteChain {
     rt: tokio::runtime::Handle,
@@ -126,7 +143,8 @@ impl RemoteChain {
             failovers: Vec::new(),
         };
         let rt = chain.rt.clone();
-        rt.block_on(chain.rebuild_from(0, 0))?;
+        let first = chain.opts.blocks.start();
+        rt.block_on(chain.rebuild_from(0, first))?;
         Ok(chain)
     }
 
@@ -151,11 +169,11 @@ impl RemoteChain {
             .map(|w| w.candidate.clone())
             .collect();
         let request = RouteRequest {
-            blocks: BlockRange::new(from_block, self.opts.n_blocks).map_err(remote)?,
+            blocks: BlockRange::new(from_block, self.opts.blocks.end()).map_err(remote)?,
             kv_tokens_needed: u64::from(self.opts.max_positions),
             price_cap: self.opts.price_cap,
             exclude: self.excluded.clone(),
-            allow_partial: false,
+            allow_partial: self.opts.allow_partial,
             max_hops: 32,
             min_score: cocoon_protocol::peers::ScorePolicy::default().ban_threshold,
         };
@@ -169,18 +187,10 @@ impl RemoteChain {
     /// new hop.
     async fn rebuild_from(&mut self, hop_index: usize, from_block: u32) -> Result<(), EngineError> {
         let replay_calls = self.calls.len().saturating_sub(1);
-        let mut attempts = 0;
         'plan: loop {
             // Hops of a previous, abandoned attempt go too.
             for old in self.hops.drain(hop_index..) {
                 close_quietly(old).await;
-            }
-            attempts += 1;
-            if attempts > self.opts.max_failovers + 3 {
-                return Err(remote(format!(
-                    "gave up re-planning blocks {from_block}.. after {} attempts",
-                    attempts - 1
-                )));
             }
             let (route, workers) = self.plan(from_block).await?;
             for hop in route.hops {
@@ -190,7 +200,7 @@ impl RemoteChain {
                 let mut conn = match self.connect(view, hop.blocks).await {
                     Ok(c) => c,
                     Err(e) => {
-                        self.penalise(hop.peer, hop.blocks, &e);
+                        self.on_fault(hop.peer, hop.blocks, &e).await?;
                         continue 'plan;
                     }
                 };
@@ -218,7 +228,7 @@ impl RemoteChain {
                     {
                         Ok(out) => output.extend_from_slice(&out),
                         Err(e) => {
-                            self.penalise(hop.peer, hop.blocks, &e);
+                            self.on_fault(hop.peer, hop.blocks, &e).await?;
                             continue 'plan;
                         }
                     }
@@ -232,16 +242,38 @@ impl RemoteChain {
         }
     }
 
-    fn penalise(&mut self, peer: PeerId, blocks: BlockRange, e: &HopError) {
+    /// A hop failed: the daemon charges the fault to the worker's score and decides, by
+    /// `cocoon_protocol::failover` (the simulator's rule too), whether to re-plan.
+    async fn on_fault(
+        &mut self,
+        peer: PeerId,
+        blocks: BlockRange,
+        e: &HopError,
+    ) -> Result<(), EngineError> {
         tracing::warn!(%peer, %blocks, error = %e, "worker failed; routing around it");
         self.excluded.push(peer);
-        self.mesh.report_failure(peer, e.to_string());
+        let prompt_tokens = self.calls.first().map_or(0, |c| u64::from(c.1));
+        let total: u64 = self.calls.iter().map(|c| u64::from(c.1)).sum();
+        let hop = FailedHop {
+            peer,
+            blocks,
+            prompt_tokens,
+            generated_tokens: total.saturating_sub(prompt_tokens),
+            replans_so_far: self.failovers.len() as u32,
+        };
         self.failovers.push(Failover {
             peer: peer.to_string(),
             blocks: blocks.to_string(),
             reason: e.to_string(),
             replaced_by: Vec::new(),
         });
+        match self.mesh.fault(hop, e.fault()).await {
+            FailoverDecision::Replan { .. } => Ok(()),
+            FailoverDecision::GiveUp { reason } => Err(remote(format!(
+                "gave up after {} failed workers ({reason:?}); last: {e}",
+                self.failovers.len()
+            ))),
+        }
     }
 
     async fn connect(&self, view: &WorkerView, blocks: BlockRange) -> Result<HopConn, HopError> {
@@ -330,7 +362,6 @@ impl RemoteChain {
             self.calls.push((start_pos, rows));
         }
         let mut i = 0;
-        let mut failovers = 0;
         while i < self.hops.len() {
             let boundary = self.hops[i].blocks.start();
             let keep = start_pos as usize * self.d_model;
@@ -348,12 +379,8 @@ impl RemoteChain {
                     i += 1;
                 }
                 Err(e) => {
-                    failovers += 1;
-                    if failovers > self.opts.max_failovers {
-                        return Err(remote(format!("too many failures; last: {e}")));
-                    }
                     let (peer, blocks) = (self.hops[i].peer, self.hops[i].blocks);
-                    self.penalise(peer, blocks, &e);
+                    self.on_fault(peer, blocks, &e).await?;
                     self.rebuild_from(i, boundary).await?;
                     let replaced: Vec<String> = self.hops[i..]
                         .iter()

@@ -25,6 +25,7 @@ enum Job {
         id: SessionId,
         start_pos: usize,
         hidden: Vec<f32>,
+        span: std::ops::Range<usize>,
         reply: oneshot::Sender<Result<Vec<f32>, EngineError>>,
     },
     Close {
@@ -137,17 +138,20 @@ impl EngineHandle {
         rx.await.map_err(|_| stopped())?
     }
 
+    /// Runs blocks `span` (within the loaded range) of session `id`.
     pub async fn forward(
         &self,
         id: SessionId,
         start_pos: usize,
         hidden: Vec<f32>,
+        span: std::ops::Range<usize>,
     ) -> Result<Vec<f32>, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Job::Forward {
             id,
             start_pos,
             hidden,
+            span,
             reply,
         })?;
         rx.await.map_err(|_| stopped())?
@@ -180,9 +184,12 @@ fn run_jobs(mut range: BlockRange, rx: std::sync::mpsc::Receiver<Job>, free: Arc
                 id,
                 start_pos,
                 mut hidden,
+                span,
                 reply,
             } => {
-                let r = range.forward(id, start_pos, &mut hidden).map(|()| hidden);
+                let r = range
+                    .forward_span(id, start_pos, &mut hidden, span)
+                    .map(|()| hidden);
                 let _ = reply.send(r);
             }
             Job::Close { id } => range.close_session(id),

@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cocoon_protocol::session::WireDtype;
-use cocoon_protocol::units::{ModelId, NanoTon};
-use cocoon_shaders::engine::{GenerateOptions, Head, HeadBackend, Sampler, SamplingParams};
+use cocoon_protocol::units::{BlockRange as Span, ModelId, NanoTon};
+use cocoon_shaders::engine::{
+    BlockBackend, BlockChain, BlockRange, EngineError, GenerateOptions, Head, HeadBackend, Sampler,
+    SamplingParams, SessionId,
+};
 use cocoon_shaders::model::WeightSource;
 use cocoon_shaders::model::chat::ChatMessage;
 use cocoon_shaders::model::gguf::GgufFile;
@@ -69,9 +72,32 @@ pub struct GenSummary {
     pub tokens_per_second: f64,
 }
 
+/// The first and last blocks, run on the client (`--local-blocks`): a worker holding
+/// them could approximately invert their hidden states back to tokens.
+struct LocalEnds {
+    first: BlockRange,
+    last: BlockRange,
+}
+
+/// Local first block → remote workers → local last block, for one session.
+struct WithLocalEnds<'a> {
+    ends: &'a mut LocalEnds,
+    remote: &'a mut RemoteChain,
+    session: SessionId,
+}
+
+impl BlockChain for WithLocalEnds<'_> {
+    fn forward(&mut self, start_pos: usize, hidden: &mut [f32]) -> Result<(), EngineError> {
+        self.ends.first.forward(self.session, start_pos, hidden)?;
+        self.remote.forward(start_pos, hidden)?;
+        self.ends.last.forward(self.session, start_pos, hidden)
+    }
+}
+
 /// Serves generations for one model.
 pub struct Generator {
     head: Mutex<Head>,
+    local_ends: Option<Mutex<LocalEnds>>,
     pub model_id: ModelId,
     /// The name clients pass as `model`.
     pub model_name: String,
@@ -86,27 +112,54 @@ pub struct Generator {
 }
 
 impl Generator {
+    /// Loads the head of the model at `path` (and, with `local_blocks`, its first and last
+    /// blocks).
     pub fn load(
         path: &Path,
         model_id: ModelId,
         backend: Backend,
+        local_blocks: bool,
         mesh: MeshLink,
         noise_secret: Zeroizing<[u8; 32]>,
     ) -> anyhow::Result<Self> {
+        use cocoon_shaders::engine::{CpuBlocks, CpuHead, GpuBlocks, GpuHead};
         let file = GgufFile::open(path)
             .with_context(|| format!("loading the model {}", path.display()))?;
         let config = file.config().clone();
-        let head_backend: Box<dyn HeadBackend> = match backend {
-            Backend::Cpu => Box::new(cocoon_shaders::engine::CpuHead::new(&file)?),
+        let n = config.n_blocks;
+        anyhow::ensure!(
+            !local_blocks || n >= 3,
+            "--local-blocks needs a model of at least 3 blocks, this one has {n}"
+        );
+        let ctx = match backend {
+            Backend::Cpu => None,
             Backend::Wgpu => {
-                let ctx =
-                    cocoon_shaders::gpu::GpuContext::new().context("opening a wgpu device")?;
-                Box::new(cocoon_shaders::engine::GpuHead::new(ctx, &file)?)
+                Some(cocoon_shaders::gpu::GpuContext::new().context("opening a wgpu device")?)
             }
+        };
+        let blocks = |r: std::ops::Range<usize>| -> anyhow::Result<Box<dyn BlockBackend>> {
+            Ok(match &ctx {
+                None => Box::new(CpuBlocks::new(&file, r)?),
+                Some(ctx) => Box::new(GpuBlocks::new(ctx.clone(), &file, r)?),
+            })
+        };
+        let head_backend: Box<dyn HeadBackend> = match &ctx {
+            None => Box::new(CpuHead::new(&file)?),
+            Some(ctx) => Box::new(GpuHead::new(ctx.clone(), &file)?),
+        };
+        const LOCAL_KV_BUDGET: usize = 64 << 20;
+        let local_ends = if local_blocks {
+            Some(Mutex::new(LocalEnds {
+                first: BlockRange::new(blocks(0..1)?, LOCAL_KV_BUDGET),
+                last: BlockRange::new(blocks(n - 1..n)?, LOCAL_KV_BUDGET),
+            }))
+        } else {
+            None
         };
         let head = Head::from_gguf(&file, head_backend)?;
         Ok(Self {
             head: Mutex::new(head),
+            local_ends,
             model_id,
             model_name: model_name(path),
             n_blocks: config.n_blocks as u32,
@@ -170,15 +223,20 @@ impl Generator {
                 self.context_length
             )));
         }
+        let span = match self.local_ends {
+            Some(_) => Span::new(1, self.n_blocks - 1),
+            None => Span::new(0, self.n_blocks),
+        }
+        .map_err(|e| GenFailure::Unavailable(e.to_string()))?;
         let opts = ChainOptions {
             model: self.model_id,
-            n_blocks: self.n_blocks,
+            blocks: span,
+            allow_partial: self.local_ends.is_some(),
             max_positions: positions as u32,
             dtype: self.dtype,
             price_cap: self.price_cap,
             open_timeout: Duration::from_secs(15),
             forward_timeout: self.forward_timeout,
-            max_failovers: 4,
         };
         let started = Instant::now();
         let mut chain = RemoteChain::open(
@@ -189,6 +247,22 @@ impl Generator {
             self.d_model,
         )
         .map_err(|e| GenFailure::Unavailable(e.to_string()))?;
+        let mut ends = match &self.local_ends {
+            Some(m) => Some(
+                m.lock()
+                    .map_err(|_| GenFailure::Unavailable("local blocks poisoned".into()))?,
+            ),
+            None => None,
+        };
+        let session = SessionId(rand::random());
+        if let Some(e) = ends.as_deref_mut() {
+            let opened = e.first.open_session(session, positions).and_then(|()| {
+                e.last.open_session(session, positions).inspect_err(|_| {
+                    e.first.close_session(session);
+                })
+            });
+            opened.map_err(|e| GenFailure::Unavailable(format!("local blocks: {e}")))?;
+        }
         let mut sampler = Sampler::new(request.sampling.clone());
         let stop_ids = head.stop_ids();
         let options = GenerateOptions {
@@ -201,7 +275,19 @@ impl Generator {
         let mut shown = 0;
         let mut stopped_by_string = false;
         let mut first_token_at = None;
-        let generation = head.generate(&mut chain, &mut sampler, &prompt_ids, &options, |id| {
+        let mut local;
+        let chain_ref: &mut dyn BlockChain = match ends.as_deref_mut() {
+            Some(e) => {
+                local = WithLocalEnds {
+                    ends: e,
+                    remote: &mut chain,
+                    session,
+                };
+                &mut local
+            }
+            None => &mut chain,
+        };
+        let generation = head.generate(chain_ref, &mut sampler, &prompt_ids, &options, |id| {
             first_token_at.get_or_insert_with(Instant::now);
             if let Some(piece) = decoder.push(id) {
                 text.push_str(&piece);
@@ -232,6 +318,10 @@ impl Generator {
             }
             !stopped_by_string && !tx.is_closed()
         });
+        if let Some(e) = ends.as_deref_mut() {
+            e.first.close_session(session);
+            e.last.close_session(session);
+        }
         let route = chain.route();
         let failovers = chain.failovers.clone();
         chain.close();

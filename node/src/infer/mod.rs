@@ -8,6 +8,7 @@ pub mod generator;
 pub mod tap;
 pub mod worker;
 
+use cocoon_protocol::failover::{FailedHop, FailoverDecision, Fault, GiveUpReason};
 use cocoon_protocol::route::Candidate;
 use cocoon_protocol::units::ModelId;
 use libp2p::{PeerId, StreamProtocol};
@@ -31,8 +32,12 @@ pub enum MeshQuery {
         model: ModelId,
         reply: oneshot::Sender<Vec<WorkerView>>,
     },
-    /// A worker failed a session: penalise it.
-    Failure { peer: PeerId, reason: String },
+    /// A hop failed: charge the fault to the worker and decide whether to re-plan.
+    Fault {
+        hop: FailedHop,
+        fault: Fault,
+        reply: oneshot::Sender<FailoverDecision>,
+    },
     /// Connect to a worker (through its announced addresses) if not connected.
     Dial { peer: PeerId },
 }
@@ -62,7 +67,16 @@ impl MeshLink {
         let _ = self.queries.try_send(MeshQuery::Dial { peer });
     }
 
-    pub fn report_failure(&self, peer: PeerId, reason: String) {
-        let _ = self.queries.try_send(MeshQuery::Failure { peer, reason });
+    /// Reports a failed hop; the daemon's verdict (give up when it is gone).
+    pub async fn fault(&self, hop: FailedHop, fault: Fault) -> FailoverDecision {
+        let give_up = FailoverDecision::GiveUp {
+            reason: GiveUpReason::TooManyReplans,
+        };
+        let (reply, rx) = oneshot::channel();
+        let query = MeshQuery::Fault { hop, fault, reply };
+        if self.queries.send(query).await.is_err() {
+            return give_up;
+        }
+        rx.await.unwrap_or(give_up)
     }
 }

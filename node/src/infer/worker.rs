@@ -78,6 +78,8 @@ impl WorkerService {
     ) -> anyhow::Result<()> {
         let mut session = WorkerSession::new(&self.noise_secret, self.limits.clone());
         let mut buf = vec![0u8; 64 * 1024];
+        // The blocks this session runs: all of ours, or the sub-span it asked for.
+        let mut span = self.engine.info().blocks.clone();
         loop {
             let n = match tokio::time::timeout(self.idle_timeout, stream.read(&mut buf)).await {
                 Err(_) => anyhow::bail!("idle for {:?}", self.idle_timeout),
@@ -91,7 +93,10 @@ impl WorkerService {
             }
             for event in session.on_bytes(&buf[..n])? {
                 let out = match event {
-                    WorkerEvent::Open { open, .. } => self.open(&mut session, id, &open).await?,
+                    WorkerEvent::Open { open, .. } => {
+                        span = open.blocks.start() as usize..open.blocks.end() as usize;
+                        self.open(&mut session, id, &open).await?
+                    }
                     WorkerEvent::Forward {
                         request_id,
                         start_pos,
@@ -101,7 +106,10 @@ impl WorkerService {
                             tracing::warn!(%peer, "misbehaving: stalling");
                             std::future::pending::<()>().await;
                         }
-                        match self.engine.forward(id, start_pos as usize, hidden).await {
+                        let forward =
+                            self.engine
+                                .forward(id, start_pos as usize, hidden, span.clone());
+                        match forward.await {
                             Ok(mut out) => {
                                 if self.misbehave == Some(Misbehave::WrongShape) {
                                     out.truncate(out.len() - self.engine.info().d_model);
@@ -142,7 +150,10 @@ impl WorkerService {
                 &format!("this worker serves model {}", self.model_id.short()),
             )?);
         }
-        if open.blocks != served {
+        if open.blocks.is_empty()
+            || open.blocks.start() < served.start()
+            || open.blocks.end() > served.end()
+        {
             return Ok(session.reject(
                 ErrorCode::WrongBlocks,
                 &format!("this worker serves blocks {served}, not {}", open.blocks),

@@ -89,6 +89,18 @@ impl BlockRange {
         start_pos: usize,
         hidden: &mut [f32],
     ) -> Result<(), EngineError> {
+        let all = self.blocks();
+        self.forward_span(id, start_pos, hidden, all)
+    }
+
+    /// As [`forward`](Self::forward), through blocks `span` ⊆ [`blocks`](Self::blocks) only.
+    pub fn forward_span(
+        &mut self,
+        id: SessionId,
+        start_pos: usize,
+        hidden: &mut [f32],
+        span: Range<usize>,
+    ) -> Result<(), EngineError> {
         if !self.sessions.contains_key(&id) {
             return Err(EngineError::UnknownSession(id));
         }
@@ -99,6 +111,6 @@ impl BlockRange {
                 d_model,
             });
         }
-        self.backend.forward(id, start_pos, hidden)
+        self.backend.forward_span(id, start_pos, hidden, span)
     }
 }

@@ -152,12 +152,14 @@ impl BlockBackend for CpuBlocks {
         self.sessions.remove(&id);
     }
 
-    fn forward(
+    fn forward_span(
         &mut self,
         id: SessionId,
         start_pos: usize,
         hidden: &mut [f32],
+        span: Range<usize>,
     ) -> Result<(), EngineError> {
+        let span = super::local_span(&span, &self.range, self.config.n_blocks)?;
         let c = &self.config;
         let n = llama::rows(hidden, c.d_model)?;
         let s = self
@@ -173,7 +175,8 @@ impl BlockBackend for CpuBlocks {
         let mut att = vec![0f32; n * qd];
         let mut g = vec![0f32; n * f];
         let mut u = vec![0f32; n * f];
-        for (blk, (kc, vc)) in self.blocks.iter().zip(s.kv.iter_mut()) {
+        let blocks = self.blocks.iter().zip(s.kv.iter_mut());
+        for (blk, (kc, vc)) in blocks.take(span.end).skip(span.start) {
             rmsnorm::reference(hidden, &blk.attn_norm, c.rms_eps, &mut xn);
             blk.q.apply(Mode::Store, &xn, &mut q)?;
             blk.k.apply(Mode::Store, &xn, &mut k)?;

@@ -283,6 +283,7 @@ impl GpuBlocks {
         id: SessionId,
         start_pos: usize,
         rows: &mut [f32],
+        span: &Range<usize>,
     ) -> Result<(), EngineError> {
         let c = &self.config;
         let n = rows.len() / c.d_model;
@@ -303,7 +304,13 @@ impl GpuBlocks {
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             let norm = self.norm.as_ref().map(|(k, _)| k);
-            for (i, b) in self.blocks.iter().enumerate() {
+            for (i, b) in self
+                .blocks
+                .iter()
+                .enumerate()
+                .take(span.end)
+                .skip(span.start)
+            {
                 if let (Some(k), Some((n1, _))) = (norm, &b.norms) {
                     dispatch(&mut pass, k, n1, rmsnorm::groups(n));
                 }
@@ -381,12 +388,14 @@ impl BlockBackend for GpuBlocks {
         self.sessions.remove(&id);
     }
 
-    fn forward(
+    fn forward_span(
         &mut self,
         id: SessionId,
         start_pos: usize,
         hidden: &mut [f32],
+        span: Range<usize>,
     ) -> Result<(), EngineError> {
+        let span = super::local_span(&span, &self.range, self.config.n_blocks)?;
         let d = self.config.d_model;
         let n = llama::rows(hidden, d)?;
         let s = self
@@ -395,7 +404,7 @@ impl BlockBackend for GpuBlocks {
             .ok_or(EngineError::UnknownSession(id))?;
         llama::check_positions(start_pos, n, s.cached, s.max)?;
         for (i, chunk) in hidden.chunks_mut(MAX_BATCH * d).enumerate() {
-            self.forward_chunk(id, start_pos + i * MAX_BATCH, chunk)?;
+            self.forward_chunk(id, start_pos + i * MAX_BATCH, chunk, &span)?;
         }
         if let Some(s) = self.sessions.get_mut(&id) {
             s.cached = start_pos + n;

@@ -84,7 +84,36 @@ pub trait BlockBackend: Send {
         id: SessionId,
         start_pos: usize,
         hidden: &mut [f32],
+    ) -> Result<(), EngineError> {
+        let all = self.blocks();
+        self.forward_span(id, start_pos, hidden, all)
+    }
+    /// As [`forward`](Self::forward), through blocks `span` only (a sub-range of
+    /// [`blocks`](Self::blocks)): a worker serving part of its range to a client that runs
+    /// the rest elsewhere. A session must keep to one span.
+    fn forward_span(
+        &mut self,
+        id: SessionId,
+        start_pos: usize,
+        hidden: &mut [f32],
+        span: Range<usize>,
     ) -> Result<(), EngineError>;
+}
+
+/// `span` as offsets into a backend holding `blocks`, or the error naming it.
+pub(crate) fn local_span(
+    span: &Range<usize>,
+    blocks: &Range<usize>,
+    n_blocks: usize,
+) -> Result<Range<usize>, EngineError> {
+    if span.is_empty() || span.start < blocks.start || span.end > blocks.end {
+        return Err(EngineError::BadBlockRange {
+            start: span.start,
+            end: span.end,
+            n_blocks,
+        });
+    }
+    Ok(span.start - blocks.start..span.end - blocks.start)
 }
 
 /// Embedding, final norm and LM head of one model.

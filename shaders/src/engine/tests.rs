@@ -136,6 +136,47 @@ fn split_ranges_equal_one_range() {
     }
 }
 
+/// Sub-spans of one backend, each its own session, in sequence equal the whole range
+/// (exactly on the CPU, within 1e-5 on the GPU); a span outside the range is refused.
+#[test]
+fn spans_of_one_backend_equal_the_whole_range() {
+    let w = weights(GgmlType::Q4_1, GgmlType::Q8_0, RopeStyle::Adjacent);
+    let x = hidden(6, 9);
+    for use_gpu in [false, true] {
+        let mut b: Box<dyn BlockBackend> = if use_gpu {
+            Box::new(GpuBlocks::new(ctx(), &*w, 0..3).expect("gpu"))
+        } else {
+            Box::new(CpuBlocks::new(&*w, 0..3).expect("cpu"))
+        };
+        let whole = run(b.as_mut(), &x);
+        let mut y = x.clone();
+        for (i, span) in [0..1, 1..3].into_iter().enumerate() {
+            let id = SessionId(100 + i as u64);
+            b.open_session(id, 64).expect("open");
+            b.forward_span(id, 0, &mut y, span).expect("span");
+        }
+        let tol = if use_gpu { 1e-5 } else { 0.0 };
+        // `run` prefills 5 rows then decodes one: compare the prefill rows.
+        let d = b.config().d_model;
+        assert_close("spans", &y[..5 * d], &whole[..5 * d], tol);
+        b.open_session(SessionId(9), 8).expect("open");
+        let err = b
+            .forward_span(SessionId(9), 0, &mut x[..d].to_vec(), 2..4)
+            .expect_err("outside the range");
+        assert!(
+            matches!(
+                err,
+                EngineError::BadBlockRange {
+                    start: 2,
+                    end: 4,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}
+
 /// A forward at a position before the cached end rewinds: replaying positions 2.. gives
 /// the same rows as the first time, even after different tokens were written there.
 #[test]
