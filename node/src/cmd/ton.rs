@@ -27,6 +27,9 @@ pub struct TonLocalArgs {
     /// Toncoins minted to each devnet wallet when it is created.
     #[arg(long, default_value_t = 1000)]
     pub balance_ton: u64,
+    /// Once serving, write the API's base URL to this file (useful with port 0).
+    #[arg(long)]
+    pub url_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -76,21 +79,36 @@ pub async fn ton_local(data_dir: &Path, args: &TonLocalArgs) -> Result<()> {
         println!("  {name}  {}", friendly(addr, false));
     }
     println!("Ctrl-C stops it; the chain is kept for the next start.");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    if let Some(path) = &args.url_file {
+        // Written whole under another name, then renamed: a reader never sees half a URL.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{}\n", server.url()))
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = sigterm.recv() => {}
+    }
     server.shutdown().await;
     Ok(())
 }
 
-pub async fn wallet(data_dir: &Path, args: &WalletArgs) -> Result<()> {
+/// The wallet a node with data dir `data_dir` uses (its key created if missing).
+pub fn node_wallet(data_dir: &Path) -> Result<WalletV4> {
     let key_path = wallet_key_path(data_dir);
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let key = load_or_create_key(&key_path)
         .with_context(|| format!("loading the wallet key {}", key_path.display()))?;
     let code = load_wallet_code().context("the wallet contract code (run scripts/setup)")?;
-    let wallet = WalletV4::new(code, key);
+    Ok(WalletV4::new(code, key))
+}
+
+pub async fn wallet(data_dir: &Path, args: &WalletArgs) -> Result<()> {
+    let wallet = node_wallet(data_dir)?;
     let address = wallet.address().context("deriving the wallet address")?;
     let client = TonClient::new(ClientConfig {
         url: args.ton_url.clone(),
