@@ -20,6 +20,8 @@ pub mod files {
     pub const CONTROL_ADDR: &str = "control.addr";
     /// OpenAI API address (`127.0.0.1:PORT`) of a client node, removed at exit.
     pub const API_ADDR: &str = "api.addr";
+    /// The TON API URL the node last ran with (no key), so `cocoon wallet` finds it.
+    pub const TON_URL: &str = "ton.url";
 }
 
 /// The data directory when `--data-dir` is not given: `$XDG_DATA_HOME/cocoon`, else

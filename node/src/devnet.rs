@@ -408,7 +408,7 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
         println!("  cocoon --data-dir {} models", nodes[1].data_dir.display());
         if let Some(c) = chain_ref {
             println!("local TON chain: {}", c.url);
-            println!("  cocoon --data-dir {} wallet --ton-url {}", nodes[1].data_dir.display(), c.url);
+            println!("  cocoon --data-dir {} wallet", nodes[1].data_dir.display());
             println!("  cocoon --data-dir {} channels", nodes[1].data_dir.display());
         }
         println!("logs: <data dir>/node.log. Ctrl-C stops them all.");

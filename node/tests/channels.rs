@@ -113,16 +113,22 @@ fn channels_open_list_and_close_cooperatively_and_by_force() {
     // Fund the client's wallet through the faucet; the worker's stays empty.
     let (client_wallet, zero) = wallet(&client, &url);
     assert_eq!(zero, 0);
+    // `cocoon wallet` without --ton-url asks the chain the node runs with.
+    assert_eq!(client.json(&["wallet"])["raw_address"], client_wallet);
     let funded = post(
         &format!("{url}/admin/fund"),
         json!({"address": client_wallet, "amount": (10 * TON).to_string()}),
     );
     assert_eq!(funded["ok"], true, "{funded}");
-    wait_for(Duration::from_secs(30), "the nodes to see each other", || {
-        (sees_all_announced(&client, &[&worker.peer_id])
-            && sees_all_announced(&worker, &[&client.peer_id]))
-        .then_some(())
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "the nodes to see each other",
+        || {
+            (sees_all_announced(&client, &[&worker.peer_id])
+                && sees_all_announced(&worker, &[&client.peer_id]))
+            .then_some(())
+        },
+    );
     // Each announces its wallet.
     let (worker_wallet, _) = wallet(&worker, &url);
     let ann = client.json(&["peer", &worker.peer_id]);
@@ -167,7 +173,10 @@ fn channels_open_list_and_close_cooperatively_and_by_force() {
     }
     assert_eq!(c["address"], w["address"]);
     let (_, after_open) = wallet(&client, &url);
-    assert!(after_open < 8 * TON, "the deposit left the wallet: {after_open}");
+    assert!(
+        after_open < 8 * TON,
+        "the deposit left the wallet: {after_open}"
+    );
     // Both nodes keep it in their redb channel store.
     assert!(worker.data_dir.join("channels.redb").exists());
     assert!(client.data_dir.join("channels.redb").exists());

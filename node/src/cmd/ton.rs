@@ -16,6 +16,9 @@ use cocoon_ton::wallet::{WalletV4, load_or_create_key};
 /// Nanotons in one toncoin.
 const NANO: u128 = 1_000_000_000;
 
+/// Where `cocoon ton-local` listens by default.
+const DEFAULT_TON_URL: &str = "http://127.0.0.1:8081/api/v2";
+
 #[derive(Debug, Args)]
 pub struct TonLocalArgs {
     /// Loopback address to serve the toncenter-v2 API subset on.
@@ -34,13 +37,10 @@ pub struct TonLocalArgs {
 
 #[derive(Debug, Args)]
 pub struct WalletArgs {
-    /// toncenter-v2 API base URL (a `cocoon ton-local`, testnet or mainnet).
-    #[arg(
-        long,
-        env = "COCOON_TON_URL",
-        default_value = "http://127.0.0.1:8081/api/v2"
-    )]
-    pub ton_url: String,
+    /// toncenter-v2 API base URL (a `cocoon ton-local`, testnet or mainnet) [default:
+    /// the one the node at DATA_DIR runs with, else http://127.0.0.1:8081/api/v2].
+    #[arg(long, env = "COCOON_TON_URL")]
+    pub ton_url: Option<String>,
     /// toncenter API key, if the endpoint wants one.
     #[arg(long, env = "COCOON_TON_API_KEY", hide_env_values = true)]
     pub ton_api_key: Option<String>,
@@ -108,17 +108,23 @@ pub fn node_wallet(data_dir: &Path) -> Result<WalletV4> {
 }
 
 pub async fn wallet(data_dir: &Path, args: &WalletArgs) -> Result<()> {
+    let url = match &args.ton_url {
+        Some(u) => u.clone(),
+        None => std::fs::read_to_string(data_dir.join(crate::config::files::TON_URL))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| DEFAULT_TON_URL.to_owned()),
+    };
     let wallet = node_wallet(data_dir)?;
     let address = wallet.address().context("deriving the wallet address")?;
     let client = TonClient::new(ClientConfig {
-        url: args.ton_url.clone(),
+        url: url.clone(),
         api_key: args.ton_api_key.clone(),
         timeout: Duration::from_secs(10),
     })?;
     let balance = client
         .get_address_balance(&address)
         .await
-        .with_context(|| format!("asking {} for the balance", args.ton_url))?;
+        .with_context(|| format!("asking {url} for the balance"))?;
     if args.json {
         let out = serde_json::json!({
             "address": friendly(&address, false),

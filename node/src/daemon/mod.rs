@@ -38,6 +38,9 @@ use crate::control::server::ControlRequest;
 use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmOptions};
 use metrics::MeshMetrics;
 
+/// Where a control request's answer goes.
+type Reply<T> = tokio::sync::oneshot::Sender<Result<T, String>>;
+
 /// Peers found through announcements or mDNS are dialled only below this many connections.
 const MAX_AUTO_PEERS: usize = 64;
 
@@ -262,6 +265,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             crate::pay::Channels::load(&data_dir, &settings, &seed, stream_control.clone())
                 .context("payment channels")?;
         channels.spawn(pay_stopped)?;
+        let url_path = data_dir.join(files::TON_URL);
+        std::fs::write(&url_path, format!("{}\n", config.ton_url))
+            .with_context(|| format!("writing {}", url_path.display()))?;
         if me.ton_wallet.is_empty() {
             me.ton_wallet = cocoon_ton::address::raw(channels.wallet_address());
         }
@@ -1023,13 +1029,7 @@ impl Daemon {
     }
 
     /// The channels, or an error answer when this node has no chain configured.
-    fn channels_or_refuse<T>(
-        &self,
-        tx: tokio::sync::oneshot::Sender<Result<T, String>>,
-    ) -> Option<(
-        tokio::sync::oneshot::Sender<Result<T, String>>,
-        Arc<crate::pay::Channels>,
-    )> {
+    fn channels_or_refuse<T>(&self, tx: Reply<T>) -> Option<(Reply<T>, Arc<crate::pay::Channels>)> {
         match &self.channels {
             Some(ch) => Some((tx, ch.clone())),
             None => {

@@ -189,7 +189,7 @@ impl Generator {
             self.d_model,
         )
         .map_err(|e| GenFailure::Unavailable(e.to_string()))?;
-        let mut sampler = Sampler::new(request.sampling.clone());
+        let mut sampler = Sampler::new(request.sampling);
         let stop_ids = head.stop_ids();
         let options = GenerateOptions {
             max_new_tokens: request.max_tokens,
