@@ -186,6 +186,10 @@ fn channels_open_list_and_close_cooperatively_and_by_force() {
     assert_eq!(closed["kind"], "cooperative", "{closed}");
     assert_eq!(row(&client, &id)["state"], "closed");
     assert_eq!(row(&worker, &id)["state"], "closed");
+    // Closed is closed: a second close is refused before anything is sent.
+    fails_with(&worker, &["channel", "close", &id], "not open");
+    // Closed is closed: a second close is refused before anything is sent.
+    fails_with(&worker, &["channel", "close", &id], "not open");
     let (_, after_close) = wallet(&client, &url);
     assert!(
         after_close > after_open + 19 * TON / 10,

@@ -29,7 +29,8 @@ use cocoon_protocol::proto::channel::{
 use cocoon_ton::address::{parse_address, raw};
 use cocoon_ton::channel_ops::{DEFAULT_GAS_MONEY, address_of, channel_state_init};
 use cocoon_ton::client::{
-    ClientConfig, ExpectedChannel, TonClient, channel_state, verify_channel_on_chain,
+    ClientConfig, ExpectedChannel, OnChainChannel, TonClient, channel_state,
+    verify_channel_on_chain,
 };
 use cocoon_ton::local_chain::{load_channel_code, load_wallet_code};
 use cocoon_ton::onchain::{open_channel, send_channel_message};
@@ -105,6 +106,19 @@ fn state_name(state: u8) -> &'static str {
         channel_state::SETTLING_CONDITIONALS => "settling",
         channel_state::AWAITING_FINALIZATION => "awaiting-finalization",
         _ => "unknown",
+    }
+}
+
+/// The state's name, `closed` for a channel that was inited once and is empty now.
+fn chain_state_name(d: &OnChainChannel) -> &'static str {
+    let closed = d.state == channel_state::UNINITED
+        && d.balance_a.0 == 0
+        && d.balance_b.0 == 0
+        && d.committed_seqnos != (0, 0);
+    if closed {
+        "closed"
+    } else {
+        state_name(d.state)
     }
 }
 
@@ -252,18 +266,10 @@ impl Channels {
         let addr = StdAddr::new(info.workchain, HashBytes(info.account));
         let (state, balances) = match self.client.channel_data(&addr).await {
             Ok(None) => ("not-deployed".to_owned(), None),
-            Ok(Some(d)) => {
-                let closed = d.state == channel_state::UNINITED
-                    && d.balance_a.0 == 0
-                    && d.balance_b.0 == 0
-                    && d.committed_seqnos != (0, 0);
-                let name = if closed {
-                    "closed"
-                } else {
-                    state_name(d.state)
-                };
-                (name.to_owned(), Some((d.balance_a.0, d.balance_b.0)))
-            }
+            Ok(Some(d)) => (
+                chain_state_name(&d).to_owned(),
+                Some((d.balance_a.0, d.balance_b.0)),
+            ),
             Err(e) => (format!("unknown: {e}"), None),
         };
         let role = rec.map(|r| r.role);
@@ -332,10 +338,11 @@ impl Channels {
             .map_err(|e| anyhow::anyhow!("peer {peer} announces wallet {peer_wallet:?}: {e}"))?;
         let gas = DEFAULT_GAS_MONEY;
         let balance = self.client.get_address_balance(&self.wallet_addr).await?;
-        let need = deposit.0 + 2 * gas;
+        // The deposit, the gas carried by the deploy and the init, and the wallet's fees.
+        let need = deposit.0 + 3 * gas;
         anyhow::ensure!(
             balance >= need,
-            "wallet {} holds {} nanoton; opening needs {need} (deposit and gas)",
+            "wallet {} holds {} nanoton; opening needs {need} (deposit, gas and fees)",
             raw(&self.wallet_addr),
             balance
         );
@@ -605,6 +612,15 @@ impl Channels {
         let addr = StdAddr::new(info.workchain, HashBytes(info.account));
         let peer: PeerId = info.peer.parse().context("stored peer id")?;
         let us = side_of(&rec);
+        match self.client.channel_data(&addr).await? {
+            Some(d) if d.state == channel_state::OPEN => {}
+            Some(d) => bail!(
+                "channel {} is {} on chain, not open",
+                raw(&addr),
+                chain_state_name(&d)
+            ),
+            None => bail!("channel {} is not deployed", raw(&addr)),
+        }
         let msg = if force {
             let ours = match rec.state()? {
                 Some(s) if rec.role == Role::Payer => s,

@@ -279,3 +279,50 @@ fn check_forward(old: &ChannelRecord, new: &ChannelRecord) -> Result<(), StoreEr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: u128, peer: &str) -> ChannelInfo {
+        ChannelInfo {
+            channel_id: id,
+            workchain: 0,
+            account: [id as u8; 32],
+            peer: peer.to_owned(),
+            storage_boc: vec![1, 2, 3],
+            deposit_a: 5,
+            deposit_b: 0,
+            counterparty_boc: Vec::new(),
+            close_requested: false,
+        }
+    }
+
+    #[test]
+    fn channel_infos_are_kept_replaced_and_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("cocoon-store-info-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("channels.redb");
+        let _ = std::fs::remove_file(&path);
+        {
+            let store = ChannelStore::open(&path).expect("open");
+            assert!(store.infos().expect("empty").is_empty());
+            store.put_info(&info(2, "b")).expect("put");
+            store.put_info(&info(1, "a")).expect("put");
+            let mut closing = info(2, "b");
+            closing.close_requested = true;
+            store.put_info(&closing).expect("replace");
+        }
+        let store = ChannelStore::open(&path).expect("reopen");
+        let all = store.infos().expect("list");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0], info(1, "a"), "in id order");
+        assert!(all[1].close_requested, "the replacement was kept");
+        assert_eq!(store.info(ChannelId(3)).expect("read"), None);
+        assert!(
+            store.list().expect("records").is_empty(),
+            "infos are not state records"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
