@@ -320,7 +320,9 @@ impl Reassembler {
         if header.chunk_count == 1 {
             return Ok(Some(data.to_vec()));
         }
-        let (_, next, buf) = self.current.get_or_insert_with(|| (header, 0, Vec::new()));
+        let (_, next, buf) = self
+            .current
+            .get_or_insert_with(|| (header, 0, Vec::new()));
         buf.extend_from_slice(data);
         *next += 1;
         if *next == header.chunk_count {
@@ -374,10 +376,7 @@ mod tests {
     fn decode_rejects_bad_shapes_and_limits() {
         let b = encode_values(&[1.0; 12], WireDtype::F32).unwrap();
         let err = decode_values(&b, 2, 5, WireDtype::F32, &LIMITS).unwrap_err();
-        assert!(
-            err.to_string().contains("expected 2 × 5 F32 = 40 bytes"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("expected 2 × 5 F32 = 40 bytes"), "{err}");
         assert!(err.to_string().contains("got 48 bytes"), "{err}");
         assert_eq!(
             decode_values(&b, 17, 1, WireDtype::F32, &LIMITS),
@@ -407,9 +406,7 @@ mod tests {
     #[test]
     fn non_finite_values_are_refused_both_ways() {
         assert_eq!(
-            encode_values(&[1.0, f32::NAN], WireDtype::F32)
-                .unwrap_err()
-                .to_string(),
+            encode_values(&[1.0, f32::NAN], WireDtype::F32).unwrap_err().to_string(),
             "value NaN at index 1 is not finite"
         );
         assert!(matches!(

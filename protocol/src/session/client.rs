@@ -6,7 +6,9 @@ use snow::HandshakeState;
 use super::established::{Established, TensorKind};
 use super::frame::FrameDecoder;
 use super::noise::{self, Transport, TransportStats};
-use super::{ErrorCode, OpenAccepted, OpenSession, SessionError, SessionLimits, wire};
+use super::{
+    ErrorCode, OpenAccepted, OpenSession, SessionError, SessionLimits, wire,
+};
 use crate::proto::infer as pb;
 
 /// What the worker's bytes amounted to.

@@ -113,8 +113,11 @@ impl Established {
                 TensorKind::Result => pb::envelope::Body::Result(chunk),
             };
             plain.clear();
-            prost::Message::encode(&pb::Envelope { body: Some(body) }, &mut plain)
-                .expect("a Vec grows to fit");
+            prost::Message::encode(
+                &pb::Envelope { body: Some(body) },
+                &mut plain,
+            )
+            .expect("a Vec grows to fit");
             self.transport.seal_frame_into(&plain, &mut out)?;
         }
         Ok(out)

@@ -133,10 +133,7 @@ mod tests {
         let err = encode_frame(&vec![0; MAX_NOISE_MESSAGE + 1])
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("65536 bytes exceeds the limit of 65535"),
-            "{err}"
-        );
+        assert!(err.contains("65536 bytes exceeds the limit of 65535"), "{err}");
     }
 
     #[test]
@@ -164,10 +161,7 @@ mod tests {
         let mut d = FrameDecoder::with_max_frame(1000);
         d.push(&1001u16.to_be_bytes());
         let err = d.next_frame().unwrap_err().to_string();
-        assert!(
-            err.contains("1001 bytes exceeds the limit of 1000"),
-            "{err}"
-        );
+        assert!(err.contains("1001 bytes exceeds the limit of 1000"), "{err}");
     }
 
     proptest! {

@@ -26,11 +26,7 @@ pub enum NoiseError {
 }
 
 fn builder() -> Builder<'static> {
-    Builder::new(
-        NOISE_PARAMS
-            .parse()
-            .expect("NOISE_PARAMS is a valid pattern"),
-    )
+    Builder::new(NOISE_PARAMS.parse().expect("NOISE_PARAMS is a valid pattern"))
 }
 
 /// The initiator's side of the IK handshake, to a responder whose static key is known.
@@ -276,10 +272,7 @@ mod tests {
             recv.open(&unframe(&f)).unwrap();
         }
         let f = send.seal_frame(b"x").unwrap();
-        assert_eq!(
-            recv.open(&unframe(&f)),
-            Err(NoiseError::DecryptFailed.into())
-        );
+        assert_eq!(recv.open(&unframe(&f)), Err(NoiseError::DecryptFailed.into()));
         assert_eq!(recv.open(&unframe(&f)), Err(SessionError::Dead));
     }
 

@@ -7,7 +7,9 @@ use snow::HandshakeState;
 use super::established::{Established, TensorKind};
 use super::frame::FrameDecoder;
 use super::noise::{self, Transport, TransportStats};
-use super::{ErrorCode, OpenAccepted, OpenSession, SessionError, SessionLimits, WireDtype, wire};
+use super::{
+    ErrorCode, OpenAccepted, OpenSession, SessionError, SessionLimits, WireDtype, wire,
+};
 use crate::proto::infer as pb;
 
 /// What the client's bytes amounted to.
@@ -115,11 +117,10 @@ impl WorkerSession {
             d_model: accepted.d_model,
             rekey_every,
         };
-        let sent =
-            noise::write_handshake(&mut hs, &wire::encode(pb::envelope::Body::OpenReply(reply)))
-                .map_err(SessionError::from)
-                .and_then(|m| noise::frame_handshake(&m))
-                .and_then(|bytes| Ok((bytes, Transport::new(*hs, rekey_every)?)));
+        let sent = noise::write_handshake(&mut hs, &wire::encode(pb::envelope::Body::OpenReply(reply)))
+            .map_err(SessionError::from)
+            .and_then(|m| noise::frame_handshake(&m))
+            .and_then(|bytes| Ok((bytes, Transport::new(*hs, rekey_every)?)));
         match sent {
             Ok((bytes, transport)) => {
                 self.state = State::Open(Box::new(Established::new(
@@ -149,10 +150,9 @@ impl WorkerSession {
             d_model: 0,
             rekey_every,
         };
-        let sent =
-            noise::write_handshake(&mut hs, &wire::encode(pb::envelope::Body::OpenReply(reply)))
-                .map_err(SessionError::from)
-                .and_then(|m| noise::frame_handshake(&m));
+        let sent = noise::write_handshake(&mut hs, &wire::encode(pb::envelope::Body::OpenReply(reply)))
+            .map_err(SessionError::from)
+            .and_then(|m| noise::frame_handshake(&m));
         self.closed_here = true;
         if sent.is_err() {
             self.dead = true;
