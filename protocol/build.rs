@@ -1,7 +1,11 @@
 //! Compiles `proto/*.proto` with protox (pure Rust, no system protoc) and prost-build.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/announce.proto", "proto/infer.proto"];
+    let protos = [
+        "proto/announce.proto",
+        "proto/infer.proto",
+        "proto/channel.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

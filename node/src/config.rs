@@ -20,6 +20,8 @@ pub mod files {
     pub const CONTROL_ADDR: &str = "control.addr";
     /// OpenAI API address (`127.0.0.1:PORT`) of a client node, removed at exit.
     pub const API_ADDR: &str = "api.addr";
+    /// The TON API URL the node last ran with (no key), so `cocoon wallet` finds it.
+    pub const TON_URL: &str = "ton.url";
 }
 
 /// The data directory when `--data-dir` is not given: `$XDG_DATA_HOME/cocoon`, else
@@ -64,8 +66,16 @@ pub struct NodeConfig {
     pub throughput_tps: f64,
     /// Announced free KV capacity in tokens (`--free-kv-tokens`).
     pub free_kv_tokens: u64,
-    /// TON wallet address (`--ton-wallet`).
+    /// TON wallet address (`--ton-wallet`); empty: the node's own wallet's when a chain
+    /// is configured.
     pub ton_wallet: String,
+    /// toncenter-v2 API of the TON chain for payment channels, e.g. a `cocoon ton-local`
+    /// or `https://testnet.toncenter.com/api/v2` (`--ton-url`, env `COCOON_TON_URL`);
+    /// empty: no payments.
+    pub ton_url: String,
+    /// toncenter API key, if the endpoint wants one (`--ton-api-key`, env
+    /// `COCOON_TON_API_KEY`).
+    pub ton_api_key: Option<String>,
     /// Find peers on the LAN with mDNS (`--mdns true|false`).
     pub mdns: bool,
     /// Serve as a relay: `auto` (when AutoNAT finds us public), `on`, `off` (`--relay-server`).
@@ -120,6 +130,8 @@ impl Default for NodeConfig {
             throughput_tps: 0.0,
             free_kv_tokens: 0,
             ton_wallet: String::new(),
+            ton_url: String::new(),
+            ton_api_key: None,
             mdns: true,
             relay_server: RelayServerMode::Auto,
             announce_interval_secs: 60,
@@ -212,6 +224,8 @@ mod tests {
             throughput_tps = 12.5
             free_kv_tokens = 100
             ton_wallet = ""
+            ton_url = "http://127.0.0.1:8081/api/v2"
+            ton_api_key = "k"
             mdns = false
             relay_server = "on"
             announce_interval_secs = 10

@@ -1,7 +1,8 @@
-//! `cocoon devnet`: a whole mesh on loopback. Starts a bootstrap/relay node and N worker
-//! nodes as separate processes (this same binary), each with its own data dir under
-//! DIR, waits until every node sees every other, writes `DIR/devnet.json`, and stops
-//! them all on Ctrl-C or SIGTERM.
+//! `cocoon devnet`: a whole mesh on loopback. Starts a local TON chain (`cocoon
+//! ton-local`, data in DIR/ton) and funds every node's wallet on it, then a
+//! bootstrap/relay node and N worker nodes as separate processes (this same binary),
+//! each with its own data dir under DIR and the chain's URL, waits until every node
+//! sees every other, writes `DIR/devnet.json`, and stops them all on Ctrl-C or SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -47,6 +48,92 @@ pub struct DevnetArgs {
     /// How long to wait for the nodes to find each other, seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Start a local TON chain, fund every node's wallet and give nodes its URL
+    /// (`--ton false`: no chain, no payment channels).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub ton: bool,
+    /// Toncoins minted to each node's wallet on the local chain.
+    #[arg(long, default_value_t = 100)]
+    pub fund_ton: u64,
+}
+
+/// Nanotons in one toncoin.
+const NANO: u128 = 1_000_000_000;
+
+/// The devnet's local TON chain: its process and API URL.
+struct Chain {
+    child: Child,
+    url: String,
+    client: cocoon_ton::client::TonClient,
+    fund: u128,
+}
+
+/// Starts `cocoon ton-local` on a free loopback port with its data in `dir/ton`, and
+/// waits for the URL it writes.
+async fn start_chain(exe: &Path, dir: &Path, fund_ton: u64) -> anyhow::Result<Chain> {
+    let data = dir.join("ton");
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let url_file = data.join("api.url");
+    let _ = std::fs::remove_file(&url_file);
+    let log_path = data.join("ton-local.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let log2 = log.try_clone().context("log file handle")?;
+    let mut child = Command::new(exe)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["ton-local", "--listen", "127.0.0.1:0", "--wallets", "0"])
+        .arg("--url-file")
+        .arg(&url_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {} ton-local", exe.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        if let Some(status) = child.try_wait().context("checking ton-local")? {
+            bail!(
+                "the local TON chain exited ({status}); see {} (run scripts/setup for the \
+                 contracts, or pass --ton false)",
+                log_path.display()
+            );
+        }
+        if let Ok(text) = std::fs::read_to_string(&url_file) {
+            break text.trim().to_owned();
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the local TON chain did not start in time; see {}",
+                log_path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let client =
+        cocoon_ton::client::TonClient::new(cocoon_ton::client::ClientConfig::new(url.clone()))
+            .context("the TON client")?;
+    Ok(Chain {
+        child,
+        url,
+        client,
+        fund: u128::from(fund_ton) * NANO,
+    })
+}
+
+impl Chain {
+    /// Mints the chain's faucet money to the wallet of the node at `data_dir` (its key
+    /// created if missing) and returns the flags that point the node at the chain.
+    async fn fund_node(&self, data_dir: &Path) -> anyhow::Result<Vec<String>> {
+        let wallet = crate::cmd::ton::node_wallet(data_dir)?;
+        let addr = wallet.address().context("deriving a wallet address")?;
+        self.client
+            .fund(&addr, self.fund)
+            .await
+            .with_context(|| format!("funding the wallet of {}", data_dir.display()))?;
+        Ok(vec!["--ton-url".into(), self.url.clone()])
+    }
 }
 
 /// The model id devnet nodes announce with `--model none`: the default model's.
@@ -208,15 +295,25 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
         .context("SIGTERM handler")?;
 
     let mut nodes = Vec::new();
+    let mut chain = None;
     let result = async {
         let deadline = Instant::now() + Duration::from_secs(30);
-        nodes.push(spawn_node(
-            &exe,
-            dir,
-            "bootstrap",
-            "relay",
-            &["--relay-server".into(), "on".into()],
-        )?);
+        if args.ton {
+            chain = Some(start_chain(&exe, dir, args.fund_ton).await?);
+        }
+        let chain_ref = chain.as_ref();
+        // Funds the node's wallet and adds the chain's flags, when there is a chain.
+        let with_chain = |name: &str, mut extra: Vec<String>| {
+            let data_dir = dir.join(name);
+            async move {
+                if let Some(c) = chain_ref {
+                    extra.extend(c.fund_node(&data_dir).await?);
+                }
+                anyhow::Ok(extra)
+            }
+        };
+        let extra = with_chain("bootstrap", vec!["--relay-server".into(), "on".into()]).await?;
+        nodes.push(spawn_node(&exe, dir, "bootstrap", "relay", &extra)?);
         let status = wait_status(&mut nodes[0], deadline).await?;
         let boot_addr = status
             .listen_addrs
@@ -248,17 +345,19 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
             v
         };
         for (i, (start, end)) in spans.iter().enumerate() {
-            let extra = model_flags(format!("{start}..{end}"));
-            nodes.push(spawn_node(&exe, dir, &format!("worker-{}", i + 1), "worker", &extra)?);
+            let name = format!("worker-{}", i + 1);
+            let extra = with_chain(&name, model_flags(format!("{start}..{end}"))).await?;
+            nodes.push(spawn_node(&exe, dir, &name, "worker", &extra)?);
         }
         for k in 0..args.spares {
             // The middle span first: the one a failover test takes away.
             let (start, end) = spans[(1 + k as usize) % spans.len()];
-            let extra = model_flags(format!("{start}..{end}"));
-            nodes.push(spawn_node(&exe, dir, &format!("spare-{}", k + 1), "worker", &extra)?);
+            let name = format!("spare-{}", k + 1);
+            let extra = with_chain(&name, model_flags(format!("{start}..{end}"))).await?;
+            nodes.push(spawn_node(&exe, dir, &name, "worker", &extra)?);
         }
         if model.is_some() {
-            let extra = model_flags(String::new());
+            let extra = with_chain("client", model_flags(String::new())).await?;
             nodes.push(spawn_node(&exe, dir, "client", "client", &extra)?);
         }
         for n in nodes.iter_mut().skip(1) {
@@ -286,6 +385,7 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
             "model_id": model_id,
             "model": model_name,
             "api": api,
+            "ton": chain_ref.map(|c| c.url.clone()),
         });
         let path = dir.join("devnet.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
@@ -306,6 +406,11 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
         println!("inspect nodes with, for example:");
         println!("  cocoon --data-dir {} peers", nodes[1].data_dir.display());
         println!("  cocoon --data-dir {} models", nodes[1].data_dir.display());
+        if let Some(c) = chain_ref {
+            println!("local TON chain: {}", c.url);
+            println!("  cocoon --data-dir {} wallet", nodes[1].data_dir.display());
+            println!("  cocoon --data-dir {} channels", nodes[1].data_dir.display());
+        }
         println!("logs: <data dir>/node.log. Ctrl-C stops them all.");
         if let (Some(question), Some(api)) = (&args.ask, &api) {
             ask(api, model_name.as_deref().unwrap_or("default"), question, args.max_tokens).await?;
@@ -317,7 +422,14 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = sigterm.recv() => break,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => check_alive(&mut nodes)?,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    check_alive(&mut nodes)?;
+                    if let Some(c) = chain.as_mut()
+                        && let Some(status) = c.child.try_wait().context("checking ton-local")?
+                    {
+                        bail!("the local TON chain exited ({status}); see {}", dir.join("ton/ton-local.log").display());
+                    }
+                }
             }
         }
         Ok::<(), anyhow::Error>(())
@@ -325,6 +437,9 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
     .await;
     eprintln!("stopping {} nodes", nodes.len());
     stop_all(&mut nodes).await;
+    if let Some(mut c) = chain {
+        let _ = c.child.kill().await;
+    }
     result
 }
 

@@ -12,6 +12,7 @@ mod infer;
 mod keys;
 mod model_info;
 mod openai;
+mod pay;
 mod swarm;
 
 use std::path::PathBuf;
@@ -92,6 +93,11 @@ enum Command {
     TonLocal(cmd::ton::TonLocalArgs),
     /// This node's TON wallet: address and balance.
     Wallet(cmd::ton::WalletArgs),
+    /// This node's payment channels: peer, address, deposit, sent, received, seqno, state.
+    Channels(JsonFlag),
+    /// Open or close a payment channel.
+    #[command(subcommand)]
+    Channel(cli::channels::ChannelCommand),
 }
 
 #[derive(clap::Args)]
@@ -181,6 +187,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(cli.verbose, true);
             runtime()?.block_on(cmd::ton::ton_local(&data_dir, &args))
         }
+        Command::Channels(j) => inspect(cli.verbose, || cli::channels::list(&data_dir, j.json)),
+        Command::Channel(c) => inspect(cli.verbose, || cli::channels::run(&data_dir, &c)),
         Command::Wallet(args) => {
             init_logging(cli.verbose, false);
             runtime()?.block_on(cmd::ton::wallet(&data_dir, &args))

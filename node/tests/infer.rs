@@ -399,7 +399,7 @@ fn a_relay_sees_no_plaintext() {
 
     // The plaintext the client sent: the prompt, its token ids, and the embedding rows
     // (the hidden states entering block 0), as f32 little-endian.
-    let file = cocoon_shaders::model::gguf::GgufFile::open(&model_path()).expect("model");
+    let file = cocoon_shaders::model::gguf::GgufFile::open(model_path()).expect("model");
     let mut head = cocoon_shaders::engine::CpuHead::new(&file).expect("head");
     let ids: Vec<u32> = p["prompt_token_ids"]
         .as_array()

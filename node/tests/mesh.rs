@@ -322,6 +322,20 @@ fn devnet_comes_up_writes_devnet_json_and_stops_on_sigterm() {
         .expect("cli");
     let peers: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("peers JSON");
     assert_eq!(peers.len(), 3, "{peers:?}");
+    // The devnet runs a local TON chain and funded every node's wallet on it.
+    let ton = devnet["ton"].as_str().expect("devnet.json names the chain");
+    assert!(ton.starts_with("http://127.0.0.1:"), "{ton}");
+    let out = std::process::Command::new(common::BIN)
+        .args(["--data-dir", data_dir, "wallet", "--json"])
+        .output()
+        .expect("cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wallet: serde_json::Value = serde_json::from_slice(&out.stdout).expect("wallet JSON");
+    assert_eq!(wallet["balance_nanoton"], "100000000000", "{wallet}");
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);

@@ -29,6 +29,12 @@ pub mod proto {
         include!(concat!(env!("OUT_DIR"), "/cocoon.infer.v1.rs"));
     }
 
+    /// `proto/channel.proto`: open and close requests between a channel's two parties.
+    pub mod channel {
+        #![allow(clippy::all, missing_docs)]
+        include!(concat!(env!("OUT_DIR"), "/cocoon.channel.v1.rs"));
+    }
+
     pub use announce::*;
 }
 

@@ -1,6 +1,7 @@
 //! The CLI's inspection commands: each asks the node at `--data-dir` through the control
 //! API and prints a table, or JSON with `--json`.
 
+pub mod channels;
 pub mod node;
 
 use std::path::Path;

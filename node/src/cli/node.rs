@@ -50,9 +50,16 @@ pub struct NodeArgs {
     /// Announced free KV capacity in tokens.
     #[arg(long)]
     pub free_kv_tokens: Option<u64>,
-    /// TON wallet address.
+    /// TON wallet address [default: the node's own wallet's, when --ton-url is set].
     #[arg(long)]
     pub ton_wallet: Option<String>,
+    /// toncenter-v2 API base URL of the chain for payment channels (a `cocoon
+    /// ton-local`, testnet or mainnet); unset: no payments.
+    #[arg(long, env = "COCOON_TON_URL")]
+    pub ton_url: Option<String>,
+    /// toncenter API key, if the endpoint wants one.
+    #[arg(long, env = "COCOON_TON_API_KEY", hide_env_values = true)]
+    pub ton_api_key: Option<String>,
     /// Discover LAN peers with mDNS.
     #[arg(long)]
     pub mdns: Option<bool>,
@@ -128,11 +135,14 @@ impl NodeArgs {
         if let Some(v) = &self.model_id {
             c.model_id = Some(v.clone());
         }
+        if let Some(v) = &self.ton_api_key {
+            c.ton_api_key = Some(v.clone());
+        }
         macro_rules! set {
             ($($flag:ident => $key:ident),*) => { $( if let Some(v) = self.$flag.clone() { c.$key = v; } )* };
         }
         set!(n_blocks => n_blocks, price_prompt => price_prompt_nanoton, price_completion => price_completion_nanoton,
-             throughput => throughput_tps, free_kv_tokens => free_kv_tokens, ton_wallet => ton_wallet, mdns => mdns,
+             throughput => throughput_tps, free_kv_tokens => free_kv_tokens, ton_wallet => ton_wallet, ton_url => ton_url, mdns => mdns,
              relay_server => relay_server, announce_interval => announce_interval_secs, announce_ttl => announce_ttl_secs,
              control_port => control_port, autonat_delay => autonat_delay_secs,
              api_listen => api_listen, backend => backend, kv_budget_mib => kv_budget_mib,

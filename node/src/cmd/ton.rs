@@ -16,6 +16,9 @@ use cocoon_ton::wallet::{WalletV4, load_or_create_key};
 /// Nanotons in one toncoin.
 const NANO: u128 = 1_000_000_000;
 
+/// Where `cocoon ton-local` listens by default.
+const DEFAULT_TON_URL: &str = "http://127.0.0.1:8081/api/v2";
+
 #[derive(Debug, Args)]
 pub struct TonLocalArgs {
     /// Loopback address to serve the toncenter-v2 API subset on.
@@ -27,17 +30,17 @@ pub struct TonLocalArgs {
     /// Toncoins minted to each devnet wallet when it is created.
     #[arg(long, default_value_t = 1000)]
     pub balance_ton: u64,
+    /// Once serving, write the API's base URL to this file (useful with port 0).
+    #[arg(long)]
+    pub url_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct WalletArgs {
-    /// toncenter-v2 API base URL (a `cocoon ton-local`, testnet or mainnet).
-    #[arg(
-        long,
-        env = "COCOON_TON_URL",
-        default_value = "http://127.0.0.1:8081/api/v2"
-    )]
-    pub ton_url: String,
+    /// toncenter-v2 API base URL (a `cocoon ton-local`, testnet or mainnet) [default:
+    /// the one the node at DATA_DIR runs with, else http://127.0.0.1:8081/api/v2].
+    #[arg(long, env = "COCOON_TON_URL")]
+    pub ton_url: Option<String>,
     /// toncenter API key, if the endpoint wants one.
     #[arg(long, env = "COCOON_TON_API_KEY", hide_env_values = true)]
     pub ton_api_key: Option<String>,
@@ -76,31 +79,52 @@ pub async fn ton_local(data_dir: &Path, args: &TonLocalArgs) -> Result<()> {
         println!("  {name}  {}", friendly(addr, false));
     }
     println!("Ctrl-C stops it; the chain is kept for the next start.");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    if let Some(path) = &args.url_file {
+        // Written whole under another name, then renamed: a reader never sees half a URL.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{}\n", server.url()))
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = sigterm.recv() => {}
+    }
     server.shutdown().await;
     Ok(())
 }
 
-pub async fn wallet(data_dir: &Path, args: &WalletArgs) -> Result<()> {
+/// The wallet a node with data dir `data_dir` uses (its key created if missing).
+pub fn node_wallet(data_dir: &Path) -> Result<WalletV4> {
     let key_path = wallet_key_path(data_dir);
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let key = load_or_create_key(&key_path)
         .with_context(|| format!("loading the wallet key {}", key_path.display()))?;
     let code = load_wallet_code().context("the wallet contract code (run scripts/setup)")?;
-    let wallet = WalletV4::new(code, key);
+    Ok(WalletV4::new(code, key))
+}
+
+pub async fn wallet(data_dir: &Path, args: &WalletArgs) -> Result<()> {
+    let url = match &args.ton_url {
+        Some(u) => u.clone(),
+        None => std::fs::read_to_string(data_dir.join(crate::config::files::TON_URL))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| DEFAULT_TON_URL.to_owned()),
+    };
+    let wallet = node_wallet(data_dir)?;
     let address = wallet.address().context("deriving the wallet address")?;
     let client = TonClient::new(ClientConfig {
-        url: args.ton_url.clone(),
+        url: url.clone(),
         api_key: args.ton_api_key.clone(),
         timeout: Duration::from_secs(10),
     })?;
     let balance = client
         .get_address_balance(&address)
         .await
-        .with_context(|| format!("asking {} for the balance", args.ton_url))?;
+        .with_context(|| format!("asking {url} for the balance"))?;
     if args.json {
         let out = serde_json::json!({
             "address": friendly(&address, false),

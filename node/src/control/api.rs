@@ -117,3 +117,41 @@ pub struct RouteHop {
     pub peer_id: String,
     pub blocks: String,
 }
+
+/// One row of `GET /v1/channels`: a payment channel of this node, as its store and the
+/// chain know it. Amounts in nanoton.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChannelRow {
+    /// The channel id, 32 hex digits.
+    pub channel_id: String,
+    /// The contract's address (raw form `0:<hex>`).
+    pub address: String,
+    /// The other party's peer id.
+    pub peer: String,
+    /// `payer` (we pay, side A) or `payee` (we are paid, side B).
+    pub role: String,
+    /// The payer's deposit.
+    pub deposit_nanoton: u128,
+    /// What we signed over to the peer (payer).
+    pub sent_nanoton: u128,
+    /// What the peer signed over to us (payee).
+    pub received_nanoton: u128,
+    /// Seqno of the latest payer state (signed, or accepted).
+    pub seqno: u64,
+    /// On chain: `not-deployed`, `uninited`, `open`, `closing` (an uncooperative close
+    /// in quarantine), `settling`, `awaiting-finalization`, `closed`, or `unknown: why`.
+    pub state: String,
+    /// Balances on chain (A, B), when the contract answers.
+    pub balances_nanoton: Option<(u128, u128)>,
+}
+
+/// `POST /v1/channels/{id}/close`: what was done.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChannelCloseReport {
+    pub channel_id: String,
+    pub address: String,
+    /// `cooperative` or `uncooperative`.
+    pub kind: String,
+    /// The channel's row after the message went on chain.
+    pub row: ChannelRow,
+}

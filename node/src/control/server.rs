@@ -16,7 +16,10 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::api::{ForgeKind, ModelInfo, PeerDetail, PeerInfo, PingReport, RoutesInfo, StatusInfo};
+use super::api::{
+    ChannelCloseReport, ChannelRow, ForgeKind, ModelInfo, PeerDetail, PeerInfo, PingReport,
+    RoutesInfo, StatusInfo,
+};
 
 /// A request from a handler to the swarm loop.
 pub enum ControlRequest {
@@ -28,6 +31,16 @@ pub enum ControlRequest {
     Forge(ForgeKind, oneshot::Sender<Result<String, String>>),
     /// Model (hex id, or empty for this node's), how many chains.
     Routes(String, usize, oneshot::Sender<Result<RoutesInfo, String>>),
+    /// This node's payment channels.
+    Channels(oneshot::Sender<Result<Vec<ChannelRow>, String>>),
+    /// Open a channel to a peer with a deposit in nanoton.
+    ChannelOpen(String, u128, oneshot::Sender<Result<ChannelRow, String>>),
+    /// Close a channel (id or address), uncooperatively when `true`.
+    ChannelClose(
+        String,
+        bool,
+        oneshot::Sender<Result<ChannelCloseReport, String>>,
+    ),
 }
 
 #[derive(Clone)]
@@ -63,6 +76,9 @@ pub async fn bind(
         .route("/v1/models", get(models))
         .route("/v1/routes", get(routes))
         .route("/v1/dev/forge", post(forge))
+        .route("/v1/channels", get(channels))
+        .route("/v1/channels/open", post(channel_open))
+        .route("/v1/channels/{id}/close", post(channel_close))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -159,6 +175,54 @@ async fn routes(
     .await?
     .map(Json)
     .map_err(|e| (StatusCode::BAD_REQUEST, e).into_response())
+}
+
+async fn channels(State(s): State<AppState>) -> Result<Json<Vec<ChannelRow>>, Response> {
+    ask(&s, ControlRequest::Channels)
+        .await?
+        .map(Json)
+        .map_err(|e| (StatusCode::BAD_REQUEST, e).into_response())
+}
+
+#[derive(Deserialize)]
+struct OpenQuery {
+    peer: String,
+    /// Decimal (query strings carry no u128).
+    deposit_nanoton: String,
+}
+
+async fn channel_open(
+    State(s): State<AppState>,
+    Query(q): Query<OpenQuery>,
+) -> Result<Json<ChannelRow>, Response> {
+    let deposit = q.deposit_nanoton.parse::<u128>().map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("deposit_nanoton {:?} is not a number\n", q.deposit_nanoton),
+        )
+            .into_response()
+    })?;
+    ask(&s, |tx| ControlRequest::ChannelOpen(q.peer, deposit, tx))
+        .await?
+        .map(Json)
+        .map_err(|e| (StatusCode::BAD_REQUEST, e).into_response())
+}
+
+#[derive(Deserialize)]
+struct CloseQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn channel_close(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<CloseQuery>,
+) -> Result<Json<ChannelCloseReport>, Response> {
+    ask(&s, |tx| ControlRequest::ChannelClose(id, q.force, tx))
+        .await?
+        .map(Json)
+        .map_err(|e| (StatusCode::BAD_REQUEST, e).into_response())
 }
 
 #[derive(Deserialize)]

@@ -117,7 +117,7 @@ impl Daemon {
     /// `--blocks auto`: once the mesh has been heard, serve the span that raises the
     /// swarm's weakest blocks (a decision of `cocoon_protocol::route`).
     pub(super) fn maybe_place(&mut self) {
-        if !self.infer.place_at.is_some_and(|t| t <= Instant::now()) {
+        if self.infer.place_at.is_none_or(|t| t > Instant::now()) {
             return;
         }
         self.infer.place_at = None;

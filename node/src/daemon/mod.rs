@@ -38,6 +38,9 @@ use crate::control::server::ControlRequest;
 use crate::swarm::{self, Behaviour, BehaviourEvent, SwarmOptions};
 use metrics::MeshMetrics;
 
+/// Where a control request's answer goes.
+type Reply<T> = tokio::sync::oneshot::Sender<Result<T, String>>;
+
 /// Peers found through announcements or mDNS are dialled only below this many connections.
 const MAX_AUTO_PEERS: usize = 64;
 
@@ -113,6 +116,8 @@ struct Daemon {
     /// Every configured listen address is on loopback (a devnet or a test).
     loopback_only: bool,
     infer: inference::InferState,
+    /// Payment channels, when a TON chain is configured.
+    channels: Option<Arc<crate::pay::Channels>>,
     /// An error that must stop the daemon (set by background loads).
     fatal: Option<anyhow::Error>,
 }
@@ -156,7 +161,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let infer_blocks = blocks;
     // A worker with a model file announces its blocks once they are loaded.
     let loads_blocks = config.role == Role::Worker && config.model.is_some();
-    let me = SelfDescription {
+    let mut me = SelfDescription {
         role: config.role,
         model_id,
         n_blocks,
@@ -248,6 +253,28 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
 
     let mut stream_control = swarm.behaviour().stream.new_control();
+    let (stop_pay, pay_stopped) = tokio::sync::watch::channel(false);
+    let channels = if config.ton_url.is_empty() {
+        None
+    } else {
+        let settings = crate::pay::TonSettings {
+            url: config.ton_url.clone(),
+            api_key: config.ton_api_key.clone(),
+        };
+        let seed = identity.ed25519_secret();
+        let channels =
+            crate::pay::Channels::load(&data_dir, &settings, &seed, stream_control.clone())
+                .context("payment channels")?;
+        channels.spawn(pay_stopped)?;
+        let url_path = data_dir.join(files::TON_URL);
+        std::fs::write(&url_path, format!("{}\n", config.ton_url))
+            .with_context(|| format!("writing {}", url_path.display()))?;
+        if me.ton_wallet.is_empty() {
+            me.ton_wallet = cocoon_ton::address::raw(channels.wallet_address());
+        }
+        tracing::info!(wallet = %me.ton_wallet, chain = %config.ton_url, "payment channels on");
+        Some(channels)
+    };
     let incoming = stream_control
         .accept(swarm::PING_PROTOCOL)
         .map_err(|_| anyhow::anyhow!("ping protocol registered twice"))?;
@@ -321,6 +348,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 .iter()
                 .all(|a| a.parse::<Multiaddr>().is_ok_and(|ma| is_loopback(&ma))),
         infer,
+        channels,
         fatal: None,
     };
     d.start_inference();
@@ -350,6 +378,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         }
     };
     tracing::info!("shutting down");
+    let _ = stop_pay.send(true);
     let _ = std::fs::remove_file(&addr_path);
     let _ = std::fs::remove_file(data_dir.join(files::API_ADDR));
     result
@@ -963,7 +992,73 @@ impl Daemon {
             ControlRequest::Routes(model, k, tx) => {
                 let _ = tx.send(self.routes(&model, k));
             }
+            ControlRequest::Channels(tx) => {
+                let Some((tx, ch)) = self.channels_or_refuse(tx) else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let _ = tx.send(ch.list().await.map_err(|e| format!("{e:#}")));
+                });
+            }
+            ControlRequest::ChannelOpen(peer, deposit, tx) => {
+                let Some((tx, ch)) = self.channels_or_refuse(tx) else {
+                    return;
+                };
+                match self.channel_peer(&peer) {
+                    Ok((peer, key, wallet)) => {
+                        tokio::spawn(async move {
+                            let res = ch
+                                .open_with(
+                                    peer,
+                                    key,
+                                    &wallet,
+                                    cocoon_protocol::channel::NanoTon(deposit),
+                                )
+                                .await;
+                            let _ = tx.send(res.map_err(|e| format!("{e:#}")));
+                        });
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            }
+            ControlRequest::ChannelClose(id, force, tx) => {
+                let Some((tx, ch)) = self.channels_or_refuse(tx) else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let _ = tx.send(ch.close(&id, force).await.map_err(|e| format!("{e:#}")));
+                });
+            }
         }
+    }
+
+    /// The channels, or an error answer when this node has no chain configured.
+    fn channels_or_refuse<T>(&self, tx: Reply<T>) -> Option<(Reply<T>, Arc<crate::pay::Channels>)> {
+        match &self.channels {
+            Some(ch) => Some((tx, ch.clone())),
+            None => {
+                let _ = tx.send(Err(
+                    "this node has no TON chain configured (start it with --ton-url)".into(),
+                ));
+                None
+            }
+        }
+    }
+
+    /// A peer's channel key and wallet, from its verified announcement.
+    fn channel_peer(&self, id: &str) -> Result<(PeerId, [u8; 32], String), String> {
+        let peer: PeerId = id.parse().map_err(|_| format!("{id:?} is not a peer id"))?;
+        let ann = self
+            .table
+            .get(&peer)
+            .and_then(|r| r.announcement.as_ref())
+            .ok_or_else(|| format!("no announcement from {peer} is known to this node"))?;
+        if ann.ton_wallet.is_empty() {
+            return Err(format!("{peer} announces no TON wallet"));
+        }
+        Ok((peer, ann.node_key, ann.ton_wallet.clone()))
     }
 
     fn status(&self) -> StatusInfo {

@@ -304,7 +304,8 @@ impl RemoteChain {
         let timeout = self.opts.open_timeout;
         let reply = tokio::time::timeout(timeout, async {
             loop {
-                for event in read_events(&mut conn).await? {
+                // The first event answers the open; none yet: read on.
+                if let Some(event) = read_events(&mut conn).await?.into_iter().next() {
                     match event {
                         ClientEvent::Opened(_) => return Ok(()),
                         ClientEvent::Rejected { code, message } => {

@@ -263,7 +263,7 @@ impl Generator {
             });
             opened.map_err(|e| GenFailure::Unavailable(format!("local blocks: {e}")))?;
         }
-        let mut sampler = Sampler::new(request.sampling.clone());
+        let mut sampler = Sampler::new(request.sampling);
         let stop_ids = head.stop_ids();
         let options = GenerateOptions {
             max_new_tokens: request.max_tokens,

@@ -7,6 +7,7 @@
 use cocoon_protocol::channel::{
     ChannelError, ChannelMessage, ChannelStorage, InitBody, LayoutError, NanoTon, OneSigned, Side,
 };
+use ed25519_dalek::SigningKey;
 use thiserror::Error;
 use tycho_types::cell::Cell;
 use tycho_types::models::StdAddr;
@@ -36,8 +37,8 @@ pub enum OnChainError {
     /// A channel layout failed to encode or sign.
     #[error("channel layout: {0}")]
     Layout(#[from] LayoutError),
-    /// Our wallet's key is not side A's key in the storage.
-    #[error("the wallet's key is not side A's key of this channel")]
+    /// The channel key given is not side A's key in the storage.
+    #[error("the channel key is not side A's key of this channel")]
     NotSideA,
 }
 
@@ -87,25 +88,28 @@ pub async fn send_channel_message(
     send_from_wallet(client, wallet, &[t], now).await
 }
 
-/// Opens a channel where `wallet` is side A and B deposits nothing (the client paying a
-/// worker; the storage's fine must then be 0): one wallet transfer carries the deploy
-/// with A's top-up of `deposit` and the init signed by A (delivered in that order).
-/// Returns the channel's address.
+/// Opens a channel where `channel_key` is side A's key and B deposits nothing (the
+/// client paying a worker; the storage's fine must then be 0): one transfer from
+/// `wallet` carries the deploy with A's top-up of `deposit` and the init signed with
+/// `channel_key` (delivered in that order). The channel key may be the wallet's own or
+/// another (a node signs channel states with its identity key). Returns the channel's
+/// address.
 pub async fn open_channel(
     client: &TonClient,
     wallet: &WalletV4,
+    channel_key: &SigningKey,
     channel_code: Cell,
     storage: &ChannelStorage,
     deposit: NanoTon,
     gas: u128,
 ) -> Result<StdAddr, OnChainError> {
-    if storage.key_a != wallet.public_key() {
+    if storage.key_a != channel_key.verifying_key().to_bytes() {
         return Err(OnChainError::NotSideA);
     }
     let (addr, deploy) = deploy_and_top_up(channel_code, storage, Side::A, deposit, gas)?;
     let init = ChannelMessage::Init(OneSigned::sign(
         Side::A,
-        wallet.signing_key(),
+        channel_key,
         InitBody {
             channel_id: storage.channel_id,
             balance_a: deposit,

@@ -11,6 +11,11 @@
 //! sent (nothing paid twice, no older state re-signed), and the worker never serves
 //! again what it already served. [`ChannelStore::commit`] refuses records that would go
 //! back (a lower seqno or `sent`, fewer tokens), naming the rule.
+//!
+//! Beside each state record, a [`ChannelInfo`] says what the channel is (its address,
+//! the peer, the initial storage with both keys, the deposit, the other side's signed
+//! state when we hold one): written once when the channel is opened, before anything
+//! is sent on chain, and updated when the channel's known state on chain changes.
 
 use std::path::Path;
 
@@ -22,6 +27,31 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use thiserror::Error;
 
 const CHANNELS: TableDefinition<u128, &[u8]> = TableDefinition::new("channels");
+const INFOS: TableDefinition<u128, &[u8]> = TableDefinition::new("channel_infos");
+
+/// What a channel is: fixed at opening, except `close_started`.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ChannelInfo {
+    /// The channel id.
+    pub channel_id: u128,
+    /// The contract's workchain.
+    pub workchain: i8,
+    /// The contract's account id (its state init's hash).
+    pub account: [u8; 32],
+    /// The other party (a libp2p peer id).
+    pub peer: String,
+    /// The contract's initial storage (keys, id, closing and payment configs), as a BoC.
+    pub storage_boc: Vec<u8>,
+    /// Side A's deposit.
+    pub deposit_a: u128,
+    /// Side B's deposit.
+    pub deposit_b: u128,
+    /// The other side's signed own state, when it gave us one (a payer needs the payee's
+    /// to start an uncooperative close), as a BoC; empty if none.
+    pub counterparty_boc: Vec<u8>,
+    /// Whether we asked to close it (cooperatively or not).
+    pub close_requested: bool,
+}
 
 /// Our role in a channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
@@ -136,8 +166,46 @@ impl ChannelStore {
         let db = Database::create(path).map_err(db_err)?;
         let tx = db.begin_write().map_err(db_err)?;
         tx.open_table(CHANNELS).map_err(db_err)?;
+        tx.open_table(INFOS).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Self { db })
+    }
+
+    /// Writes what a channel is (durably, replacing an older description).
+    pub fn put_info(&self, info: &ChannelInfo) -> Result<(), StoreError> {
+        let bytes = bincode::encode_to_vec(info, bincode::config::standard())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = tx.open_table(INFOS).map_err(db_err)?;
+            table
+                .insert(info.channel_id, bytes.as_slice())
+                .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(())
+    }
+
+    /// What a channel is, if we know it.
+    pub fn info(&self, id: ChannelId) -> Result<Option<ChannelInfo>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(INFOS).map_err(db_err)?;
+        match table.get(id.0).map_err(db_err)? {
+            Some(v) => decode_as(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every channel described, in id order.
+    pub fn infos(&self) -> Result<Vec<ChannelInfo>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(INFOS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db_err)? {
+            let (_, v) = entry.map_err(db_err)?;
+            out.push(decode_as(v.value())?);
+        }
+        Ok(out)
     }
 
     /// The record of a channel.
@@ -183,6 +251,10 @@ impl ChannelStore {
 }
 
 fn decode(bytes: &[u8]) -> Result<ChannelRecord, StoreError> {
+    decode_as(bytes)
+}
+
+fn decode_as<T: Decode<()>>(bytes: &[u8]) -> Result<T, StoreError> {
     bincode::decode_from_slice(bytes, bincode::config::standard())
         .map(|(r, _)| r)
         .map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -206,4 +278,51 @@ fn check_forward(old: &ChannelRecord, new: &ChannelRecord) -> Result<(), StoreEr
         return Err(regress("role"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: u128, peer: &str) -> ChannelInfo {
+        ChannelInfo {
+            channel_id: id,
+            workchain: 0,
+            account: [id as u8; 32],
+            peer: peer.to_owned(),
+            storage_boc: vec![1, 2, 3],
+            deposit_a: 5,
+            deposit_b: 0,
+            counterparty_boc: Vec::new(),
+            close_requested: false,
+        }
+    }
+
+    #[test]
+    fn channel_infos_are_kept_replaced_and_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("cocoon-store-info-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("channels.redb");
+        let _ = std::fs::remove_file(&path);
+        {
+            let store = ChannelStore::open(&path).expect("open");
+            assert!(store.infos().expect("empty").is_empty());
+            store.put_info(&info(2, "b")).expect("put");
+            store.put_info(&info(1, "a")).expect("put");
+            let mut closing = info(2, "b");
+            closing.close_requested = true;
+            store.put_info(&closing).expect("replace");
+        }
+        let store = ChannelStore::open(&path).expect("reopen");
+        let all = store.infos().expect("list");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0], info(1, "a"), "in id order");
+        assert!(all[1].close_requested, "the replacement was kept");
+        assert_eq!(store.info(ChannelId(3)).expect("read"), None);
+        assert!(
+            store.list().expect("records").is_empty(),
+            "infos are not state records"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

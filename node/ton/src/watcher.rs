@@ -15,6 +15,7 @@ use cocoon_protocol::channel::keys::verifying_key;
 use cocoon_protocol::channel::{
     ChannelError, ChannelMessage, ChannelParams, NanoTon, Payee, Price, Side, WatchAction,
 };
+use ed25519_dalek::SigningKey;
 use thiserror::Error;
 use tycho_types::models::StdAddr;
 
@@ -79,16 +80,24 @@ pub enum WatchOutcome {
 pub struct Watcher {
     client: TonClient,
     wallet: WalletV4,
+    channel_key: SigningKey,
     store: Arc<ChannelStore>,
     gas: u128,
 }
 
 impl Watcher {
-    /// A watcher sending through `wallet` (whose key is the node's channel key).
-    pub fn new(client: TonClient, wallet: WalletV4, store: Arc<ChannelStore>) -> Self {
+    /// A watcher signing channel messages with `channel_key` (the node's key in its
+    /// channels) and sending them through `wallet`, which pays the gas.
+    pub fn new(
+        client: TonClient,
+        wallet: WalletV4,
+        channel_key: SigningKey,
+        store: Arc<ChannelStore>,
+    ) -> Self {
         Self {
             client,
             wallet,
+            channel_key,
             store,
             gas: DEFAULT_GAS_MONEY,
         }
@@ -131,7 +140,7 @@ impl Watcher {
             closing: data.closing,
         };
         let us = if record.we_are_a { Side::A } else { Side::B };
-        if *params.key(us) != self.wallet.signing_key().verifying_key() {
+        if *params.key(us) != self.channel_key.verifying_key() {
             return Err(WatcherError::NotOurChannel(name));
         }
         // Only a payee holds the other side's signed states; a payer's record is its own.
@@ -146,7 +155,7 @@ impl Watcher {
         let payee = Payee::new(
             params,
             us,
-            self.wallet.signing_key().clone(),
+            self.channel_key.clone(),
             zero,
             NanoTon(0),
             best.clone(),

@@ -412,7 +412,12 @@ async fn watcher_challenges_a_stale_close_over_http_and_the_cheater_is_fined() {
         .commit(&ChannelRecord::new(Role::Payee, Side::B, &best, payee.served()).expect("record"))
         .expect("commit");
 
-    let watcher = Watcher::new(c.clone(), ww.clone(), store.clone());
+    let watcher = Watcher::new(
+        c.clone(),
+        ww.clone(),
+        ww.signing_key().clone(),
+        store.clone(),
+    );
     assert_eq!(
         watcher.check(&channel).await.expect("check"),
         WatchOutcome::Open
@@ -446,7 +451,12 @@ async fn watcher_challenges_a_stale_close_over_http_and_the_cheater_is_fined() {
     // Half an hour later the worker's watcher loop (polling every 20 ms) sees it and
     // challenges with #10.
     c.advance_time(1800).await.expect("advance");
-    let looping = Arc::new(Watcher::new(c.clone(), ww.clone(), store.clone()));
+    let looping = Arc::new(Watcher::new(
+        c.clone(),
+        ww.clone(),
+        ww.signing_key().clone(),
+        store.clone(),
+    ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = {
         let looping = looping.clone();
@@ -564,10 +574,19 @@ async fn channel_opens_in_one_transfer_and_closes_cooperatively_over_http() {
     let deposit = NanoTon(2 * TON);
     // Only side A's wallet may open it.
     assert!(matches!(
-        open_channel(&c, &ww, code.clone(), &storage, deposit, TON / 10).await,
+        open_channel(
+            &c,
+            &ww,
+            ww.signing_key(),
+            code.clone(),
+            &storage,
+            deposit,
+            TON / 10
+        )
+        .await,
         Err(cocoon_ton::onchain::OnChainError::NotSideA)
     ));
-    let channel = open_channel(&c, &wc, code, &storage, deposit, TON / 10)
+    let channel = open_channel(&c, &wc, wc.signing_key(), code, &storage, deposit, TON / 10)
         .await
         .expect("open");
     let expected = ExpectedChannel {
@@ -619,10 +638,6 @@ async fn channel_opens_in_one_transfer_and_closes_cooperatively_over_http() {
     cocoon_ton::onchain::send_channel_message(&c, &wc, &channel, &close, TON / 10)
         .await
         .expect("close");
-    eprintln!("DEBUG {:?}", c.channel_data(&channel).await);
-    for t in c.get_transactions(&channel, 5).await.expect("t") {
-        eprintln!("DEBUG tx {} {} {:?}", t.in_source, t.in_value, t.out);
-    }
     let lump = LocalChain::new(load_ton_config(START).expect("config"), START).lump_price();
     let payout = c
         .get_transactions(&addr_w, 5)
