@@ -93,6 +93,19 @@ fn start_mesh(workers: &[(&str, Vec<&str>)], client_args: &[&str]) -> Mesh {
             (routes["error"].is_null() && api.exists()).then_some(())
         },
     );
+    // Every worker loaded and announced its blocks, so plans see the whole mesh.
+    wait_for(Duration::from_secs(180), "every worker's blocks", || {
+        let peers = client.peers();
+        let announced = |w: &TestNode| {
+            peers.iter().any(|p| {
+                p["peer_id"] == w.peer_id.as_str()
+                    && p["blocks"]
+                        .as_str()
+                        .is_some_and(|b| !b.is_empty() && b != "0..0")
+            })
+        };
+        workers.iter().all(announced).then_some(())
+    });
     println!("mesh ready in {:.1} s", started.elapsed().as_secs_f64());
     Mesh {
         _dir: dir,
