@@ -212,6 +212,34 @@ fn three_workers_give_the_single_node_reference_tokens() {
             summary["time_to_first_token_ms"].as_f64().unwrap_or(0.0)
         );
     }
+    // `cocoon chat`: one turn from stdin, the reply streamed, an empty line ends it.
+    let mut chat = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&mesh.client.data_dir)
+        .args(["chat", "--max-tokens", "8"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn chat");
+    {
+        use std::io::Write;
+        let mut stdin = chat.stdin.take().expect("stdin");
+        stdin.write_all(b"Name a planet.\n\n").expect("write");
+    }
+    let out = chat.wait_with_output().expect("chat exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "chat failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply = stdout.trim_start_matches("> ").lines().next().unwrap_or("");
+    assert!(!reply.trim().is_empty(), "chat printed a reply: {stdout:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("through 3 worker(s)"),
+        "chat reports the route"
+    );
     // The mesh CLI shows the coverage and the chain.
     let routes = mesh.client.json(&["routes"]);
     assert_eq!(routes["coverage"].as_array().expect("coverage").len(), 30);
