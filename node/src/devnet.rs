@@ -529,21 +529,7 @@ async fn ask(api: &str, model: &str, question: &str, max_tokens: usize) -> anyho
         .as_str()
         .context("the answer has no content")?;
     println!("\n> {question}\n{text}\n");
-    let hops: Vec<String> = reply["cocoon"]["route"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .map(|h| {
-                    let p = h["peer"].as_str().unwrap_or("?");
-                    format!(
-                        "{} [{}]",
-                        &p[p.len().saturating_sub(8)..],
-                        h["blocks"].as_str().unwrap_or("?")
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let hops = crate::cmd::generate::route_hops(&reply["cocoon"]["route"]);
     println!(
         "answered by {} workers: {}  ({:.1} tok/s)",
         hops.len(),

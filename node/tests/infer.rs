@@ -83,6 +83,20 @@ fn start_mesh(workers: &[(&str, Vec<&str>)], client_args: &[&str]) -> Mesh {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let client = TestNode::start("client", &root, None, &args);
     let started = Instant::now();
+    wait_until_ready(&client, &workers);
+    println!("mesh ready in {:.1} s", started.elapsed().as_secs_f64());
+    Mesh {
+        _dir: dir,
+        root,
+        boot,
+        workers,
+        client,
+    }
+}
+
+/// Waits until the client has a complete route, serves its API, and has seen every
+/// worker's blocks (loaded and announced), so plans see the whole mesh.
+fn wait_until_ready(client: &TestNode, workers: &[TestNode]) {
     wait_for(
         Duration::from_secs(180),
         "a complete route and the API",
@@ -93,7 +107,6 @@ fn start_mesh(workers: &[(&str, Vec<&str>)], client_args: &[&str]) -> Mesh {
             (routes["error"].is_null() && api.exists()).then_some(())
         },
     );
-    // Every worker loaded and announced its blocks, so plans see the whole mesh.
     wait_for(Duration::from_secs(180), "every worker's blocks", || {
         let peers = client.peers();
         let announced = |w: &TestNode| {
@@ -106,14 +119,6 @@ fn start_mesh(workers: &[(&str, Vec<&str>)], client_args: &[&str]) -> Mesh {
         };
         workers.iter().all(announced).then_some(())
     });
-    println!("mesh ready in {:.1} s", started.elapsed().as_secs_f64());
-    Mesh {
-        _dir: dir,
-        root,
-        boot,
-        workers,
-        client,
-    }
 }
 
 impl Mesh {
@@ -525,20 +530,13 @@ fn start_mesh_with_relay_worker(tap: &str) -> Mesh {
         "3",
     ]);
     let client = TestNode::start("client", &root, None, &c_args);
-    wait_for(
-        Duration::from_secs(180),
-        "a complete route and the API",
-        || {
-            let out = client.cli(&["routes", "--json"]);
-            let routes: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            (routes["error"].is_null() && client.data_dir.join("api.addr").exists()).then_some(())
-        },
-    );
+    let workers = vec![worker];
+    wait_until_ready(&client, &workers);
     Mesh {
         _dir: dir,
         root,
         boot,
-        workers: vec![worker],
+        workers,
         client,
     }
 }

@@ -190,9 +190,9 @@ pub fn generate(data_dir: &Path, args: &GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-/// Speeds, route and failovers on stderr.
-fn report(summary: &Value) {
-    let hops: Vec<String> = summary["route"]
+/// A route's hops as `…<peer id tail> [blocks]`.
+pub fn route_hops(route: &Value) -> Vec<String> {
+    route
         .as_array()
         .map(|r| {
             r.iter()
@@ -203,7 +203,12 @@ fn report(summary: &Value) {
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Speeds, route and failovers on stderr.
+fn report(summary: &Value) {
+    let hops = route_hops(&summary["route"]);
     eprintln!(
         "{} tokens at {:.1} tok/s (first token after {:.0} ms) through {} worker(s): {}",
         summary["token_ids"].as_array().map_or(0, |a| a.len()),

@@ -127,11 +127,7 @@ impl Daemon {
         let others: Vec<Candidate> = self
             .worker_views(model)
             .into_iter()
-            .map(|w| Candidate {
-                // A worker that has not measured its speed still covers its blocks.
-                throughput_milli_tps: w.candidate.throughput_milli_tps.max(1),
-                ..w.candidate
-            })
+            .map(|w| route::placement_candidate(w.candidate))
             .collect();
         // Our own speed is unknown until loaded; rank spans by the others alone.
         match route::choose_span(self.me.n_blocks, span, &others, 1000) {

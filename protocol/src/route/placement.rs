@@ -72,6 +72,16 @@ pub fn choose_span(
         .map_err(|_| RouteError::InvalidSpan { span_len, n_blocks })
 }
 
+/// A worker as placement should weigh it: one that has not measured its speed yet
+/// (throughput 0) still covers its blocks, with the least weight (1 milli-token/s), so a
+/// new worker prefers blocks nobody serves over blocks an unmeasured worker serves.
+pub fn placement_candidate(c: Candidate) -> Candidate {
+    Candidate {
+        throughput_milli_tps: c.throughput_milli_tps.max(1),
+        ..c
+    }
+}
+
 /// Per-block throughput in milli-tokens per second, exact.
 fn milli_per_block(n_blocks: u32, others: &[Candidate]) -> Vec<u128> {
     let mut sum = vec![0u128; n_blocks as usize];

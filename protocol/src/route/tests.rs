@@ -712,3 +712,22 @@ proptest! {
         }
     }
 }
+
+/// A worker that has not measured its speed still counts as covering its blocks once it
+/// goes through `placement_candidate`: the new worker takes the blocks nobody serves.
+#[test]
+fn unmeasured_workers_still_cover_their_blocks_in_placement() {
+    let others: Vec<Candidate> = [(0, 10), (20, 30)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(s, e))| Candidate {
+            throughput_milli_tps: 0,
+            ..worker(i as u32, s, e, 0, 0)
+        })
+        .map(placement_candidate)
+        .collect();
+    assert_eq!(
+        choose_span(30, 10, &others, 1000).expect("span"),
+        BlockRange::new(10, 20).expect("range")
+    );
+}
