@@ -104,6 +104,7 @@ async fn serve(mut incoming: libp2p_stream::IncomingStreams) {
                             .accept(OpenAccepted {
                                 kv_positions: 1 << 20,
                                 d_model: D_MODEL as u32,
+                                payment: None,
                             })
                             .expect("accept"),
                         WorkerEvent::Forward {

@@ -77,6 +77,7 @@ fn handshake(client: &NodeIdentity, worker: &NodeIdentity) -> (ClientSession, Wo
         .accept(OpenAccepted {
             kv_positions: u32::MAX,
             d_model: D_MODEL,
+            payment: None,
         })
         .expect("accept");
     c.on_bytes(&m2).expect("reply");

@@ -163,6 +163,7 @@ impl WorkerService {
             Ok(()) => Ok(session.accept(OpenAccepted {
                 kv_positions: open.max_positions,
                 d_model: info.d_model as u32,
+                payment: None,
             })?),
             Err(e) => Ok(session.reject(error_code(&e), &e.to_string())?),
         }

@@ -120,6 +120,7 @@ fn open_worker(data: &[u8]) {
         .accept(OpenAccepted {
             kv_positions: 64,
             d_model: 4,
+            payment: None,
         })
         .expect("accept after open");
     client.on_bytes(&m2).expect("a real reply");

@@ -4,6 +4,7 @@
 
 use thiserror::Error;
 
+use super::pricing::{Price, Usage};
 use super::units::{ChannelId, NanoTon, SeqNo, Side};
 
 /// A cell, a BoC or a field that does not match the contract's layout.
@@ -143,6 +144,25 @@ pub enum ChannelError {
         /// The credit window.
         window: NanoTon,
     },
+    /// Rule `announced-terms`: a worker's session terms differ from the prices its signed
+    /// announcement carries; the client signs nothing on other terms.
+    #[error(
+        "refused: rule `announced-terms`: the worker asks {offered:?} per token, it announced {announced:?}"
+    )]
+    TermsDiffer {
+        /// Prices from the signed announcement.
+        announced: Price,
+        /// Prices in the session's terms.
+        offered: Price,
+    },
+    /// Rule `receipt-matches`: a worker charged a forward for other tokens than it carried.
+    #[error("refused: rule `receipt-matches`: charged {charged:?} for a forward of {expected:?}")]
+    ReceiptMismatch {
+        /// What the forward carried.
+        expected: Usage,
+        /// What the receipt charged.
+        charged: Usage,
+    },
     /// Rule `fine-covered`: the channel's misbehaviour fine exceeds a deposit, so a
     /// challenge could drive that side negative whatever states are signed.
     #[error("refused: rule `fine-covered`: fine {fine} exceeds side {side}'s deposit {deposit}")]
@@ -195,6 +215,8 @@ impl ChannelError {
             ChannelError::PayMoreThanOwed { .. } => "pay-only-served",
             ChannelError::OverBudget { .. } => "agreed-budget",
             ChannelError::PaymentLagging { .. } => "credit-window",
+            ChannelError::TermsDiffer { .. } => "announced-terms",
+            ChannelError::ReceiptMismatch { .. } => "receipt-matches",
             ChannelError::FineExceedsDeposit { .. } => "fine-covered",
             ChannelError::CloseMismatch { .. } => "close-balances",
             ChannelError::Conditionals => "no-conditionals",

@@ -7,6 +7,7 @@
 //! - [`messages`]: the bodies of every message the contract accepts.
 //! - [`keys`]: signing and verifying cell hashes.
 //! - [`pricing`]: tokens × price per token.
+//! - [`metering`]: what a forward is charged as, credit windows, terms and receipts.
 //! - [`state`]: `Payer` and `Payee`, `verify_state`, close/commit bodies.
 //! - [`watcher`]: when to challenge a stale uncooperative close, when to finish.
 //! - [`error`]: refusals, each naming its rule.
@@ -15,6 +16,7 @@ pub mod error;
 pub mod keys;
 pub mod layout;
 pub mod messages;
+pub mod metering;
 pub mod pricing;
 pub mod state;
 pub mod units;

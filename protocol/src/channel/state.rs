@@ -235,6 +235,12 @@ impl Payer {
         })
     }
 
+    /// Restores the count of tokens already paid for (after a restart, from the store).
+    pub fn with_served(mut self, served: Usage) -> Self {
+        self.served = served;
+        self
+    }
+
     /// The last state this payer signed.
     pub fn latest(&self) -> &SemiChannelBody {
         &self.latest
@@ -371,8 +377,17 @@ impl Payee {
 
     /// Verifies a payer state and keeps it if every rule holds. The driver must commit
     /// the accepted state durably before serving tokens against it.
+    /// The very state accepted last, delivered again (a client resending its newest state
+    /// after a reconnect), is accepted as a no-op.
     pub fn accept_payment(&mut self, state: SignedSemiChannel) -> Result<Accepted, ChannelError> {
         let last = self.paid_body();
+        if self.best.as_ref() == Some(&state) {
+            return Ok(Accepted {
+                seqno: last.seqno,
+                paid: last.sent,
+                increase: NanoTon::ZERO,
+            });
+        }
         verify_state(
             &self.params,
             self.payer_side(),
@@ -393,6 +408,14 @@ impl Payee {
     /// served stays within what is paid plus the credit window (rule `credit-window`).
     /// On success the tokens count as served.
     pub fn authorize(&mut self, delta: Usage) -> Result<NanoTon, ChannelError> {
+        let cost = self.check_authorize(delta)?;
+        self.served = self.served.plus(delta);
+        Ok(cost)
+    }
+
+    /// Whether [`Payee::authorize`] would allow `delta` now, counting nothing: the
+    /// cumulative cost it would reach.
+    pub fn check_authorize(&self, delta: Usage) -> Result<NanoTon, ChannelError> {
         let next = self.served.plus(delta);
         let cost = self.price.cost(next)?;
         let paid = self.paid();
@@ -406,7 +429,6 @@ impl Payee {
                 window: self.credit_window,
             });
         }
-        self.served = next;
         Ok(cost)
     }
 

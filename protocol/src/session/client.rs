@@ -6,7 +6,7 @@ use snow::HandshakeState;
 use super::established::{Established, TensorKind};
 use super::frame::FrameDecoder;
 use super::noise::{self, Transport, TransportStats};
-use super::{ErrorCode, OpenAccepted, OpenSession, SessionError, SessionLimits, wire};
+use super::{ErrorCode, OpenAccepted, OpenSession, Receipt, SessionError, SessionLimits, wire};
 use crate::proto::infer as pb;
 
 /// What the worker's bytes amounted to.
@@ -28,6 +28,8 @@ pub enum ClientEvent {
         code: ErrorCode,
         message: String,
     },
+    /// The worker's charge for a forward of a paid session (it precedes the result).
+    Receipt(Receipt),
     /// The worker ended the session.
     Closed,
 }
@@ -134,6 +136,16 @@ impl ClientSession {
     ) -> Result<Vec<u8>, SessionError> {
         let est = self.open_for("forward")?;
         est.seal_tensor(TensorKind::Forward, request_id, start_pos, hidden)
+    }
+
+    /// Framed payment: `state_boc` is the client's signed channel state (a BoC of at most
+    /// [`super::MAX_PAYMENT_STATE`] bytes). Errors before the worker accepted.
+    pub fn payment(&mut self, state_boc: &[u8]) -> Result<Vec<u8>, SessionError> {
+        wire::check_payment_state(state_boc)?;
+        let est = self.open_for("payment")?;
+        est.seal(pb::envelope::Body::Payment(pb::Payment {
+            state_boc: state_boc.to_vec(),
+        }))
     }
 
     /// Framed Close. Before the worker's reply there is nothing to encrypt with: the
@@ -248,6 +260,7 @@ fn on_frame(
             events.push(ClientEvent::Opened(OpenAccepted {
                 kv_positions: reply.kv_positions,
                 d_model: reply.d_model,
+                payment: reply.payment_terms.map(wire::terms_from_pb),
             }));
             Ok(())
         }
@@ -274,6 +287,7 @@ fn on_frame(
                     code: wire::code_from_pb(e.code),
                     message: wire::check_message(e.message)?,
                 }),
+                Body::Receipt(r) => events.push(ClientEvent::Receipt(wire::receipt_from_pb(r))),
                 Body::Close(_) => {
                     events.push(ClientEvent::Closed);
                     *state = State::Ended;

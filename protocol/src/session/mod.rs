@@ -6,7 +6,9 @@
 //! The conversation: the client's handshake message 1 carries an `OpenSession`; the
 //! worker answers with message 2 carrying an accept (`kv_positions`, `d_model`) or a
 //! reject. Then the client sends forwards (hidden states in) and a close; the worker sends
-//! results (hidden states out), per-request errors and a close. Tensors larger than one
+//! results (hidden states out), per-request errors and a close. A paid session (its open
+//! names a channel) adds the worker's terms to the accept, a receipt before each result
+//! and the client's payments (signed channel states, opaque here). Tensors larger than one
 //! Noise message travel as chunks. Both ends rekey each direction every `rekey_every`
 //! messages, an interval the client proposes and the worker may lower. Any error while
 //! reading the peer's bytes kills the session: that call returns the error, every later
@@ -29,6 +31,7 @@ pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use noise::{NoiseError, TransportStats};
 pub use worker::{WorkerEvent, WorkerSession};
 
+use crate::channel::Usage;
 use crate::tensor::{ReassemblyError, TensorError};
 use crate::units::BlockRange;
 
@@ -43,6 +46,8 @@ pub const MAX_CHUNK_DATA: usize = 65_280;
 pub const MAX_ERROR_MESSAGE: usize = 1024;
 /// Longest payment channel address in an open request, in bytes.
 pub const MAX_CHANNEL_LEN: usize = 256;
+/// Longest signed channel state (a BoC) in a payment, in bytes.
+pub const MAX_PAYMENT_STATE: usize = 1024;
 
 /// Bounds a session applies to what the peer sends, and how often it rekeys.
 #[derive(Clone, Debug)]
@@ -90,6 +95,32 @@ pub struct OpenAccepted {
     pub kv_positions: u32,
     /// Values per token of the hidden states.
     pub d_model: u32,
+    /// The worker's terms when the session is paid (it named a payment channel).
+    pub payment: Option<PaymentTerms>,
+}
+
+/// What a paid session costs, as the worker states it in its reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaymentTerms {
+    /// Nanoton per prompt token (each row of a forward of two or more tokens).
+    pub price_prompt_nanoton: u64,
+    /// Nanoton per completion token (the row of a one-token forward).
+    pub price_completion_nanoton: u64,
+    /// Most nanotons served ahead of the payments the worker holds, channel-wide.
+    pub credit_window_nanoton: u64,
+}
+
+/// A worker's charge for one forward of a paid session, sent just before its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The forward charged.
+    pub request_id: u64,
+    /// Tokens charged for this forward.
+    pub usage: Usage,
+    /// Cost of everything served in the channel so far, as the worker counts it.
+    pub owed_nanoton: u64,
+    /// Cumulative `sent` of the newest payment the worker accepted.
+    pub paid_nanoton: u64,
 }
 
 /// Why a worker refused a session or a request.

@@ -118,13 +118,15 @@ fn open_pair(
         .accept(OpenAccepted {
             kv_positions: 1024,
             d_model: D,
+            payment: None,
         })
         .unwrap();
     assert_eq!(
         client.on_bytes(&m2).unwrap(),
         vec![ClientEvent::Opened(OpenAccepted {
             kv_positions: 1024,
-            d_model: D
+            d_model: D,
+            payment: None,
         })]
     );
     assert!(client.is_open() && worker.is_open());
@@ -244,6 +246,7 @@ fn large_tensors_are_chunked_and_round_trip_exactly() {
         .accept(OpenAccepted {
             kv_positions: 4096,
             d_model: 576,
+            payment: None,
         })
         .unwrap();
     client.on_bytes(&m2).unwrap();
@@ -323,7 +326,8 @@ fn wrong_worker_key_fails_the_handshake_cleanly() {
     assert_eq!(
         worker.accept(OpenAccepted {
             kv_positions: 1,
-            d_model: 1
+            d_model: 1,
+            payment: None,
         }),
         Err(SessionError::Dead)
     );
@@ -459,6 +463,7 @@ fn replayed_and_reordered_frames_are_rejected() {
         .accept(OpenAccepted {
             kv_positions: 10,
             d_model: D,
+            payment: None,
         })
         .unwrap();
     assert!(matches!(
@@ -613,7 +618,8 @@ fn reject_error_and_close_reach_the_client() {
     assert!(matches!(
         worker.accept(OpenAccepted {
             kv_positions: 1,
-            d_model: 1
+            d_model: 1,
+            payment: None,
         }),
         Err(SessionError::WrongState { call: "accept", .. })
     ));
@@ -715,6 +721,7 @@ impl RawClient {
             .accept(OpenAccepted {
                 kv_positions,
                 d_model: D,
+                payment: None,
             })
             .unwrap();
         let payload = noise::read_handshake(&mut hs, &m2[2..]).unwrap();
@@ -861,4 +868,66 @@ fn a_full_chunk_fits_one_noise_message() {
         plain.len(),
         Transport::MAX_PLAINTEXT
     );
+}
+
+#[test]
+fn paid_session_carries_terms_receipts_and_payments() {
+    let (c, w) = (client_id(), worker_id());
+    let (mut client, m1) = ClientSession::start(
+        c.noise_secret(),
+        &w.noise_public_key(),
+        open_req(WireDtype::F32),
+        SessionLimits::default(),
+    )
+    .unwrap();
+    let mut worker = WorkerSession::new(w.noise_secret(), SessionLimits::default());
+    worker.on_bytes(&m1).unwrap();
+    let terms = PaymentTerms {
+        price_prompt_nanoton: 1_000,
+        price_completion_nanoton: 2_000,
+        credit_window_nanoton: 5_000_000,
+    };
+    let accepted = OpenAccepted {
+        kv_positions: 64,
+        d_model: D,
+        payment: Some(terms),
+    };
+    let m2 = worker.accept(accepted.clone()).unwrap();
+    assert_eq!(
+        client.on_bytes(&m2).unwrap(),
+        vec![ClientEvent::Opened(accepted)]
+    );
+
+    let mut rng = Rng(5);
+    let hidden = rng.values(3 * D as usize);
+    let fwd = client.forward(1, 0, &hidden).unwrap();
+    assert!(matches!(
+        &worker.on_bytes(&fwd).unwrap()[..],
+        [WorkerEvent::Forward { request_id: 1, .. }]
+    ));
+    let receipt = Receipt {
+        request_id: 1,
+        usage: crate::channel::metering::forward_usage(3),
+        owed_nanoton: 3_000,
+        paid_nanoton: 0,
+    };
+    let mut out = worker.receipt(&receipt).unwrap();
+    out.extend(worker.result(1, 0, &hidden).unwrap());
+    let events = client.on_bytes(&out).unwrap();
+    assert_eq!(events[0], ClientEvent::Receipt(receipt));
+    assert!(matches!(
+        events[1],
+        ClientEvent::Result { request_id: 1, .. }
+    ));
+
+    let state = vec![0xb5; 300];
+    let pay = client.payment(&state).unwrap();
+    assert_eq!(
+        worker.on_bytes(&pay).unwrap(),
+        vec![WorkerEvent::Payment { state_boc: state }]
+    );
+    // Oversized or empty states are refused locally and nothing is sent.
+    assert!(client.payment(&vec![0; MAX_PAYMENT_STATE + 1]).is_err());
+    assert!(client.payment(&[]).is_err());
+    assert!(client.is_open());
 }

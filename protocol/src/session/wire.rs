@@ -3,7 +3,11 @@
 
 use prost::Message;
 
-use super::{ErrorCode, MAX_CHANNEL_LEN, MAX_ERROR_MESSAGE, OpenSession, SessionError, WireDtype};
+use super::{
+    ErrorCode, MAX_CHANNEL_LEN, MAX_ERROR_MESSAGE, MAX_PAYMENT_STATE, OpenSession, PaymentTerms,
+    Receipt, SessionError, WireDtype,
+};
+use crate::channel::Usage;
 use crate::proto::infer as pb;
 use crate::units::BlockRange;
 
@@ -34,6 +38,8 @@ pub fn kind(body: &pb::envelope::Body) -> &'static str {
         Body::Result(_) => "Result",
         Body::Close(_) => "Close",
         Body::Error(_) => "Error",
+        Body::Payment(_) => "Payment",
+        Body::Receipt(_) => "Receipt",
     }
 }
 
@@ -156,4 +162,55 @@ pub fn open_from_pb(p: pb::OpenSession) -> Result<(OpenSession, u64), SessionErr
         },
         p.rekey_every,
     ))
+}
+
+pub fn terms_to_pb(t: &PaymentTerms) -> pb::PaymentTerms {
+    pb::PaymentTerms {
+        price_prompt_nanoton: t.price_prompt_nanoton,
+        price_completion_nanoton: t.price_completion_nanoton,
+        credit_window_nanoton: t.credit_window_nanoton,
+    }
+}
+
+pub fn terms_from_pb(t: pb::PaymentTerms) -> PaymentTerms {
+    PaymentTerms {
+        price_prompt_nanoton: t.price_prompt_nanoton,
+        price_completion_nanoton: t.price_completion_nanoton,
+        credit_window_nanoton: t.credit_window_nanoton,
+    }
+}
+
+pub fn receipt_to_pb(r: &Receipt) -> pb::Receipt {
+    pb::Receipt {
+        request_id: r.request_id,
+        prompt_tokens: r.usage.prompt_tokens,
+        completion_tokens: r.usage.completion_tokens,
+        owed_nanoton: r.owed_nanoton,
+        paid_nanoton: r.paid_nanoton,
+    }
+}
+
+/// A worker's receipt. Only the client can judge it: it compares the charge with the
+/// forward it sent.
+pub fn receipt_from_pb(r: pb::Receipt) -> Receipt {
+    Receipt {
+        request_id: r.request_id,
+        usage: Usage {
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+        },
+        owed_nanoton: r.owed_nanoton,
+        paid_nanoton: r.paid_nanoton,
+    }
+}
+
+/// Refuses a payment state that is empty or longer than [`MAX_PAYMENT_STATE`] bytes.
+pub fn check_payment_state(state_boc: &[u8]) -> Result<(), SessionError> {
+    if state_boc.is_empty() || state_boc.len() > MAX_PAYMENT_STATE {
+        return Err(protocol(format!(
+            "payment state of {} bytes is outside 1..={MAX_PAYMENT_STATE}",
+            state_boc.len()
+        )));
+    }
+    Ok(())
 }

@@ -7,7 +7,9 @@ use snow::HandshakeState;
 use super::established::{Established, TensorKind};
 use super::frame::FrameDecoder;
 use super::noise::{self, Transport, TransportStats};
-use super::{ErrorCode, OpenAccepted, OpenSession, SessionError, SessionLimits, WireDtype, wire};
+use super::{
+    ErrorCode, OpenAccepted, OpenSession, Receipt, SessionError, SessionLimits, WireDtype, wire,
+};
 use crate::proto::infer as pb;
 
 /// What the client's bytes amounted to.
@@ -24,6 +26,9 @@ pub enum WorkerEvent {
         start_pos: u32,
         hidden: Vec<f32>,
     },
+    /// A payment: the client's signed channel state as a BoC (opaque to the session; the
+    /// driver verifies it before serving more).
+    Payment { state_boc: Vec<u8> },
     /// The client ended the session.
     Close,
 }
@@ -114,6 +119,7 @@ impl WorkerSession {
             kv_positions: accepted.kv_positions,
             d_model: accepted.d_model,
             rekey_every,
+            payment_terms: accepted.payment.as_ref().map(wire::terms_to_pb),
         };
         let sent =
             noise::write_handshake(&mut hs, &wire::encode(pb::envelope::Body::OpenReply(reply)))
@@ -148,6 +154,7 @@ impl WorkerSession {
             kv_positions: 0,
             d_model: 0,
             rekey_every,
+            payment_terms: None,
         };
         let sent =
             noise::write_handshake(&mut hs, &wire::encode(pb::envelope::Body::OpenReply(reply)))
@@ -170,6 +177,12 @@ impl WorkerSession {
     ) -> Result<Vec<u8>, SessionError> {
         let est = self.open_for("result")?;
         est.seal_tensor(TensorKind::Result, request_id, start_pos, hidden)
+    }
+
+    /// Framed receipt for a forward of a paid session; send it just before the result.
+    pub fn receipt(&mut self, receipt: &Receipt) -> Result<Vec<u8>, SessionError> {
+        let est = self.open_for("receipt")?;
+        est.seal(pb::envelope::Body::Receipt(wire::receipt_to_pb(receipt)))
     }
 
     /// Framed report that forward `request_id` failed; the session stays open.
@@ -315,6 +328,14 @@ fn on_frame(
                             request_id: t.request_id,
                             start_pos: t.start_pos,
                             hidden: t.hidden,
+                        });
+                    }
+                }
+                Body::Payment(p) => {
+                    wire::check_payment_state(&p.state_boc)?;
+                    if !closed_here {
+                        events.push(WorkerEvent::Payment {
+                            state_boc: p.state_boc,
                         });
                     }
                 }
