@@ -100,6 +100,9 @@ pub struct NodeConfig {
     /// A client runs the model's first and last blocks itself, so no worker sees the
     /// hidden states nearest the tokens (`--local-blocks`).
     pub local_blocks: bool,
+    /// A client with a chain opens a payment channel to a worker it has none with,
+    /// depositing this many nanoton (`--channel-deposit-nanoton`).
+    pub channel_deposit_nanoton: u64,
 }
 
 /// When the node serves as a circuit relay.
@@ -143,6 +146,7 @@ impl Default for NodeConfig {
             kv_budget_mib: 512,
             forward_timeout_secs: 60,
             local_blocks: false,
+            channel_deposit_nanoton: 1_000_000_000,
         }
     }
 }

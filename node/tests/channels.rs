@@ -6,81 +6,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{BIN, LOOPBACK, MODEL_ID, TestNode, sees_all_announced, wait_for};
-use serde_json::{Value, json};
-
-const TON: u128 = 1_000_000_000;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `cocoon ton-local` on a free port; returns it and its API URL.
-fn start_chain(dir: &Path) -> (Killed, String) {
-    let url_file = dir.join("api.url");
-    let child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["ton-local", "--listen", "127.0.0.1:0", "--wallets", "0"])
-        .arg("--url-file")
-        .arg(&url_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ton-local starts");
-    let chain = Killed(child);
-    let url = wait_for(Duration::from_secs(60), "ton-local's URL", || {
-        std::fs::read_to_string(&url_file)
-            .ok()
-            .map(|s| s.trim().to_owned())
-    });
-    (chain, url)
-}
-
-fn post(url: &str, body: Value) -> Value {
-    ureq::post(url)
-        .send_json(&body)
-        .expect("ton-local answers")
-        .body_mut()
-        .read_json::<Value>()
-        .expect("JSON")
-}
-
-fn wallet(node: &TestNode, url: &str) -> (String, u128) {
-    let w = node.json(&["wallet", "--ton-url", url]);
-    let balance = w["balance_nanoton"]
-        .as_str()
-        .expect("balance")
-        .parse()
-        .expect("number");
-    (
-        w["raw_address"].as_str().expect("address").to_owned(),
-        balance,
-    )
-}
-
-fn channels(node: &TestNode) -> Vec<Value> {
-    node.json(&["channels"])
-        .as_array()
-        .cloned()
-        .expect("an array")
-}
-
-fn row(node: &TestNode, id: &str) -> Value {
-    channels(node)
-        .into_iter()
-        .find(|r| r["channel_id"] == id)
-        .unwrap_or_else(|| panic!("{} does not list channel {id}", node.name))
-}
+use common::chain::{TON, channels, post, row, start_chain, wallet};
+use common::{LOOPBACK, MODEL_ID, TestNode, sees_all_announced, wait_for};
+use serde_json::json;
 
 fn fails_with(node: &TestNode, args: &[&str], needle: &str) {
     let out = node.cli(args);

@@ -84,13 +84,23 @@ fn print_rows(rows: &[ChannelRow]) {
                 ton(r.sent_nanoton),
                 ton(r.received_nanoton),
                 r.seqno.to_string(),
+                format!("{}+{}", r.prompt_tokens, r.completion_tokens),
                 r.state.clone(),
             ]
         })
         .collect();
     table(
         &[
-            "PEER", "CHANNEL", "ADDRESS", "ROLE", "DEPOSIT", "SENT", "RECEIVED", "SEQNO", "STATE",
+            "PEER",
+            "CHANNEL",
+            "ADDRESS",
+            "ROLE",
+            "DEPOSIT",
+            "SENT",
+            "RECEIVED",
+            "SEQNO",
+            "TOKENS (PROMPT+COMPLETION)",
+            "STATE",
         ],
         &body,
     );

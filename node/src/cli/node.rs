@@ -90,6 +90,9 @@ pub struct NodeArgs {
     /// Seconds a client waits for a worker's answer before failing over.
     #[arg(long)]
     pub forward_timeout_secs: Option<u64>,
+    /// Nanoton a client deposits when it opens a channel to pay a worker.
+    #[arg(long)]
+    pub channel_deposit_nanoton: Option<u64>,
     /// As a client, run the model's first and last blocks here (no worker sees the hidden
     /// states nearest the tokens); workers then serve the blocks in between.
     #[arg(long)]
@@ -146,7 +149,8 @@ impl NodeArgs {
              relay_server => relay_server, announce_interval => announce_interval_secs, announce_ttl => announce_ttl_secs,
              control_port => control_port, autonat_delay => autonat_delay_secs,
              api_listen => api_listen, backend => backend, kv_budget_mib => kv_budget_mib,
-             forward_timeout_secs => forward_timeout_secs);
+             forward_timeout_secs => forward_timeout_secs,
+             channel_deposit_nanoton => channel_deposit_nanoton);
         Ok(c)
     }
 }

@@ -138,6 +138,12 @@ pub struct ChannelRow {
     pub received_nanoton: u128,
     /// Seqno of the latest payer state (signed, or accepted).
     pub seqno: u64,
+    /// Tokens metered in the channel: the payer counts those paid for, the payee those
+    /// served.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
     /// On chain: `not-deployed`, `uninited`, `open`, `closing` (an uncooperative close
     /// in quarantine), `settling`, `awaiting-finalization`, `closed`, or `unknown: why`.
     pub state: String,

@@ -17,10 +17,11 @@ use super::{Daemon, now_ms};
 use crate::cmd::run::Backend;
 use crate::config::files;
 use crate::control::api::{RouteHop, RouteInfo, RoutesInfo};
+use crate::infer::client::ClientPay;
 use crate::infer::engine::EngineHandle;
 use crate::infer::generator::Generator;
 use crate::infer::tap::Tap;
-use crate::infer::worker::{Misbehave, WorkerService};
+use crate::infer::worker::{Misbehave, WorkerPay, WorkerService};
 use crate::infer::{INFER_PROTOCOL, MeshLink, MeshQuery, WorkerView};
 
 /// How this node takes part in inference.
@@ -35,6 +36,8 @@ pub struct InferSetup {
     pub kv_budget_bytes: usize,
     pub forward_timeout: Duration,
     pub local_blocks: bool,
+    /// Deposit of a channel the client opens on demand to pay a worker.
+    pub channel_deposit_nanoton: u64,
     pub api_listen: SocketAddr,
     /// Blocks announced instead of the ones served (a lying worker, for tests).
     pub dev_announce_blocks: Option<BlockRange>,
@@ -89,10 +92,17 @@ impl Daemon {
                 );
                 let forward_timeout = self.infer.setup.forward_timeout;
                 let local = self.infer.setup.local_blocks;
+                let pay = self.channels.clone().map(|channels| ClientPay {
+                    channels,
+                    deposit: cocoon_protocol::channel::NanoTon(u128::from(
+                        self.infer.setup.channel_deposit_nanoton,
+                    )),
+                });
                 tokio::task::spawn_blocking(move || {
                     let g = Generator::load(&path, model_id, backend, local, mesh, secret).map(
                         |mut g| {
                             g.forward_timeout = forward_timeout;
+                            g.pay = pay;
                             Arc::new(g)
                         },
                     );
@@ -178,6 +188,11 @@ impl Daemon {
                     zeroize::Zeroizing::new(*self.identity.noise_secret()),
                 );
                 service.misbehave = self.infer.setup.dev_misbehave;
+                service.pay = self.channels.clone().map(|channels| WorkerPay {
+                    channels,
+                    price: channel_price(&self.me.prices),
+                    credit_window: None,
+                });
                 if let Some(path) = &self.infer.setup.dev_tap {
                     match Tap::create(path) {
                         Ok(t) => service.tap = Some(t),
@@ -245,6 +260,8 @@ impl Daemon {
                         score: self.table.score_of(rec),
                     },
                     noise_key: a.noise_static_key,
+                    node_key: a.node_key,
+                    wallet: a.ton_wallet.clone(),
                 })
             })
             .collect()
@@ -352,5 +369,16 @@ impl Daemon {
             .engine
             .as_ref()
             .map_or(self.me.free_kv_tokens, |e| e.free_kv_positions())
+    }
+}
+
+/// Announced prices as the channel layer counts them.
+pub(crate) fn channel_price(
+    p: &cocoon_protocol::announce::Prices,
+) -> cocoon_protocol::channel::Price {
+    use cocoon_protocol::channel::NanoTon;
+    cocoon_protocol::channel::Price {
+        per_prompt_token: NanoTon(u128::from(p.prompt.0)),
+        per_completion_token: NanoTon(u128::from(p.completion.0)),
     }
 }

@@ -6,6 +6,8 @@ mod inference;
 mod metrics;
 mod ping;
 
+pub(crate) use inference::channel_price;
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -195,6 +197,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         kv_budget_bytes: config.kv_budget_mib << 20,
         forward_timeout: Duration::from_secs(config.forward_timeout_secs.max(1)),
         local_blocks: config.local_blocks,
+        channel_deposit_nanoton: config.channel_deposit_nanoton,
         api_listen,
         dev_announce_blocks,
         dev_misbehave,

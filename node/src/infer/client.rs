@@ -10,6 +10,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use cocoon_protocol::channel::metering::{check_receipt, check_terms, forward_usage};
+use cocoon_protocol::channel::{NanoTon as ChannelNanoTon, Price};
 use cocoon_protocol::failover::{FailedHop, FailoverDecision, Fault};
 use cocoon_protocol::route::{self, CostModel, Route, RouteRequest};
 use cocoon_protocol::session::{ClientEvent, ClientSession, OpenSession, SessionLimits, WireDtype};
@@ -21,6 +25,9 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::{INFER_PROTOCOL, MeshLink, WorkerView};
+use crate::daemon::channel_price;
+use crate::pay::Channels;
+use crate::pay::meter::{PayerMeter, Shared, lock};
 
 /// Pause between attempts to open a stream to a worker still being dialled.
 const RETRY_DIAL: Duration = Duration::from_millis(250);
@@ -40,6 +47,24 @@ pub struct ChainOptions {
     pub price_cap: Option<NanoTon>,
     pub open_timeout: Duration,
     pub forward_timeout: Duration,
+    /// Pay workers that charge, through this node's channels; `None`: only free workers
+    /// serve (a charging one refuses the session).
+    pub pay: Option<ClientPay>,
+}
+
+/// How the client pays: its channels, and the deposit of a channel it opens on demand.
+#[derive(Clone)]
+pub struct ClientPay {
+    pub channels: Arc<Channels>,
+    pub deposit: ChannelNanoTon,
+}
+
+impl std::fmt::Debug for ClientPay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientPay")
+            .field("deposit", &self.deposit)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One hop that failed and what replaced it.
@@ -63,6 +88,8 @@ struct HopConn {
     blocks: BlockRange,
     session: ClientSession,
     stream: libp2p::Stream,
+    /// The channel's meter when the worker charges.
+    pay: Option<Shared<PayerMeter>>,
 }
 
 /// Why a hop failed; each one penalises the worker.
@@ -84,6 +111,8 @@ pub enum HopError {
     Remote(String),
     #[error("the worker returned {got} floats for {expected}")]
     WrongShape { got: usize, expected: usize },
+    #[error("payment: {0}")]
+    Payment(String),
 }
 
 impl HopError {
@@ -95,7 +124,7 @@ impl HopError {
             HopError::Unreachable(_) | HopError::Closed | HopError::Io(_) => Fault::Disconnected,
             HopError::Timeout(_) => Fault::Stalled,
             HopError::Session(_) | HopError::WrongShape { .. } => Fault::WrongResult,
-            HopError::Rejected(_) | HopError::Remote(_) => Fault::Refused,
+            HopError::Rejected(_) | HopError::Remote(_) | HopError::Payment(_) => Fault::Refused,
         }
     }
 }
@@ -192,7 +221,19 @@ impl RemoteChain {
             for old in self.hops.drain(hop_index..) {
                 close_quietly(old).await;
             }
-            let (route, workers) = self.plan(from_block).await?;
+            let (route, workers) = match self.plan(from_block).await {
+                Ok(planned) => planned,
+                // Say why the workers that could have served are out.
+                Err(e) => match self.failovers.last() {
+                    Some(f) => {
+                        return Err(remote(format!(
+                            "{e}; last refusal: worker {} ({}): {}",
+                            f.peer, f.blocks, f.reason
+                        )));
+                    }
+                    None => return Err(e),
+                },
+            };
             for hop in route.hops {
                 let Some(view) = workers.iter().find(|w| w.candidate.peer == hop.peer) else {
                     return Err(remote(format!("planned peer {} is unknown", hop.peer)));
@@ -222,6 +263,7 @@ impl RemoteChain {
                         request_id,
                         pos,
                         rows_in,
+                        rows,
                         self.opts.forward_timeout,
                     )
                     .await
@@ -276,8 +318,33 @@ impl RemoteChain {
         }
     }
 
+    /// The channel paying `view` and its meter, when the worker charges and this client
+    /// pays (opening a channel on demand).
+    async fn payment_channel(
+        &self,
+        view: &WorkerView,
+    ) -> Result<Option<(String, Shared<PayerMeter>, Price)>, HopError> {
+        let price = channel_price(&view.candidate.prices);
+        let Some(pay) = self.opts.pay.as_ref().filter(|_| price != Price::default()) else {
+            return Ok(None);
+        };
+        let (addr, meter) = pay
+            .channels
+            .payer_meter(
+                view.candidate.peer,
+                view.node_key,
+                &view.wallet,
+                price,
+                pay.deposit,
+            )
+            .await
+            .map_err(|e| HopError::Payment(format!("{e:#}")))?;
+        Ok(Some((addr, meter, price)))
+    }
+
     async fn connect(&self, view: &WorkerView, blocks: BlockRange) -> Result<HopConn, HopError> {
         let peer = view.candidate.peer;
+        let paid = self.payment_channel(view).await?;
         let stream = self.open_stream(peer).await?;
         let open = OpenSession {
             model_id: self.opts.model.0,
@@ -285,7 +352,7 @@ impl RemoteChain {
             max_positions: self.opts.max_positions,
             dtype: self.opts.dtype,
             tag: self.tag,
-            channel: None,
+            channel: paid.as_ref().map(|(addr, _, _)| addr.clone()),
         };
         let (session, hello) = ClientSession::start(
             &self.noise_secret,
@@ -298,6 +365,7 @@ impl RemoteChain {
             blocks,
             session,
             stream,
+            pay: None,
         };
         conn.stream.write_all(&hello).await?;
         conn.stream.flush().await?;
@@ -307,7 +375,9 @@ impl RemoteChain {
                 // The first event answers the open; none yet: read on.
                 if let Some(event) = read_events(&mut conn).await?.into_iter().next() {
                     match event {
-                        ClientEvent::Opened(_) => return Ok(()),
+                        ClientEvent::Opened(accepted) => {
+                            return agree_terms(&mut conn, paid, accepted.payment).await;
+                        }
                         ClientEvent::Rejected { code, message } => {
                             return Err(HopError::Rejected(format!("{code:?}: {message}")));
                         }
@@ -374,7 +444,8 @@ impl RemoteChain {
             let request_id = self.next_request;
             self.next_request += 1;
             let timeout = self.opts.forward_timeout;
-            match forward_hop(&mut self.hops[i], request_id, start_pos, hidden, timeout).await {
+            let hop = &mut self.hops[i];
+            match forward_hop(hop, request_id, start_pos, hidden, rows, timeout).await {
                 Ok(out) => {
                     hidden.copy_from_slice(&out);
                     i += 1;
@@ -416,20 +487,68 @@ impl BlockChain for RemoteChain {
     }
 }
 
+/// A worker's terms against what its announcement promised; in a paid session the
+/// newest state signed so far goes out first, so a worker that missed it (a restart, a
+/// lost stream) holds it before serving more.
+async fn agree_terms(
+    conn: &mut HopConn,
+    paid: Option<(String, Shared<PayerMeter>, Price)>,
+    terms: Option<cocoon_protocol::session::PaymentTerms>,
+) -> Result<(), HopError> {
+    let (Some((_, meter, announced)), Some(terms)) = (paid, terms) else {
+        // Unpaid, or a worker serving for free whatever it announced.
+        return Ok(());
+    };
+    let offered = Price {
+        per_prompt_token: ChannelNanoTon(u128::from(terms.price_prompt_nanoton)),
+        per_completion_token: ChannelNanoTon(u128::from(terms.price_completion_nanoton)),
+    };
+    check_terms(&announced, &offered).map_err(|e| HopError::Payment(e.to_string()))?;
+    let latest = lock(&meter).latest_state().map(<[u8]>::to_vec);
+    if let Some(state) = latest {
+        let bytes = conn.session.payment(&state)?;
+        conn.stream.write_all(&bytes).await?;
+        conn.stream.flush().await?;
+    }
+    conn.pay = Some(meter);
+    Ok(())
+}
+
+/// Pays for the forward just received: a new state, committed, then sent.
+async fn pay_for(conn: &mut HopConn, rows: u32) -> Result<(), HopError> {
+    let Some(meter) = &conn.pay else {
+        return Ok(());
+    };
+    let state = lock(meter)
+        .pay_for(forward_usage(rows))
+        .map_err(|e| HopError::Payment(format!("{e:#}")))?;
+    let bytes = conn.session.payment(&state)?;
+    conn.stream.write_all(&bytes).await?;
+    conn.stream.flush().await?;
+    Ok(())
+}
+
 async fn forward_hop(
     conn: &mut HopConn,
     request_id: u64,
     start_pos: u32,
     hidden: &[f32],
+    rows: u32,
     timeout: Duration,
 ) -> Result<Vec<f32>, HopError> {
     let bytes = conn.session.forward(request_id, start_pos, hidden)?;
     let step = async {
         conn.stream.write_all(&bytes).await?;
         conn.stream.flush().await?;
+        let mut charged = false;
         loop {
             for event in read_events(conn).await? {
                 match event {
+                    ClientEvent::Receipt(r) if r.request_id == request_id => {
+                        check_receipt(rows, r.usage)
+                            .map_err(|e| HopError::Payment(e.to_string()))?;
+                        charged = true;
+                    }
                     ClientEvent::Result {
                         request_id: id,
                         hidden: out,
@@ -440,6 +559,14 @@ async fn forward_hop(
                                 got: out.len(),
                                 expected: hidden.len(),
                             });
+                        }
+                        if conn.pay.is_some() {
+                            if !charged {
+                                return Err(HopError::Payment(
+                                    "a result came without its receipt".into(),
+                                ));
+                            }
+                            pay_for(conn, rows).await?;
                         }
                         return Ok(out);
                     }
@@ -487,6 +614,7 @@ fn event_name(e: &ClientEvent) -> &'static str {
         ClientEvent::Rejected { .. } => "rejected",
         ClientEvent::Result { .. } => "result",
         ClientEvent::Error { .. } => "error",
+        ClientEvent::Receipt(_) => "receipt",
         ClientEvent::Closed => "closed",
     }
 }

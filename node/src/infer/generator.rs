@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 use super::MeshLink;
-use super::client::{ChainOptions, Failover, HopInfo, RemoteChain};
+use super::client::{ChainOptions, ClientPay, Failover, HopInfo, RemoteChain};
 use crate::cmd::run::Backend;
 
 /// What to continue.
@@ -109,6 +109,8 @@ pub struct Generator {
     pub dtype: WireDtype,
     pub price_cap: Option<NanoTon>,
     pub forward_timeout: Duration,
+    /// How workers that charge are paid (a client with a chain).
+    pub pay: Option<ClientPay>,
 }
 
 impl Generator {
@@ -170,6 +172,7 @@ impl Generator {
             dtype: WireDtype::F32,
             price_cap: None,
             forward_timeout: Duration::from_secs(60),
+            pay: None,
         })
     }
 
@@ -237,6 +240,7 @@ impl Generator {
             price_cap: self.price_cap,
             open_timeout: Duration::from_secs(15),
             forward_timeout: self.forward_timeout,
+            pay: self.pay.clone(),
         };
         let started = Instant::now();
         let mut chain = RemoteChain::open(

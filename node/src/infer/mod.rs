@@ -17,12 +17,15 @@ use tokio::sync::{mpsc, oneshot};
 /// Inference streams: one end-to-end Noise session per stream.
 pub const INFER_PROTOCOL: StreamProtocol = StreamProtocol::new("/cocoon/infer/1");
 
-/// A worker as the client sees it: its route candidate and its Noise static key, both
-/// from its verified announcement.
+/// A worker as the client sees it, all from its verified announcement: its route
+/// candidate, its Noise static key, and for payments its node key (its channel key) and
+/// TON wallet.
 #[derive(Clone, Debug)]
 pub struct WorkerView {
     pub candidate: Candidate,
     pub noise_key: [u8; 32],
+    pub node_key: [u8; 32],
+    pub wallet: String,
 }
 
 /// What inference asks of the daemon, which owns the peer table.

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use cocoon_protocol::channel::metering::forward_usage;
+use cocoon_protocol::channel::{NanoTon, Price};
 use cocoon_protocol::session::{
-    ErrorCode, OpenAccepted, OpenSession, SessionLimits, WorkerEvent, WorkerSession,
+    ErrorCode, OpenAccepted, OpenSession, Receipt, SessionLimits, WorkerEvent, WorkerSession,
 };
 use cocoon_protocol::units::{BlockRange, ModelId};
 use cocoon_shaders::engine::{EngineError, SessionId};
@@ -16,6 +18,17 @@ use zeroize::Zeroizing;
 
 use super::engine::EngineHandle;
 use super::tap::Tap;
+use crate::pay::Channels;
+use crate::pay::meter::{PayeeMeter, Shared, lock};
+
+/// How a worker with a chain charges: per token at its announced prices, through
+/// channels its clients opened to it.
+pub struct WorkerPay {
+    pub channels: Arc<Channels>,
+    pub price: Price,
+    /// Credit window; `None`: `cocoon_protocol::channel::metering::default_credit_window`.
+    pub credit_window: Option<NanoTon>,
+}
 
 /// Deliberate faults, for tests of the client's defences (hidden `--dev-misbehave`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -38,6 +51,8 @@ pub struct WorkerService {
     pub idle_timeout: Duration,
     pub misbehave: Option<Misbehave>,
     pub tap: Option<Tap>,
+    /// Payments; `None` (or zero prices) serves for free.
+    pub pay: Option<WorkerPay>,
     next_session: AtomicU64,
 }
 
@@ -51,6 +66,7 @@ impl WorkerService {
             idle_timeout: Duration::from_secs(300),
             misbehave: None,
             tap: None,
+            pay: None,
             next_session: AtomicU64::new(1),
         }
     }
@@ -80,6 +96,9 @@ impl WorkerService {
         let mut buf = vec![0u8; 64 * 1024];
         // The blocks this session runs: all of ours, or the sub-span it asked for.
         let mut span = self.engine.info().blocks.clone();
+        // The channel's meter, in a paid session.
+        let mut meter: Option<Shared<PayeeMeter>> = None;
+        let d_model = self.engine.info().d_model;
         loop {
             let n = match tokio::time::timeout(self.idle_timeout, stream.read(&mut buf)).await {
                 Err(_) => anyhow::bail!("idle for {:?}", self.idle_timeout),
@@ -95,7 +114,27 @@ impl WorkerService {
                 let out = match event {
                     WorkerEvent::Open { open, .. } => {
                         span = open.blocks.start() as usize..open.blocks.end() as usize;
-                        self.open(&mut session, id, &open).await?
+                        self.open(&mut session, id, peer, &open, &mut meter).await?
+                    }
+                    WorkerEvent::Payment { state_boc } => {
+                        let Some(m) = &meter else {
+                            anyhow::bail!("a payment in a session that names no channel");
+                        };
+                        let accepted = lock(m).accept(&state_boc);
+                        match accepted {
+                            Ok(a) => {
+                                tracing::debug!(%peer, seqno = a.seqno.0, paid = %a.paid, "payment accepted");
+                                continue;
+                            }
+                            Err(e) => {
+                                // A forged or stale state: say why, then end the session.
+                                let msg = format!("payment refused: {e:#}");
+                                let out = session.error(0, ErrorCode::PaymentRequired, &msg)?;
+                                stream.write_all(&out).await?;
+                                stream.flush().await?;
+                                anyhow::bail!(msg);
+                            }
+                        }
                     }
                     WorkerEvent::Forward {
                         request_id,
@@ -106,15 +145,47 @@ impl WorkerService {
                             tracing::warn!(%peer, "misbehaving: stalling");
                             std::future::pending::<()>().await;
                         }
+                        let usage = forward_usage((hidden.len() / d_model.max(1)) as u32);
+                        let lagging = meter.as_ref().and_then(|m| lock(m).check(usage).err());
+                        if let Some(e) = lagging {
+                            let out = session.error(
+                                request_id,
+                                ErrorCode::PaymentRequired,
+                                &e.to_string(),
+                            )?;
+                            stream.write_all(&out).await?;
+                            stream.flush().await?;
+                            continue;
+                        }
                         let forward =
                             self.engine
                                 .forward(id, start_pos as usize, hidden, span.clone());
                         match forward.await {
                             Ok(mut out) => {
                                 if self.misbehave == Some(Misbehave::WrongShape) {
-                                    out.truncate(out.len() - self.engine.info().d_model);
+                                    out.truncate(out.len() - d_model);
                                 }
-                                let mut bytes = session.result(request_id, start_pos, &out)?;
+                                // The count is committed before the result goes out.
+                                let receipt = match &meter {
+                                    None => Ok(None),
+                                    Some(m) => charge(m, request_id, usage).map(Some),
+                                };
+                                let mut bytes = match receipt {
+                                    Ok(Some(r)) => session.receipt(&r)?,
+                                    Ok(None) => Vec::new(),
+                                    Err(e) => {
+                                        let msg = format!("{e:#}");
+                                        let out = session.error(
+                                            request_id,
+                                            ErrorCode::PaymentRequired,
+                                            &msg,
+                                        )?;
+                                        stream.write_all(&out).await?;
+                                        stream.flush().await?;
+                                        continue;
+                                    }
+                                };
+                                bytes.extend(session.result(request_id, start_pos, &out)?);
                                 if self.misbehave == Some(Misbehave::Tamper) {
                                     let last = bytes.len() - 1;
                                     bytes[last] ^= 0x40;
@@ -135,12 +206,15 @@ impl WorkerService {
         }
     }
 
-    /// Checks an open request against what this worker serves and reserves a KV cache.
+    /// Checks an open request against what this worker serves (and, when it charges,
+    /// against a channel the client pays it through) and reserves a KV cache.
     async fn open(
         &self,
         session: &mut WorkerSession,
         id: SessionId,
+        peer: PeerId,
         open: &OpenSession,
+        meter: &mut Option<Shared<PayeeMeter>>,
     ) -> anyhow::Result<Vec<u8>> {
         let info = self.engine.info();
         let served = BlockRange::new(info.blocks.start as u32, info.blocks.end as u32)?;
@@ -159,15 +233,59 @@ impl WorkerService {
                 &format!("this worker serves blocks {served}, not {}", open.blocks),
             )?);
         }
+        let mut terms = None;
+        if let Some(pay) = self.pay.as_ref().filter(|p| p.price != Price::default()) {
+            let Some(channel) = &open.channel else {
+                let msg = format!(
+                    "this worker charges {} per prompt and {} per completion token: \
+                     open a payment channel to it and name it",
+                    pay.price.per_prompt_token, pay.price.per_completion_token
+                );
+                return Ok(session.reject(ErrorCode::PaymentRequired, &msg)?);
+            };
+            let found = pay
+                .channels
+                .payee_meter(peer, channel, pay.price, pay.credit_window)
+                .and_then(|m| {
+                    let t = lock(&m).terms()?;
+                    Ok((m, t))
+                });
+            match found {
+                Ok((m, t)) => {
+                    *meter = Some(m);
+                    terms = Some(t);
+                }
+                Err(e) => {
+                    return Ok(session.reject(ErrorCode::PaymentRequired, &format!("{e:#}"))?);
+                }
+            }
+        }
         match self.engine.open(id, open.max_positions as usize).await {
             Ok(()) => Ok(session.accept(OpenAccepted {
                 kv_positions: open.max_positions,
                 d_model: info.d_model as u32,
-                payment: None,
+                payment: terms,
             })?),
             Err(e) => Ok(session.reject(error_code(&e), &e.to_string())?),
         }
     }
+}
+
+/// Counts a forward's tokens as served (committed) and writes its receipt.
+fn charge(
+    meter: &Shared<PayeeMeter>,
+    request_id: u64,
+    usage: cocoon_protocol::channel::Usage,
+) -> anyhow::Result<Receipt> {
+    let mut m = lock(meter);
+    let owed = m.charge(usage)?;
+    let nano = |v: NanoTon| u64::try_from(v.0).unwrap_or(u64::MAX);
+    Ok(Receipt {
+        request_id,
+        usage,
+        owed_nanoton: nano(owed),
+        paid_nanoton: nano(m.paid()),
+    })
 }
 
 fn error_code(e: &EngineError) -> ErrorCode {

@@ -18,7 +18,7 @@ use cocoon_protocol::channel::messages::StartCloseBody;
 use cocoon_protocol::channel::state::{close_body_for, sign_state};
 use cocoon_protocol::channel::{
     ChannelId, ChannelMessage, ChannelParams, ChannelStorage, CloseBody, ClosingConfig, NanoTon,
-    OneSigned, PaymentConfig, SemiChannelBody, SeqNo, Side, SignedBody, SignedSemiChannel,
+    OneSigned, PaymentConfig, Price, SemiChannelBody, SeqNo, Side, SignedBody, SignedSemiChannel,
     StdAddress, TwoSigned,
 };
 use cocoon_protocol::identity::peer_id_of;
@@ -45,6 +45,7 @@ use tycho_types::boc::Boc;
 use tycho_types::cell::{Cell, HashBytes};
 use tycho_types::models::StdAddr;
 
+use super::meter::{MeterSource, Meters, PayeeMeter, PayerMeter, Shared};
 use super::wire::{CHANNEL_PROTOCOL, read_frame, write_frame};
 use crate::control::api::{ChannelCloseReport, ChannelRow};
 
@@ -77,6 +78,9 @@ pub struct Channels {
     code: Cell,
     store: Arc<ChannelStore>,
     control: libp2p_stream::Control,
+    meters: Meters,
+    /// Held while a channel is opened on demand, so concurrent sessions open one.
+    opening: tokio::sync::Mutex<()>,
 }
 
 fn std_address(a: &StdAddr) -> StdAddress {
@@ -156,6 +160,8 @@ impl Channels {
             code,
             store: Arc::new(store),
             control,
+            meters: Meters::default(),
+            opening: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -252,6 +258,76 @@ impl Channels {
         Ok((info, rec))
     }
 
+    /// The worker's meter for a session that names `channel` (address or id) and comes
+    /// from `peer`: the channel must be one `peer` pays this node through, not closing.
+    pub fn payee_meter(
+        &self,
+        peer: PeerId,
+        channel: &str,
+        price: Price,
+        window: Option<NanoTon>,
+    ) -> anyhow::Result<Shared<PayeeMeter>> {
+        let (info, rec) = self.find(channel)?;
+        anyhow::ensure!(
+            info.peer == peer.to_string() && rec.role == Role::Payee,
+            "channel {channel} is not one {peer} pays this worker through"
+        );
+        anyhow::ensure!(!info.close_requested, "channel {channel} is closing");
+        let (_, params) = self.params(&info)?;
+        let src = MeterSource {
+            params,
+            key: &self.key,
+            store: &self.store,
+        };
+        self.meters.payee(src, price, window)
+    }
+
+    /// The client's channel to `peer` (its contract address) and its meter, paying at
+    /// `price`: an open channel from the store, or, when there is none, a new one with
+    /// `deposit` from this node's wallet.
+    pub async fn payer_meter(
+        &self,
+        peer: PeerId,
+        peer_key: [u8; 32],
+        peer_wallet: &str,
+        price: Price,
+        deposit: NanoTon,
+    ) -> anyhow::Result<(String, Shared<PayerMeter>)> {
+        let _opening = self.opening.lock().await;
+        let info = match self.paying_channel(peer)? {
+            Some(info) => info,
+            None => {
+                tracing::info!(%peer, deposit = deposit.0, "opening a payment channel to pay a worker");
+                let row = self.open_with(peer, peer_key, peer_wallet, deposit).await?;
+                self.find(&row.channel_id)?.0
+            }
+        };
+        let (_, params) = self.params(&info)?;
+        let src = MeterSource {
+            params,
+            key: &self.key,
+            store: &self.store,
+        };
+        let meter = self.meters.payer(src, price)?;
+        let addr = StdAddr::new(info.workchain, HashBytes(info.account));
+        Ok((raw(&addr), meter))
+    }
+
+    /// An open channel in the store through which this node pays `peer`.
+    fn paying_channel(&self, peer: PeerId) -> anyhow::Result<Option<ChannelInfo>> {
+        let peer = peer.to_string();
+        for info in self.store.infos()? {
+            if info.peer != peer || info.close_requested {
+                continue;
+            }
+            let rec = self.store.load(ChannelId(info.channel_id))?;
+            if rec.is_some_and(|r| r.role == Role::Payer) {
+                return Ok(Some(info));
+            }
+        }
+        Ok(None)
+    }
+
     /// Every channel in the store with its state on chain.
     pub async fn list(&self) -> anyhow::Result<Vec<ChannelRow>> {
         let mut rows = Vec::new();
@@ -288,6 +364,8 @@ impl Channels {
             sent_nanoton: if role == Some(Role::Payer) { sent } else { 0 },
             received_nanoton: if role == Some(Role::Payee) { sent } else { 0 },
             seqno: rec.map_or(0, |r| r.seqno),
+            prompt_tokens: rec.map_or(0, |r| r.prompt_tokens),
+            completion_tokens: rec.map_or(0, |r| r.completion_tokens),
             state,
             balances_nanoton: balances,
         }

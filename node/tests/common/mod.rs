@@ -2,6 +2,9 @@
 //! inside a network namespace), call the CLI against them, wait for conditions.
 #![allow(dead_code)]
 
+pub mod chain;
+pub mod infer_mesh;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

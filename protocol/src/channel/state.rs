@@ -201,7 +201,7 @@ pub fn sign_state(
 }
 
 /// The client's side: counts what it was served and pays exactly that.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Payer {
     params: ChannelParams,
     side: Side,
@@ -305,7 +305,7 @@ pub struct Accepted {
 }
 
 /// The worker's side: accepts verified payments, serves within its credit window.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Payee {
     params: ChannelParams,
     side: Side,

@@ -1,0 +1,171 @@
+//! A loopback inference mesh for the integration tests: a bootstrap/relay, workers
+//! holding spans of the default model, and a client with the OpenAI API; the reference
+//! greedy tokens; reading a generation's summary.
+
+use std::time::{Duration, Instant};
+
+use super::{LOOPBACK, TestNode, wait_for};
+
+pub fn reference() -> serde_json::Value {
+    serde_json::from_str(include_str!("../fixtures/reference_tokens.json")).expect("fixture")
+}
+
+pub fn model_path() -> std::path::PathBuf {
+    let p = cocoon_shaders::model::default_model_path();
+    assert!(
+        p.exists(),
+        "the default model is missing at {}: run scripts/setup",
+        p.display()
+    );
+    p
+}
+
+pub struct Mesh {
+    /// Holds the nodes' data dirs until the mesh is dropped.
+    pub dir: tempfile::TempDir,
+    pub root: std::path::PathBuf,
+    pub boot: TestNode,
+    pub workers: Vec<TestNode>,
+    pub client: TestNode,
+}
+
+/// A bootstrap/relay, one worker per `(name, args)` and a client; returns once the
+/// client has a complete route and its API is up.
+pub fn start_mesh(workers: &[(&str, Vec<&str>)], client_args: &[&str]) -> Mesh {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_owned();
+    let mut boot_args = LOOPBACK.to_vec();
+    boot_args.extend(["--role", "relay", "--relay-server", "on"]);
+    let boot = TestNode::start("boot", &root, None, &boot_args);
+    let boot_addr = boot.addr("/tcp/");
+    let model = model_path();
+    let model = model.to_str().expect("utf-8 path");
+    let common_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = LOOPBACK.iter().map(|s| s.to_string()).collect();
+        v.extend(
+            [
+                "--bootstrap",
+                &boot_addr,
+                "--model",
+                model,
+                "--announce-interval",
+                "3",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let workers: Vec<TestNode> = workers
+        .iter()
+        .map(|(name, extra)| {
+            let args = common_args(extra);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            TestNode::start(name, &root, None, &args)
+        })
+        .collect();
+    let mut client_extra = vec!["--role", "client"];
+    client_extra.extend(client_args);
+    let args = common_args(&client_extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let client = TestNode::start("client", &root, None, &args);
+    let started = Instant::now();
+    wait_until_ready(&client, &workers);
+    println!("mesh ready in {:.1} s", started.elapsed().as_secs_f64());
+    Mesh {
+        dir,
+        root,
+        boot,
+        workers,
+        client,
+    }
+}
+
+/// Waits until the client has a complete route, serves its API, and has seen every
+/// worker's blocks (loaded and announced), so plans see the whole mesh.
+pub fn wait_until_ready(client: &TestNode, workers: &[TestNode]) {
+    wait_for(
+        Duration::from_secs(180),
+        "a complete route and the API",
+        || {
+            let out = client.cli(&["routes", "--json"]);
+            let routes: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let api = client.data_dir.join("api.addr");
+            (routes["error"].is_null() && api.exists()).then_some(())
+        },
+    );
+    wait_for(Duration::from_secs(180), "every worker's blocks", || {
+        let peers = client.peers();
+        let announced = |w: &TestNode| {
+            peers.iter().any(|p| {
+                p["peer_id"] == w.peer_id.as_str()
+                    && p["blocks"]
+                        .as_str()
+                        .is_some_and(|b| !b.is_empty() && b != "0..0")
+            })
+        };
+        workers.iter().all(announced).then_some(())
+    });
+}
+
+impl Mesh {
+    /// `cocoon generate --json` on the client; the summary object.
+    pub fn generate(&self, prompt: &str, max_tokens: usize) -> serde_json::Value {
+        let out = self.client.cli(&[
+            "generate",
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            &max_tokens.to_string(),
+            "--temperature",
+            "0",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "generate failed: {}\nclient log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.client.log()
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last = stdout.lines().last().expect("output");
+        serde_json::from_str(last).expect("summary JSON")
+    }
+
+    pub fn api(&self) -> String {
+        let addr = std::fs::read_to_string(self.client.data_dir.join("api.addr")).expect("api");
+        format!("http://{}/v1", addr.trim())
+    }
+}
+
+pub fn token_ids(summary: &serde_json::Value) -> Vec<u64> {
+    summary["token_ids"]
+        .as_array()
+        .expect("token_ids")
+        .iter()
+        .map(|v| v.as_u64().expect("id"))
+        .collect()
+}
+
+pub fn expected(prompt: &serde_json::Value) -> Vec<u64> {
+    prompt["generated_token_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_u64().expect("id"))
+        .collect()
+}
+
+pub fn route_peers(summary: &serde_json::Value) -> Vec<String> {
+    summary["route"]
+        .as_array()
+        .expect("route")
+        .iter()
+        .map(|h| h["peer"].as_str().expect("peer").to_owned())
+        .collect()
+}
+
+pub fn span(s: &str) -> Vec<&str> {
+    vec!["--blocks", s]
+}
