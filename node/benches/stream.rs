@@ -114,6 +114,8 @@ async fn serve(mut incoming: libp2p_stream::IncomingStreams) {
                         } => session
                             .result(request_id, start_pos, &hidden)
                             .expect("result"),
+                        // The bench's sessions are unpaid: no payment arrives.
+                        WorkerEvent::Payment { .. } => continue,
                         WorkerEvent::Close => return,
                     };
                     stream.write_all(&out).await.expect("write");

@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::process::{Child, Command};
 
 use crate::config::files;
+use crate::control::api::ChannelRow;
 use crate::control::api::{PeerInfo, RoutesInfo, StatusInfo};
 use crate::control::client::ControlClient;
 
@@ -414,6 +415,9 @@ pub async fn run(dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
         println!("logs: <data dir>/node.log. Ctrl-C stops them all.");
         if let (Some(question), Some(api)) = (&args.ask, &api) {
             ask(api, model_name.as_deref().unwrap_or("default"), question, args.max_tokens).await?;
+            if chain_ref.is_some() {
+                print_earnings(&nodes).await?;
+            }
             if args.exit {
                 return Ok(());
             }
@@ -536,5 +540,51 @@ async fn ask(api: &str, model: &str, question: &str, max_tokens: usize) -> anyho
         hops.join(" → "),
         reply["cocoon"]["tokens_per_second"].as_f64().unwrap_or(0.0)
     );
+    Ok(())
+}
+
+/// What each worker earned, as the client's channel records and the worker's own say
+/// (`cocoon channels` on each side), once the last payment has reached the worker.
+async fn print_earnings(nodes: &[Node]) -> anyhow::Result<()> {
+    let Some(client) = nodes.iter().find(|n| n.role == "client") else {
+        return Ok(());
+    };
+    let rows = |n: &Node| -> Vec<ChannelRow> {
+        ControlClient::for_data_dir(&n.data_dir)
+            .and_then(|c| c.get::<Vec<ChannelRow>>("/v1/channels"))
+            .unwrap_or_default()
+    };
+    let client_id = client.peer_id.clone().unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    println!("paid per token through payment channels (client's record / worker's record):");
+    for w in nodes.iter().filter(|n| n.role == "worker") {
+        let Some(id) = &w.peer_id else { continue };
+        loop {
+            let paid = rows(client).into_iter().find(|r| &r.peer == id);
+            let earned = rows(w).into_iter().find(|r| r.peer == client_id);
+            match (paid, earned) {
+                (Some(p), Some(e)) if p.seqno == e.seqno || Instant::now() > deadline => {
+                    println!(
+                        "  {:<9} [{}]  sent {} nTON / received {} nTON  ({} prompt + {} completion tokens, seqno {})",
+                        w.name,
+                        w.blocks,
+                        p.sent_nanoton,
+                        e.received_nanoton,
+                        p.prompt_tokens,
+                        p.completion_tokens,
+                        p.seqno
+                    );
+                    break;
+                }
+                // Not on the route: nothing to pay.
+                (None, _) => break,
+                _ if Instant::now() > deadline => {
+                    println!("  {:<9} [{}]  no channel on one side", w.name, w.blocks);
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
     Ok(())
 }

@@ -5,8 +5,9 @@
 //! tokens each counted. One worker closes its channel uncooperatively with the client's
 //! newest per-token state: the contract accepts it, and after the quarantine the payout
 //! it sends the worker is what that state says (less the message's forwarding fee).
-//! Between the two, the client is killed with SIGKILL mid-generation and restarted: both
-//! sides' records still agree. A client without a chain is refused by charging workers.
+//! Between the two, the client is killed with SIGKILL mid-generation and restarted, and
+//! then a worker is: both sides' records still agree, nothing committed is lost and
+//! nothing is paid twice. A client without a chain is refused by charging workers.
 
 mod common;
 
@@ -139,37 +140,7 @@ fn a_completion_is_paid_per_token_and_the_contract_settles_the_states() {
         v
     };
     let boot = mesh.boot.addr("/tcp/");
-    let mut generate = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(&mesh.client.data_dir)
-        .args([
-            "generate",
-            "--prompt",
-            prompt,
-            "--max-tokens",
-            "24",
-            "--temperature",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn generate");
-    let mut first = [0u8; 4];
-    if let Err(e) = generate
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_exact(&mut first)
-    {
-        let mut err = String::new();
-        let _ = generate
-            .stderr
-            .take()
-            .expect("stderr")
-            .read_to_string(&mut err);
-        panic!("no text streamed ({e}): {err}");
-    }
+    let mut generate = generate_until_text(&mesh.client, prompt);
     mesh.client.child.kill().expect("kill -9 the client");
     let _ = generate.wait();
     let _ = mesh.client.child.wait();
@@ -208,6 +179,83 @@ fn a_completion_is_paid_per_token_and_the_contract_settles_the_states() {
                 * PRICE_COMPLETION;
         assert!(unpaid <= 64 * PRICE_PROMPT, "{c}\n{p}");
     }
+
+    // kill -9 of a worker mid-generation (no spare holds its span, so the generation
+    // fails), then a restart on the same data dir: the worker resumes its records, takes
+    // the client's next state on top of the newest it committed, and the two sides
+    // agree again. It never counts the client as owing for tokens it did not serve.
+    let w2_args = {
+        let model = model_path();
+        let mut v: Vec<String> = LOOPBACK.iter().map(|s| s.to_string()).collect();
+        v.extend(
+            [
+                "--bootstrap",
+                boot.as_str(),
+                "--model",
+                model.to_str().expect("utf-8"),
+                "--announce-interval",
+                "3",
+            ]
+            .map(str::to_owned),
+        );
+        v.extend(paid("10..20").into_iter().map(str::to_owned));
+        v
+    };
+    let w2_id = mesh.workers[1].peer_id.clone();
+    let before_kill = channel_with(&mesh.client, &w2_id);
+    let mut generate = generate_until_text(&mesh.client, prompt);
+    mesh.workers[1].child.kill().expect("kill -9 the worker");
+    let _ = mesh.workers[1].child.wait();
+    // The client gives up on the lost span (nothing else serves it) or times out.
+    wait_for(
+        Duration::from_secs(90),
+        "the broken generation to end",
+        || generate.try_wait().ok().flatten(),
+    );
+    let args: Vec<&str> = w2_args.iter().map(String::as_str).collect();
+    mesh.workers[1] = TestNode::start("w2", &mesh.root, None, &args);
+    assert_eq!(
+        mesh.workers[1].peer_id, w2_id,
+        "same identity after the restart"
+    );
+    // Straight after the restart: what it committed before the kill is all there, and it
+    // holds no state the client did not send.
+    let resumed = channel_with(&mesh.workers[1], &mesh.client.peer_id);
+    let sent_now = channel_with(&mesh.client, &w2_id);
+    assert_eq!(resumed["address"], before_kill["address"], "{resumed}");
+    assert!(
+        num(&resumed["received_nanoton"]) >= num(&before_kill["sent_nanoton"]),
+        "a committed payment was lost: {resumed}\n{before_kill}"
+    );
+    assert!(
+        num(&resumed["received_nanoton"]) <= num(&sent_now["sent_nanoton"]),
+        "{resumed}\n{sent_now}"
+    );
+    wait_until_ready(&mesh.client, &mesh.workers);
+    let after = mesh.generate(prompt, 2);
+    assert_eq!(token_ids(&after), want[..2], "{after}");
+    let (c, p) = wait_for(
+        Duration::from_secs(30),
+        "the restarted worker to hold the client's last payment",
+        || {
+            let c = channel_with(&mesh.client, &w2_id);
+            let p = channel_with(&mesh.workers[1], &mesh.client.peer_id);
+            (p["seqno"] == c["seqno"]).then_some((c, p))
+        },
+    );
+    assert_eq!(
+        c["address"], p["address"],
+        "still one channel with the worker"
+    );
+    assert_eq!(
+        num(&c["sent_nanoton"]),
+        num(&p["received_nanoton"]),
+        "{c}\n{p}"
+    );
+    assert!(
+        num(&c["sent_nanoton"]) > num(&before_kill["sent_nanoton"]),
+        "the generations after the kill were paid: {c}"
+    );
 
     // The worker of blocks 0..10 closes uncooperatively with the client's newest state.
     let w1 = &mesh.workers[0];
@@ -262,4 +310,41 @@ fn a_completion_is_paid_per_token_and_the_contract_settles_the_states() {
         value <= earned && value + 10_000_000 > earned,
         "paid {value}, earned {earned}: {payout}"
     );
+}
+
+/// Starts `cocoon generate` on `client` and returns once text has streamed out, so a
+/// kill that follows lands mid-generation.
+fn generate_until_text(client: &TestNode, prompt: &str) -> std::process::Child {
+    let mut generate = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&client.data_dir)
+        .args([
+            "generate",
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            "24",
+            "--temperature",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn generate");
+    let mut first = [0u8; 4];
+    if let Err(e) = generate
+        .stdout
+        .as_mut()
+        .expect("stdout")
+        .read_exact(&mut first)
+    {
+        let mut err = String::new();
+        let _ = generate
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err);
+        panic!("no text streamed ({e}): {err}");
+    }
+    generate
 }

@@ -5,11 +5,11 @@
 //! `cargo bench -p cocoon-protocol --bench channel`
 //!
 //! curve25519-dalek uses its AVX-512 IFMA backend only when the target feature is on at
-//! compile time; on a CPU that has it (these build machines do), the same acceptance
-//! rule (`verify_strict`) runs ~1.6x faster:
-//! `RUSTFLAGS="-C target-feature=+avx512ifma,+avx512vl" CARGO_TARGET_DIR=target-avx512 \
-//!  cargo bench -p cocoon-protocol --bench channel` (a binary built so traps on CPUs
-//! without AVX-512 IFMA: for hosts known to have it, not for distribution).
+//! compile time (it still checks the CPU at run time). The workspace builds with
+//! `-C target-cpu=native` (`.cargo/config.toml`), so on a CPU that has IFMA (these build
+//! machines do) the acceptance rule (`verify_strict`) runs on it. The portable build
+//! for comparison: `RUSTFLAGS="-C target-cpu=x86-64-v2" CARGO_TARGET_DIR=target-portable \
+//!  cargo bench -p cocoon-protocol --bench channel`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
