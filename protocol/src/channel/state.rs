@@ -370,6 +370,12 @@ impl Payee {
         self.best.as_ref()
     }
 
+    /// Whether `state` is, byte for byte, the state accepted last: a resend (a client
+    /// repeating its newest state after a reconnect) that pays nothing new.
+    pub fn is_newest(&self, state: &SignedSemiChannel) -> bool {
+        self.best.as_ref() == Some(state)
+    }
+
     /// Cumulative amount paid.
     pub fn paid(&self) -> NanoTon {
         self.paid_body().sent
@@ -377,17 +383,11 @@ impl Payee {
 
     /// Verifies a payer state and keeps it if every rule holds. The driver must commit
     /// the accepted state durably before serving tokens against it.
-    /// The very state accepted last, delivered again (a client resending its newest state
-    /// after a reconnect), is accepted as a no-op.
+    /// A replay, even of the very state accepted last, is refused (rule
+    /// `seqno-increases`); a driver that sees resends after reconnects recognises them
+    /// with [`Payee::is_newest`] first.
     pub fn accept_payment(&mut self, state: SignedSemiChannel) -> Result<Accepted, ChannelError> {
         let last = self.paid_body();
-        if self.best.as_ref() == Some(&state) {
-            return Ok(Accepted {
-                seqno: last.seqno,
-                paid: last.sent,
-                increase: NanoTon::ZERO,
-            });
-        }
         verify_state(
             &self.params,
             self.payer_side(),
