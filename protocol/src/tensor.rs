@@ -97,6 +97,11 @@ const BLOCK: usize = 256;
 /// finite value, 65504, and 65536; ties go to the even neighbour, which is infinity).
 const F16_OVERFLOW: f32 = 65520.0;
 
+/// Whether `v` is a number below `limit` in magnitude (NaN is not).
+fn fits(v: f32, limit: f32) -> bool {
+    v.abs() < limit
+}
+
 /// Checks that every value can travel in `dtype`: finite, and for f16 within its range.
 /// The error names the first value that cannot.
 pub fn check_values(values: &[f32], dtype: WireDtype) -> Result<(), TensorError> {
@@ -107,14 +112,14 @@ pub fn check_values(values: &[f32], dtype: WireDtype) -> Result<(), TensorError>
         WireDtype::F16 => F16_OVERFLOW,
     };
     for (b, block) in values.chunks(BLOCK).enumerate() {
-        let bad = block.iter().fold(false, |acc, v| acc | !(v.abs() < limit));
+        let bad = block.iter().fold(false, |acc, &v| acc | !fits(v, limit));
         if !bad {
             continue;
         }
         let (i, &value) = block
             .iter()
             .enumerate()
-            .find(|(_, v)| !(v.abs() < limit))
+            .find(|&(_, &v)| !fits(v, limit))
             .expect("the block holds a value out of range");
         let index = b * BLOCK + i;
         return Err(if value.is_finite() {

@@ -49,7 +49,7 @@ fn values_per_chunk(dtype: WireDtype) -> usize {
     MAX_CHUNK_DATA / dtype.size()
 }
 
-const _: () = assert!(MAX_CHUNK_DATA % 4 == 0 && MAX_CHUNK_DATA % 2 == 0);
+const _: () = assert!(MAX_CHUNK_DATA.is_multiple_of(4));
 
 /// A tensor checked against the session and ready to be sealed one chunk at a time.
 #[derive(Debug)]
