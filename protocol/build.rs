@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     let fds = protox::compile(protos, ["proto"])?;
-    prost_build::Config::new().compile_fds(fds)?;
+    prost_build::Config::new()
+        // A tensor chunk's data is a slice of the decrypted frame it came in, not a copy.
+        .bytes([".cocoon.infer.v1.TensorChunk.data"])
+        .compile_fds(fds)?;
     Ok(())
 }

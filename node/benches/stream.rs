@@ -20,6 +20,8 @@ const PROTO: StreamProtocol = StreamProtocol::new("/cocoon/bench-stream/1");
 const D_MODEL: usize = 576;
 const PLAIN: u8 = 0;
 const SEALED: u8 = 1;
+/// Sealed, each frame written as soon as it is sealed (`forward_frames`/`result_frames`).
+const SEALED_FRAMED: u8 = 2;
 const WORKER_SECRET: [u8; 32] = [7; 32];
 const CLIENT_SECRET: [u8; 32] = [9; 32];
 
@@ -91,31 +93,48 @@ async fn serve(mut incoming: libp2p_stream::IncomingStreams) {
                 }
                 return;
             }
+            let framed = mode[0] == SEALED_FRAMED;
             let mut session = WorkerSession::new(&WORKER_SECRET, SessionLimits::default());
             let mut read = vec![0u8; 64 * 1024];
+            let mut out = Vec::new();
             loop {
                 let n = stream.read(&mut read).await.unwrap_or(0);
                 if n == 0 {
                     return;
                 }
                 for event in session.on_bytes(&read[..n]).expect("session") {
-                    let out = match event {
-                        WorkerEvent::Open { .. } => session
-                            .accept(OpenAccepted {
-                                kv_positions: 1 << 20,
-                                d_model: D_MODEL as u32,
-                                payment: None,
-                            })
-                            .expect("accept"),
+                    out.clear();
+                    match event {
+                        WorkerEvent::Open { .. } => {
+                            out = session
+                                .accept(OpenAccepted {
+                                    kv_positions: 1 << 20,
+                                    d_model: D_MODEL as u32,
+                                    payment: None,
+                                })
+                                .expect("accept")
+                        }
+                        WorkerEvent::Forward {
+                            request_id,
+                            start_pos,
+                            hidden,
+                        } if framed => {
+                            let mut frames = session
+                                .result_frames(request_id, start_pos, &hidden)
+                                .expect("result");
+                            while frames.next_frame_into(&mut out).expect("seal") {
+                                stream.write_all(&out).await.expect("write");
+                                out.clear();
+                            }
+                        }
                         WorkerEvent::Forward {
                             request_id,
                             start_pos,
                             hidden,
                         } => session
-                            .result(request_id, start_pos, &hidden)
+                            .result_into(request_id, start_pos, &hidden, &mut out)
                             .expect("result"),
-                        // The bench's sessions are unpaid: no payment arrives.
-                        WorkerEvent::Payment { .. } => continue,
+                        WorkerEvent::Payment { .. } => panic!("no payments in this bench"),
                         WorkerEvent::Close => return,
                     };
                     stream.write_all(&out).await.expect("write");
@@ -156,7 +175,7 @@ async fn run(
     stream.write_all(&[mode]).await.expect("mode");
     let mut buf = vec![0u8; 64 * 1024];
     let mut session = None;
-    if mode == SEALED {
+    if mode != PLAIN {
         let worker_public =
             curve25519_dalek::MontgomeryPoint::mul_base_clamped(WORKER_SECRET).to_bytes();
         let open = OpenSession {
@@ -180,6 +199,7 @@ async fn run(
         assert!(matches!(events[0], ClientEvent::Opened(_)));
         session = Some(s);
     }
+    let mut out = Vec::new();
     let started = Instant::now();
     for round in 0..rounds {
         match &mut session {
@@ -194,8 +214,20 @@ async fn run(
             }
             Some(s) => {
                 let pos = (round * rows) as u32;
-                let bytes = s.forward(round as u64, pos, &values).expect("forward");
-                stream.write_all(&bytes).await.expect("send");
+                out.clear();
+                if mode == SEALED_FRAMED {
+                    let mut frames = s
+                        .forward_frames(round as u64, pos, &values)
+                        .expect("forward");
+                    while frames.next_frame_into(&mut out).expect("seal") {
+                        stream.write_all(&out).await.expect("send");
+                        out.clear();
+                    }
+                } else {
+                    s.forward_into(round as u64, pos, &values, &mut out)
+                        .expect("forward");
+                    stream.write_all(&out).await.expect("send");
+                }
                 stream.flush().await.expect("flush");
                 let events = read_events(&mut stream, s, &mut buf).await;
                 assert!(
@@ -241,8 +273,8 @@ async fn main() {
     tokio::spawn(serve(incoming));
     println!("stream benchmark: hidden states echoed over libp2p (TCP + Noise + Yamux, loopback)");
     println!(
-        "{:<22} {:>12} {:>14} {:>8}",
-        "tensor", "plain MB/s", "e2e Noise MB/s", "ratio"
+        "{:<22} {:>12} {:>14} {:>8} {:>16} {:>8}",
+        "tensor", "plain MB/s", "e2e Noise MB/s", "ratio", "e2e framed MB/s", "ratio"
     );
     for rows in [1usize, 128] {
         let rounds = match (quick, rows) {
@@ -250,18 +282,21 @@ async fn main() {
             (false, 1) => 4000,
             (false, _) => 200,
         };
-        // Warm both paths, then alternate and keep the best of three.
-        let (mut plain, mut sealed) = (0f64, 0f64);
+        // Warm every path, then alternate and keep the best of three.
+        let (mut plain, mut sealed, mut framed) = (0f64, 0f64, 0f64);
         for _ in 0..3 {
             plain = plain.max(run(&mut control, peer, PLAIN, rows, rounds).await);
             sealed = sealed.max(run(&mut control, peer, SEALED, rows, rounds).await);
+            framed = framed.max(run(&mut control, peer, SEALED_FRAMED, rows, rounds).await);
         }
         println!(
-            "{:<22} {:>12.1} {:>14.1} {:>8.2}",
+            "{:<22} {:>12.1} {:>14.1} {:>8.2} {:>16.1} {:>8.2}",
             format!("{rows} × {D_MODEL} f32"),
             plain,
             sealed,
-            sealed / plain
+            sealed / plain,
+            framed,
+            framed / plain
         );
     }
 }

@@ -100,7 +100,7 @@ fn plaintext_forward(hidden: &[f32], decoder: &mut FrameDecoder, reasm: &mut Rea
             dtype: 0,
             chunk_index: i as u32,
             chunk_count: count,
-            data: data.to_vec(),
+            data: prost::bytes::Bytes::copy_from_slice(data),
         });
         plain.clear();
         pb::Envelope { body: Some(body) }
@@ -132,7 +132,7 @@ fn plaintext_forward(hidden: &[f32], decoder: &mut FrameDecoder, reasm: &mut Rea
             .push(header, c.chunk_index, &c.data)
             .expect("in order")
         {
-            out = decode_values(&whole, n_tokens, D_MODEL, WireDtype::F32, &limits)
+            out = decode_values(whole, n_tokens, D_MODEL, WireDtype::F32, &limits)
                 .expect("valid")
                 .len();
         }

@@ -10,6 +10,7 @@
 //! silent infinity.
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 /// How activation values are laid out on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -88,32 +89,87 @@ pub fn count_tokens(len: usize, d_model: u32) -> Result<u32, TensorError> {
     })
 }
 
-/// Encodes values as little-endian bytes in `dtype`. Refuses non-finite values, and
-/// values outside f16's range when `dtype` is f16.
-pub fn encode_values(values: &[f32], dtype: WireDtype) -> Result<Vec<u8>, TensorError> {
-    let mut out = Vec::with_capacity(values.len() * dtype.size());
+/// Values checked and converted per block: long enough for the compiler to vectorise the
+/// loops, short enough to stay in registers and L1.
+const BLOCK: usize = 256;
+
+/// The smallest magnitude that rounds to infinity in f16 (halfway between f16's largest
+/// finite value, 65504, and 65536; ties go to the even neighbour, which is infinity).
+const F16_OVERFLOW: f32 = 65520.0;
+
+/// Whether `v` is a number below `limit` in magnitude (NaN is not).
+fn fits(v: f32, limit: f32) -> bool {
+    v.abs() < limit
+}
+
+/// Checks that every value can travel in `dtype`: finite, and for f16 within its range.
+/// The error names the first value that cannot.
+pub fn check_values(values: &[f32], dtype: WireDtype) -> Result<(), TensorError> {
+    // A branch-free test over each block (vectorised), then a scan for the culprit only
+    // in a block that holds one.
+    let limit = match dtype {
+        WireDtype::F32 => f32::INFINITY,
+        WireDtype::F16 => F16_OVERFLOW,
+    };
+    for (b, block) in values.chunks(BLOCK).enumerate() {
+        let bad = block.iter().fold(false, |acc, &v| acc | !fits(v, limit));
+        if !bad {
+            continue;
+        }
+        let (i, &value) = block
+            .iter()
+            .enumerate()
+            .find(|&(_, &v)| !fits(v, limit))
+            .expect("the block holds a value out of range");
+        let index = b * BLOCK + i;
+        return Err(if value.is_finite() {
+            TensorError::F16Overflow { index, value }
+        } else {
+            TensorError::NonFinite { index, value }
+        });
+    }
+    Ok(())
+}
+
+/// Bytes `values` take in `dtype`.
+pub fn encoded_len(values: usize, dtype: WireDtype) -> usize {
+    values * dtype.size()
+}
+
+/// Writes `values` as little-endian `dtype` into `out`, which must be exactly
+/// [`encoded_len`] bytes. The values must have passed [`check_values`]: an f32 too large
+/// for f16 would become infinity here.
+pub fn write_values(values: &[f32], dtype: WireDtype, out: &mut [u8]) {
+    assert_eq!(
+        out.len(),
+        encoded_len(values.len(), dtype),
+        "output sized for the values"
+    );
     match dtype {
         WireDtype::F32 => {
-            for (index, &v) in values.iter().enumerate() {
-                if !v.is_finite() {
-                    return Err(TensorError::NonFinite { index, value: v });
-                }
-                out.extend_from_slice(&v.to_le_bytes());
+            for (dst, v) in out.chunks_exact_mut(4).zip(values) {
+                dst.copy_from_slice(&v.to_le_bytes());
             }
         }
         WireDtype::F16 => {
-            for (index, &v) in values.iter().enumerate() {
-                if !v.is_finite() {
-                    return Err(TensorError::NonFinite { index, value: v });
+            let mut halves = [f16::ZERO; BLOCK];
+            for (dst, block) in out.chunks_mut(2 * BLOCK).zip(values.chunks(BLOCK)) {
+                let halves = &mut halves[..block.len()];
+                halves.convert_from_f32_slice(block);
+                for (d, h) in dst.chunks_exact_mut(2).zip(halves.iter()) {
+                    d.copy_from_slice(&h.to_le_bytes());
                 }
-                let h = f16::from_f32(v);
-                if h.is_infinite() {
-                    return Err(TensorError::F16Overflow { index, value: v });
-                }
-                out.extend_from_slice(&h.to_le_bytes());
             }
         }
     }
+}
+
+/// Encodes values as little-endian bytes in `dtype`. Refuses non-finite values, and
+/// values outside f16's range when `dtype` is f16.
+pub fn encode_values(values: &[f32], dtype: WireDtype) -> Result<Vec<u8>, TensorError> {
+    check_values(values, dtype)?;
+    let mut out = vec![0u8; encoded_len(values.len(), dtype)];
+    write_values(values, dtype, &mut out);
     Ok(out)
 }
 
@@ -138,19 +194,26 @@ pub fn decode_values(
             got: format!("{} bytes", bytes.len()),
         });
     }
-    let values: Vec<f32> = match dtype {
-        WireDtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        WireDtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-    };
-    if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(TensorError::NonFinite { index, value });
+    let mut values = vec![0f32; bytes.len() / dtype.size()];
+    match dtype {
+        WireDtype::F32 => {
+            for (v, c) in values.iter_mut().zip(bytes.chunks_exact(4)) {
+                *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        WireDtype::F16 => {
+            let mut halves = [f16::ZERO; BLOCK];
+            for (dst, src) in values.chunks_mut(BLOCK).zip(bytes.chunks(2 * BLOCK)) {
+                let halves = &mut halves[..dst.len()];
+                for (h, c) in halves.iter_mut().zip(src.chunks_exact(2)) {
+                    *h = f16::from_le_bytes([c[0], c[1]]);
+                }
+                halves.convert_to_f32_slice(dst);
+            }
+        }
     }
+    // Every f16 is within f32's range, so finiteness is the one check left for both.
+    check_values(&values, WireDtype::F32)?;
     Ok(values)
 }
 
@@ -235,8 +298,16 @@ pub enum ReassemblyError {
 #[derive(Debug)]
 pub struct Reassembler {
     max_bytes: usize,
-    current: Option<(ChunkHeader, u32, Vec<u8>)>,
+    /// The tensor in progress and the index of the chunk it expects next.
+    current: Option<(ChunkHeader, u32)>,
+    /// Bytes of the tensor in progress (or of the last one handed out), kept between
+    /// tensors so that a session does not allocate one buffer per tensor.
+    buf: Vec<u8>,
 }
+
+/// Capacity the reassembly buffer keeps between tensors; a larger one (after a long
+/// prompt) is given back when the next tensor starts.
+const KEEP_CAPACITY: usize = 1 << 20;
 
 impl Reassembler {
     /// A reassembler that refuses tensors larger than `max_bytes`.
@@ -244,6 +315,7 @@ impl Reassembler {
         Reassembler {
             max_bytes,
             current: None,
+            buf: Vec::new(),
         }
     }
 
@@ -253,18 +325,24 @@ impl Reassembler {
     }
 
     /// Accepts chunk `index` of the tensor described by `header`. Returns the whole
-    /// tensor's bytes once its last chunk is in. On error the partial tensor is dropped.
-    pub fn push(
-        &mut self,
+    /// tensor's bytes once its last chunk is in: `data` itself for a one-chunk tensor,
+    /// else the reassembler's buffer, valid until the next call. On error the partial
+    /// tensor is dropped.
+    pub fn push<'a>(
+        &'a mut self,
         header: ChunkHeader,
         index: u32,
-        data: &[u8],
-    ) -> Result<Option<Vec<u8>>, ReassemblyError> {
-        let result = self.push_inner(header, index, data);
-        if result.is_err() {
-            self.current = None;
+        data: &'a [u8],
+    ) -> Result<Option<&'a [u8]>, ReassemblyError> {
+        match self.push_inner(header, index, data) {
+            Err(e) => {
+                self.current = None;
+                Err(e)
+            }
+            Ok(Progress::Partial) => Ok(None),
+            Ok(Progress::Single) => Ok(Some(data)),
+            Ok(Progress::Joined) => Ok(Some(&self.buf)),
         }
-        result
     }
 
     fn push_inner(
@@ -272,7 +350,7 @@ impl Reassembler {
         header: ChunkHeader,
         index: u32,
         data: &[u8],
-    ) -> Result<Option<Vec<u8>>, ReassemblyError> {
+    ) -> Result<Progress, ReassemblyError> {
         if header.chunk_count == 0 {
             return Err(ReassemblyError::NoChunks);
         }
@@ -286,7 +364,7 @@ impl Reassembler {
             return Err(ReassemblyError::EmptyChunk { index });
         }
         let expected_index = match &self.current {
-            Some((h, next, _)) => {
+            Some((h, next)) => {
                 if *h != header {
                     return Err(ReassemblyError::HeaderMismatch {
                         expected: Box::new(*h),
@@ -309,7 +387,11 @@ impl Reassembler {
                 got: index,
             });
         }
-        let so_far = self.current.as_ref().map_or(0, |(_, _, b)| b.len());
+        let so_far = if self.current.is_some() {
+            self.buf.len()
+        } else {
+            0
+        };
         let total = so_far.saturating_add(data.len());
         if total > self.max_bytes {
             return Err(ReassemblyError::Oversize {
@@ -318,17 +400,41 @@ impl Reassembler {
             });
         }
         if header.chunk_count == 1 {
-            return Ok(Some(data.to_vec()));
+            return Ok(Progress::Single);
         }
-        let (_, next, buf) = self.current.get_or_insert_with(|| (header, 0, Vec::new()));
-        buf.extend_from_slice(data);
+        if self.current.is_none() {
+            if self.buf.capacity() > KEEP_CAPACITY {
+                self.buf = Vec::new();
+            }
+            self.buf.clear();
+            // Every chunk but the last is as long as the first in what this crate sends:
+            // reserve for that much (within the limit) so the buffer grows once.
+            let estimate = data
+                .len()
+                .saturating_mul(header.chunk_count as usize)
+                .min(self.max_bytes);
+            self.buf.reserve(estimate);
+            self.current = Some((header, 0));
+        }
+        self.buf.extend_from_slice(data);
+        let (_, next) = self.current.as_mut().expect("a tensor is in progress");
         *next += 1;
         if *next == header.chunk_count {
-            let (_, _, bytes) = self.current.take().expect("a tensor is in progress");
-            return Ok(Some(bytes));
+            self.current = None;
+            return Ok(Progress::Joined);
         }
-        Ok(None)
+        Ok(Progress::Partial)
     }
+}
+
+/// What one accepted chunk completed.
+enum Progress {
+    /// More chunks are expected.
+    Partial,
+    /// A one-chunk tensor: the chunk is the whole of it.
+    Single,
+    /// The last chunk: the buffer holds the whole tensor.
+    Joined,
 }
 
 #[cfg(test)]
@@ -430,6 +536,104 @@ mod tests {
     }
 
     #[test]
+    fn f16_range_check_agrees_with_the_conversion() {
+        // Around the overflow threshold (65520), and a spread of ordinary values.
+        let mut probes = vec![
+            65504.0, 65519.996, 65520.0, 65535.0, 65536.0, 1e30, 6e-8, 0.0, -0.0,
+        ];
+        let mut x = 1.0f32;
+        while x < 1e6 {
+            probes.push(x);
+            probes.push(f32::from_bits(x.to_bits() + 1));
+            x *= 1.37;
+        }
+        for &v in &probes {
+            for v in [v, -v] {
+                let fits = !f16::from_f32(v).is_infinite();
+                assert_eq!(
+                    check_values(&[v], WireDtype::F16).is_ok(),
+                    fits,
+                    "{v} (f16 {})",
+                    f16::from_f32(v)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn checks_name_the_first_bad_value_in_any_block() {
+        let mut v = vec![0.5f32; 3 * BLOCK + 17];
+        for (at, bad) in [
+            (0, f32::INFINITY),
+            (BLOCK, f32::NAN),
+            (3 * BLOCK + 15, -1e9),
+        ] {
+            let mut w = v.clone();
+            w[at] = bad;
+            let last = w.len() - 1;
+            w[last] = f32::NEG_INFINITY;
+            let err = check_values(&w, WireDtype::F16).unwrap_err();
+            match err {
+                TensorError::NonFinite { index, .. } | TensorError::F16Overflow { index, .. } => {
+                    assert_eq!(index, at, "{err}")
+                }
+                other => panic!("{other}"),
+            }
+            assert_eq!(
+                matches!(err, TensorError::F16Overflow { .. }),
+                bad.is_finite()
+            );
+        }
+        v[2 * BLOCK + 3] = 1e9;
+        assert_eq!(check_values(&v, WireDtype::F32), Ok(()));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn bulk_codecs_match_value_by_value(
+            v in proptest::collection::vec(-60000f32..60000f32, 1..700),
+        ) {
+            let f32_bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let f16_bytes: Vec<u8> = v.iter().flat_map(|x| f16::from_f32(*x).to_le_bytes()).collect();
+            proptest::prop_assert_eq!(&encode_values(&v, WireDtype::F32).unwrap(), &f32_bytes);
+            proptest::prop_assert_eq!(&encode_values(&v, WireDtype::F16).unwrap(), &f16_bytes);
+            let limits = TensorLimits { max_tokens: 1000, max_bytes: 1 << 20 };
+            let n = v.len() as u32;
+            proptest::prop_assert_eq!(
+                &decode_values(&f32_bytes, n, 1, WireDtype::F32, &limits).unwrap(),
+                &v
+            );
+            let halves: Vec<f32> = v.iter().map(|x| f16::from_f32(*x).to_f32()).collect();
+            proptest::prop_assert_eq!(
+                &decode_values(&f16_bytes, 1, n, WireDtype::F16, &limits).unwrap(),
+                &halves
+            );
+        }
+    }
+
+    #[test]
+    fn reassembler_reuses_its_buffer_without_leftovers() {
+        let mut r = Reassembler::new(KEEP_CAPACITY * 4);
+        let big = vec![7u8; KEEP_CAPACITY + 10];
+        r.push(header(2), 0, &big).unwrap();
+        assert_eq!(
+            r.push(header(2), 1, b"x").unwrap().map(<[u8]>::len),
+            Some(big.len() + 1)
+        );
+        // The next tensor holds only its own bytes, whatever the buffer held before.
+        for _ in 0..2 {
+            assert_eq!(r.push(header(3), 0, b"ab").unwrap(), None);
+            assert_eq!(r.push(header(3), 1, b"c").unwrap(), None);
+            assert_eq!(r.push(header(3), 2, b"d").unwrap(), Some(&b"abcd"[..]));
+        }
+        // An error mid-tensor leaves nothing behind either.
+        r.push(header(3), 0, b"zz").unwrap();
+        assert!(r.push(header(3), 2, b"zz").is_err());
+        r.push(header(2), 0, b"e").unwrap();
+        assert_eq!(r.push(header(2), 1, b"f").unwrap(), Some(&b"ef"[..]));
+    }
+
+    #[test]
     fn count_tokens_checks_whole_rows() {
         assert_eq!(count_tokens(12, 4), Ok(3));
         assert_eq!(count_tokens(0, 4), Err(TensorError::Empty));
@@ -458,9 +662,9 @@ mod tests {
         assert_eq!(r.push(header(3), 0, b"ab").unwrap(), None);
         assert!(r.in_progress());
         assert_eq!(r.push(header(3), 1, b"cd").unwrap(), None);
-        assert_eq!(r.push(header(3), 2, b"e").unwrap(), Some(b"abcde".to_vec()));
+        assert_eq!(r.push(header(3), 2, b"e").unwrap(), Some(&b"abcde"[..]));
         assert!(!r.in_progress());
-        assert_eq!(r.push(header(1), 0, b"xyz").unwrap(), Some(b"xyz".to_vec()));
+        assert_eq!(r.push(header(1), 0, b"xyz").unwrap(), Some(&b"xyz"[..]));
     }
 
     #[test]

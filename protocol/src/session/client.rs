@@ -3,7 +3,7 @@
 
 use snow::HandshakeState;
 
-use super::established::{Established, TensorKind};
+use super::established::{Established, TensorFrames, TensorKind};
 use super::frame::FrameDecoder;
 use super::noise::{self, Transport, TransportStats};
 use super::{ErrorCode, OpenAccepted, OpenSession, Receipt, SessionError, SessionLimits, wire};
@@ -134,8 +134,39 @@ impl ClientSession {
         start_pos: u32,
         hidden: &[f32],
     ) -> Result<Vec<u8>, SessionError> {
+        let mut out = Vec::new();
+        self.forward_into(request_id, start_pos, hidden, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`ClientSession::forward`], appending the frames to `out` (a buffer the
+    /// driver reuses). On error nothing is appended.
+    pub fn forward_into(
+        &mut self,
+        request_id: u64,
+        start_pos: u32,
+        hidden: &[f32],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SessionError> {
         let est = self.open_for("forward")?;
-        est.seal_tensor(TensorKind::Forward, request_id, start_pos, hidden)
+        est.seal_tensor_into(TensorKind::Forward, request_id, start_pos, hidden, out)
+    }
+
+    /// The same forward as [`ClientSession::forward`], sealed one frame at a time as the
+    /// driver writes them (see [`TensorFrames`]). Every check is done here: an error
+    /// sends nothing.
+    pub fn forward_frames<'a>(
+        &'a mut self,
+        request_id: u64,
+        start_pos: u32,
+        hidden: &'a [f32],
+    ) -> Result<TensorFrames<'a>, SessionError> {
+        self.open_for("forward")?;
+        let State::Open(est) = &mut self.state else {
+            unreachable!("open_for checked that the session is open");
+        };
+        let tensor = est.prepare_tensor(TensorKind::Forward, request_id, start_pos, hidden)?;
+        Ok(TensorFrames::new(est, tensor, &mut self.dead))
     }
 
     /// Framed payment: `state_boc` is the client's signed channel state (a BoC of at most

@@ -27,6 +27,7 @@ mod tests;
 
 pub use crate::tensor::WireDtype;
 pub use client::{ClientEvent, ClientSession};
+pub use established::TensorFrames;
 pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use noise::{NoiseError, TransportStats};
 pub use worker::{WorkerEvent, WorkerSession};

@@ -179,19 +179,31 @@ impl Transport {
     /// Opens one Noise message (a frame's contents). Any failure kills the transport:
     /// this and every later call fail.
     pub fn open(&mut self, message: &[u8]) -> Result<Vec<u8>, SessionError> {
+        let mut out = vec![0u8; message.len()];
+        let n = self.open_into(message, &mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Like [`Transport::open`], into `out`; returns the plaintext's length. `out` must
+    /// hold at least `message.len()` bytes: the AEAD then opens the message in place
+    /// there (snow copies a message it cannot open in place once more).
+    pub fn open_into(&mut self, message: &[u8], out: &mut [u8]) -> Result<usize, SessionError> {
         if self.dead {
             return Err(SessionError::Dead);
         }
-        let mut out = vec![0u8; message.len().saturating_sub(TAG_LEN)];
-        match self.state.read_message(message, &mut out) {
+        assert!(
+            out.len() >= message.len(),
+            "open_into needs room for the whole message"
+        );
+        match self.state.read_message(message, out) {
             Ok(n) => {
-                out.truncate(n);
                 self.stats.received += 1;
                 if self.stats.received.is_multiple_of(self.rekey_every) {
                     self.state.rekey_incoming();
                     self.stats.rekeys_received += 1;
                 }
-                Ok(out)
+                Ok(n)
             }
             Err(_) => {
                 self.dead = true;

@@ -751,7 +751,7 @@ fn chunk(n_tokens: u32, index: u32, count: u32, data: Vec<u8>) -> pb::TensorChun
         dtype: wire::dtype_to_pb(WireDtype::F32),
         chunk_index: index,
         chunk_count: count,
-        data,
+        data: data.into(),
     }
 }
 
@@ -930,4 +930,147 @@ fn paid_session_carries_terms_receipts_and_payments() {
     assert!(client.payment(&vec![0; MAX_PAYMENT_STATE + 1]).is_err());
     assert!(client.payment(&[]).is_err());
     assert!(client.is_open());
+}
+
+/// Seals a whole tensor through `frames`, one frame per call; returns the frames.
+fn drain_frames(mut frames: TensorFrames<'_>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let mut frame = Vec::new();
+        if !frames.next_frame_into(&mut frame).unwrap() {
+            assert!(frame.is_empty(), "nothing appended after the last frame");
+            return out;
+        }
+        assert_eq!(frame_lengths(&frame).len(), 1, "one frame per call");
+        out.push(frame);
+    }
+}
+
+#[test]
+fn tensors_sealed_frame_by_frame_arrive_whole_both_ways() {
+    let mut rng = Rng(41);
+    let mut wire = Wire::default();
+    let (mut client, mut worker) = default_pair(&mut wire);
+    // 700 tokens × 64 f32 = 179200 bytes: three chunks, the last one short.
+    let hidden = rng.values(700 * D as usize);
+    let frames = client.forward_frames(5, 3, &hidden).unwrap();
+    assert_eq!(frames.frame_count(), 3);
+    let frames = drain_frames(frames);
+    assert_eq!(frames.len(), 3);
+    let mut events = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        events.extend(worker.on_bytes(f).unwrap());
+        // The worker has the tensor only once the last frame is in.
+        assert_eq!(events.is_empty(), i < 2, "after frame {i}");
+    }
+    assert_eq!(
+        events,
+        vec![WorkerEvent::Forward {
+            request_id: 5,
+            start_pos: 3,
+            hidden: hidden.clone()
+        }]
+    );
+    let out = blocks(&hidden);
+    let frames = drain_frames(worker.result_frames(5, 3, &out).unwrap());
+    // Same frame sizes as the all-at-once call produces.
+    let whole = worker.result(6, 3, &out).unwrap();
+    assert_eq!(
+        frames.iter().map(|f| f.len()).collect::<Vec<_>>(),
+        frame_lengths(&whole)
+            .iter()
+            .map(|l| l + 2)
+            .collect::<Vec<_>>()
+    );
+    let events = client.on_bytes(&frames.concat()).unwrap();
+    assert_eq!(
+        events,
+        vec![ClientEvent::Result {
+            request_id: 5,
+            start_pos: 3,
+            hidden: out.clone()
+        }]
+    );
+    // And the session goes on with the all-at-once form.
+    assert_eq!(
+        client.on_bytes(&whole).unwrap(),
+        vec![ClientEvent::Result {
+            request_id: 6,
+            start_pos: 3,
+            hidden: out
+        }]
+    );
+}
+
+#[test]
+fn a_bad_value_anywhere_stops_a_framed_tensor_before_its_first_frame() {
+    let mut rng = Rng(42);
+    let mut wire = Wire::default();
+    let (mut client, mut worker) = default_pair(&mut wire);
+    let mut hidden = rng.values(700 * D as usize);
+    // In the last chunk: a check done chunk by chunk would have sent two frames first.
+    hidden[700 * D as usize - 1] = f32::NAN;
+    let err = client.forward_frames(1, 0, &hidden).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SessionError::Tensor(crate::tensor::TensorError::NonFinite { index, value })
+                if index == 700 * D as usize - 1 && value.is_nan()
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("is not finite"), "{err}");
+    assert!(client.is_open());
+    assert_eq!(client.stats().sent, 0);
+    // A tensor set up and dropped before its first frame costs nothing either.
+    drop(client.forward_frames(1, 0, &hidden[..D as usize]).unwrap());
+    assert!(client.is_open());
+    let fwd = client.forward(1, 0, &hidden[..D as usize]).unwrap();
+    assert_eq!(worker.on_bytes(&fwd).unwrap().len(), 1);
+}
+
+#[test]
+fn a_framed_tensor_dropped_halfway_ends_the_session() {
+    let mut rng = Rng(43);
+    let mut wire = Wire::default();
+    let (mut client, _worker) = default_pair(&mut wire);
+    let hidden = rng.values(700 * D as usize);
+    let mut frames = client.forward_frames(1, 0, &hidden).unwrap();
+    let mut first = Vec::new();
+    assert!(frames.next_frame_into(&mut first).unwrap());
+    drop(frames);
+    assert!(!client.is_open());
+    assert_eq!(client.forward(2, 0, &hidden), Err(SessionError::Dead));
+    assert_eq!(client.close(), Err(SessionError::Dead));
+}
+
+#[test]
+fn forward_into_appends_to_what_the_buffer_holds() {
+    let mut rng = Rng(44);
+    let mut wire = Wire::default();
+    let (mut client, mut worker) = default_pair(&mut wire);
+    let a = rng.values(3 * D as usize);
+    let b = rng.values(300 * D as usize);
+    let mut buf = b"keep".to_vec();
+    client.forward_into(1, 0, &a, &mut buf).unwrap();
+    client.forward_into(2, 3, &b, &mut buf).unwrap();
+    // An error appends nothing.
+    assert!(client.forward_into(3, 0, &[0.5; 3], &mut buf).is_err());
+    assert_eq!(&buf[..4], b"keep");
+    let events = worker.on_bytes(&buf[4..]).unwrap();
+    assert_eq!(
+        events,
+        vec![
+            WorkerEvent::Forward {
+                request_id: 1,
+                start_pos: 0,
+                hidden: a
+            },
+            WorkerEvent::Forward {
+                request_id: 2,
+                start_pos: 3,
+                hidden: b
+            },
+        ]
+    );
 }

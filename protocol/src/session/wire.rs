@@ -1,6 +1,7 @@
 //! Conversions between the session's Rust types and the `cocoon.infer.v1` protobuf
 //! messages, with the checks applied to whatever a peer sent.
 
+use bytes::Bytes;
 use prost::Message;
 
 use super::{
@@ -26,6 +27,94 @@ pub fn decode(bytes: &[u8]) -> Result<pb::envelope::Body, SessionError> {
         .map_err(|e| protocol(format!("envelope does not decode: {e}")))?
         .body
         .ok_or_else(|| protocol("envelope has no body"))
+}
+
+/// The body of an encoded envelope held in `bytes`: a tensor chunk's data comes out as
+/// a slice of `bytes`, not a copy.
+pub fn decode_shared(bytes: Bytes) -> Result<pb::envelope::Body, SessionError> {
+    pb::Envelope::decode(bytes)
+        .map_err(|e| protocol(format!("envelope does not decode: {e}")))?
+        .body
+        .ok_or_else(|| protocol("envelope has no body"))
+}
+
+/// The header fields of a tensor chunk, everything but its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkFields {
+    pub request_id: u64,
+    pub start_pos: u32,
+    pub n_tokens: u32,
+    pub dtype: WireDtype,
+    pub chunk_index: u32,
+    pub chunk_count: u32,
+}
+
+/// Field numbers of `Envelope.forward` and `Envelope.result`.
+const ENVELOPE_FORWARD: u32 = 3;
+const ENVELOPE_RESULT: u32 = 4;
+/// Protobuf wire types.
+const VARINT: u32 = 0;
+const LEN: u32 = 2;
+
+fn put_varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn varint_len(v: u64) -> usize {
+    // 7 bits a byte; 0 still takes one byte.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn put_key(field: u32, wire_type: u32, out: &mut Vec<u8>) {
+    put_varint(u64::from(field << 3 | wire_type), out);
+}
+
+/// Appends to `out` the encoded envelope holding a tensor chunk (`forward` when
+/// `forward` is true, else `result`) with header `f` and `data_len` bytes of data, all
+/// but the data itself, which the caller appends next. Together they are byte for byte
+/// what prost encodes for the same `Envelope` (proto3: fields in order, zeros omitted),
+/// so the chunk's values can be written straight into the message.
+pub fn put_chunk_prefix(forward: bool, f: &ChunkFields, data_len: usize, out: &mut Vec<u8>) {
+    let dtype = u64::from(dtype_to_pb(f.dtype) as u32);
+    let varints: [(u32, u64); 6] = [
+        (1, f.request_id),
+        (2, u64::from(f.start_pos)),
+        (3, u64::from(f.n_tokens)),
+        (4, dtype),
+        (5, u64::from(f.chunk_index)),
+        (6, u64::from(f.chunk_count)),
+    ];
+    // Every field number is below 16, so every key is one byte.
+    let mut inner = 0;
+    for &(_, v) in &varints {
+        if v != 0 {
+            inner += 1 + varint_len(v);
+        }
+    }
+    if data_len != 0 {
+        inner += 1 + varint_len(data_len as u64) + data_len;
+    }
+    let field = if forward {
+        ENVELOPE_FORWARD
+    } else {
+        ENVELOPE_RESULT
+    };
+    put_key(field, LEN, out);
+    put_varint(inner as u64, out);
+    for (number, v) in varints {
+        if v != 0 {
+            put_key(number, VARINT, out);
+            put_varint(v, out);
+        }
+    }
+    if data_len != 0 {
+        put_key(7, LEN, out);
+        put_varint(data_len as u64, out);
+    }
 }
 
 /// The name of a body's kind, for error messages.
@@ -213,4 +302,89 @@ pub fn check_payment_state(state_boc: &[u8]) -> Result<(), SessionError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fields() -> impl Strategy<Value = ChunkFields> {
+        let small = prop_oneof![
+            Just(0u32),
+            Just(1),
+            Just(127),
+            Just(128),
+            Just(16383),
+            Just(16384),
+            any::<u32>()
+        ];
+        (
+            prop_oneof![Just(0u64), Just(1), Just(300), any::<u64>()],
+            small.clone(),
+            small.clone(),
+            any::<bool>(),
+            small.clone(),
+            small,
+        )
+            .prop_map(
+                |(request_id, start_pos, n_tokens, f16, chunk_index, chunk_count)| ChunkFields {
+                    request_id,
+                    start_pos,
+                    n_tokens,
+                    dtype: if f16 { WireDtype::F16 } else { WireDtype::F32 },
+                    chunk_index,
+                    chunk_count,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn chunk_prefix_plus_data_is_what_prost_encodes(
+            f in fields(),
+            forward in any::<bool>(),
+            data_len in prop_oneof![Just(0usize), Just(1), Just(127), Just(128), Just(65280), 0usize..70000],
+        ) {
+            let data: Vec<u8> = (0..data_len).map(|i| (i * 7) as u8).collect();
+            let mut ours = Vec::new();
+            put_chunk_prefix(forward, &f, data_len, &mut ours);
+            ours.extend_from_slice(&data);
+            let chunk = pb::TensorChunk {
+                request_id: f.request_id,
+                start_pos: f.start_pos,
+                n_tokens: f.n_tokens,
+                dtype: dtype_to_pb(f.dtype),
+                chunk_index: f.chunk_index,
+                chunk_count: f.chunk_count,
+                data: Bytes::from(data),
+            };
+            let body = if forward {
+                pb::envelope::Body::Forward(chunk)
+            } else {
+                pb::envelope::Body::Result(chunk)
+            };
+            let theirs = encode(body.clone());
+            prop_assert_eq!(&ours, &theirs);
+            prop_assert_eq!(decode_shared(Bytes::from(ours)).unwrap(), body);
+        }
+    }
+
+    #[test]
+    fn varint_lengths_match_the_encoding() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            16383,
+            16384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_varint(v, &mut out);
+            assert_eq!(out.len(), varint_len(v), "{v}");
+        }
+    }
 }

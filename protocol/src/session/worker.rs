@@ -4,7 +4,7 @@
 
 use snow::HandshakeState;
 
-use super::established::{Established, TensorKind};
+use super::established::{Established, TensorFrames, TensorKind};
 use super::frame::FrameDecoder;
 use super::noise::{self, Transport, TransportStats};
 use super::{
@@ -175,8 +175,39 @@ impl WorkerSession {
         start_pos: u32,
         hidden: &[f32],
     ) -> Result<Vec<u8>, SessionError> {
+        let mut out = Vec::new();
+        self.result_into(request_id, start_pos, hidden, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`WorkerSession::result`], appending the frames to `out` (a buffer the
+    /// driver reuses). On error nothing is appended.
+    pub fn result_into(
+        &mut self,
+        request_id: u64,
+        start_pos: u32,
+        hidden: &[f32],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SessionError> {
         let est = self.open_for("result")?;
-        est.seal_tensor(TensorKind::Result, request_id, start_pos, hidden)
+        est.seal_tensor_into(TensorKind::Result, request_id, start_pos, hidden, out)
+    }
+
+    /// The same result as [`WorkerSession::result`], sealed one frame at a time as the
+    /// driver writes them (see [`TensorFrames`]). Every check is done here: an error
+    /// sends nothing.
+    pub fn result_frames<'a>(
+        &'a mut self,
+        request_id: u64,
+        start_pos: u32,
+        hidden: &'a [f32],
+    ) -> Result<TensorFrames<'a>, SessionError> {
+        self.open_for("result")?;
+        let State::Open(est) = &mut self.state else {
+            unreachable!("open_for checked that the session is open");
+        };
+        let tensor = est.prepare_tensor(TensorKind::Result, request_id, start_pos, hidden)?;
+        Ok(TensorFrames::new(est, tensor, &mut self.dead))
     }
 
     /// Framed receipt for a forward of a paid session; send it just before the result.
