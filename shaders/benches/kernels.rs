@@ -671,8 +671,9 @@ fn load_patterns(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
                 var d = 1u;\n\
                 if MODE == 1u { a = base + i * 8u + l; d = 8u; }\n\
                 if MODE == 2u { a = base + l * N + i; }\n\
-                if MODE == 3u {\n\
-                  let b = (base + i * 4u) / 4u;\n\
+                if MODE >= 3u {\n\
+                  var b = (base + i * 4u) / 4u;\n\
+                  if MODE == 4u { b = (base + l * N + i * 4u) / 4u; }\n\
                   s4 += w4[b] ^ w4[b + 1u] ^ w4[b + 2u] ^ w4[b + 3u] ^ w4[b + 4u] ^ w4[b + 5u] ^ w4[b + 6u] ^ w4[b + 7u];\n\
                 } else {\n\
                 s += w[a] ^ w[a + d] ^ w[a + 2u * d] ^ w[a + 3u * d]\n\
@@ -695,6 +696,7 @@ fn load_patterns(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
         (1, "consecutive"),
         (2, "strided"),
         (3, "uniform vec4"),
+        (4, "strided vec4"),
     ] {
         let k = ctx
             .kernel(&PROBE, &[("MODE", mode as f64), ("N", n as f64)])

@@ -5,7 +5,9 @@
 //! matrix and gate/up into another so a block is 5 dispatches: RMSNorm + q/k/v + RoPE +
 //! KV-cache write, attention, o (+ residual), RMSNorm + gate/up + SwiGLU, down
 //! (+ residual). On CPU adapters the RMSNorms stay separate dispatches (7 per block):
-//! there every row recomputing its input's norm costs more than a dispatch does. Pipelines, bind
+//! there every row recomputing its input's norm costs more than a dispatch does (an
+//! empty dispatch measured ~7 CPU-us on lavapipe, ~1.5 ms of a decode token's 213
+//! dispatches; the kernels themselves are the rest). Pipelines, bind
 //! groups and buffers are created at construction (KV buffers and their bind groups at
 //! `open_session`); a forward writes the input rows and one [`Step`] uniform, records
 //! every block into one command encoder, submits once and reads back only the output.
