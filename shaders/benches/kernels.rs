@@ -305,7 +305,7 @@ fn main() {
             min,
             &k,
             &[&st, &qb, &kb, &vb, &ob],
-            attention::groups(nh, 1),
+            attention::groups(attention::Layout::for_context(&ctx), hd, nh, nkv, 1),
             20,
         );
         rows.push(Row {
@@ -330,6 +330,13 @@ fn main() {
             cpu: cpu * 1e6,
             per_cpu: None,
         });
+    }
+
+    if run("loads") {
+        load_patterns(&ctx, min);
+    }
+    if run("breakdown") {
+        breakdown(&ctx, min);
     }
 
     println!(
@@ -432,5 +439,275 @@ fn main() {
         if quick {
             break;
         }
+    }
+}
+
+/// Where a decode token's time goes: each dispatch of the decode step (the engine's
+/// decode variants on the default model's shapes) timed alone, 30 in one submission, and
+/// the fixed cost of a dispatch (an empty kernel) and of a submission with its wait.
+/// Prints wall and CPU milliseconds per token for each op (times the blocks).
+fn breakdown(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
+    use cocoon_shaders::gpu::{Binding, KernelSpec};
+    const EMPTY: KernelSpec = KernelSpec {
+        name: "empty",
+        source: "@group(0) @binding(0) var<storage, read_write> o: array<u32>;\n\
+                 @compute @workgroup_size(8) fn main(@builtin(global_invocation_id) i: vec3<u32>) {\n\
+                 if i.x == 1u { o[0] = 1u; } }",
+        bindings: &[Binding::ReadWrite],
+    };
+    const EMPTY_UNIFORM: KernelSpec = KernelSpec {
+        name: "empty uniform",
+        source: "struct Step { n: u32, p: u32, a: u32, b: u32 }\n\
+                 @group(0) @binding(0) var<uniform> st: Step;\n\
+                 @group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\
+                 @compute @workgroup_size(8) fn main(@builtin(global_invocation_id) i: vec3<u32>) {\n\
+                 if i.x == st.n { o[0] = 1u; } }",
+        bindings: &[Binding::Uniform, Binding::ReadWrite],
+    };
+    {
+        let k = ctx.kernel(&EMPTY_UNIFORM, &[]).expect("empty uniform");
+        let st = step_buffer(ctx, 1, 0);
+        let o = ctx.storage("o", 64).expect("o");
+        let t = gpu_time(ctx, min, &k, &[&st, &o], (1, 1, 1), 200);
+        let c = last_cpu() / 200.0;
+        let big = ctx.storage("o", 1 << 20).expect("o");
+        let tb = gpu_time(ctx, min, &k, &[&st, &big], (1, 1, 1), 200);
+        let cb = last_cpu() / 200.0;
+        println!(
+            "  empty kernel reading a uniform: {:.1} us ({:.1} CPU-us); with a 1 MiB output binding {:.1} us ({:.1} CPU-us)",
+            t * 1e6,
+            c * 1e6,
+            tb * 1e6,
+            cb * 1e6
+        );
+    }
+    let (d, f, hd, nh, nkv, vocab, blocks) = (576, 1536, 64, 9, 3, 49152, 30.0);
+    let pos: u32 = std::env::var("ATT_POS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(256);
+    let shape = Shape::for_context(ctx);
+    let empty = ctx.kernel(&EMPTY, &[]).expect("empty kernel");
+    let eb = ctx.storage("o", 64).expect("o");
+    let one = gpu_time(ctx, min, &empty, &[&eb], (1, 1, 1), 1);
+    let one_c = last_cpu();
+    let many = gpu_time(ctx, min, &empty, &[&eb], (1, 1, 1), 200);
+    let many_c = last_cpu() / 200.0;
+    let wide = gpu_time(ctx, min, &empty, &[&eb], (64, 1, 1), 200);
+    let wide_c = last_cpu() / 200.0;
+    println!(
+        "\ndispatch cost on {}: submit+wait of 1 empty dispatch {:.1} us ({:.1} CPU-us); \
+         per empty dispatch in a 200-dispatch pass {:.1} us ({:.1} CPU-us), of 64 workgroups {:.1} us ({:.1} CPU-us)",
+        ctx.info(),
+        one * 1e6,
+        one_c * 1e6,
+        many * 1e6,
+        many_c * 1e6,
+        wide * 1e6,
+        wide_c * 1e6
+    );
+
+    let st = step_buffer(ctx, 1, pos);
+    let x = f32_buf(ctx, &pseudo_random(d.max(f), 2, 1.0));
+    let g = f32_buf(ctx, &pseudo_random(d, 3, 1.0));
+    let big = ctx.storage("out", (vocab * 4) as u64).expect("out");
+    let tab = rope::table(hd, 1e5, 1024);
+    let cs = f32_buf(ctx, bytemuck::cast_slice(&tab));
+    let kc = f32_buf(ctx, &pseudo_random(1024 * nkv * hd, 6, 1.0));
+    let vc = f32_buf(ctx, &pseudo_random(1024 * nkv * hd, 7, 1.0));
+    let qkv = f32_buf(ctx, &pseudo_random((nh + 2 * nkv) * hd, 5, 1.0));
+    let fuse = shape.fuses_norm();
+    let rope_shape = linear::Rope {
+        head_dim: hd,
+        n_heads: nh,
+        n_kv_heads: nkv,
+        style: RopeStyle::Adjacent,
+    };
+    let mut total = (0.0, 0.0);
+    let mut line = |name: &str, per_token: f64, t: f64, c: f64| {
+        total.0 += per_token * t;
+        total.1 += per_token * c;
+        println!(
+            "  {name:<34} {:>7.1} us {:>7.1} CPU-us  x{per_token:<3} = {:>6.2} ms {:>6.2} CPU-ms per token",
+            t * 1e6,
+            c * 1e6,
+            per_token * t * 1e3,
+            per_token * c * 1e3
+        );
+    };
+    let reps = 30;
+    if !fuse {
+        let k = rmsnorm::kernel(ctx, d, 1e-5).expect("rmsnorm");
+        let t = gpu_time(ctx, min, &k, &[&st, &x, &g, &big], rmsnorm::groups(1), reps);
+        line(
+            "rmsnorm (x2 per block)",
+            2.0 * blocks + 1.0,
+            t,
+            last_cpu() / reps as f64,
+        );
+    }
+    let linears: [(&str, GgmlType, usize, usize, Mode, f64); 5] = [
+        (
+            "qkv+rope 576->960 Q4_1",
+            GgmlType::Q4_1,
+            d,
+            (nh + 2 * nkv) * hd,
+            Mode::QkvRope,
+            blocks,
+        ),
+        (
+            "o 576->576 Q4_1 (+res)",
+            GgmlType::Q4_1,
+            d,
+            d,
+            Mode::Accumulate,
+            blocks,
+        ),
+        (
+            "gate/up 576->2x1536 Q4_1 swiglu",
+            GgmlType::Q4_1,
+            d,
+            2 * f,
+            Mode::SwiGlu,
+            blocks,
+        ),
+        (
+            "down 1536->576 Q4_1 (+res)",
+            GgmlType::Q4_1,
+            f,
+            d,
+            Mode::Accumulate,
+            blocks,
+        ),
+        (
+            "lm head 576->49152 Q8_0",
+            GgmlType::Q8_0,
+            d,
+            vocab,
+            Mode::Store,
+            1.0,
+        ),
+    ];
+    for (name, ty, inp, out, mode, per_token) in linears {
+        let w = quantize(ty, &pseudo_random(inp * out, 1, 0.05)).expect("quantize");
+        let gw = linear::pack(ty, &w, out, inp)
+            .expect("pack")
+            .upload(ctx, name)
+            .expect("upload");
+        let v = Variant {
+            norm_eps: (fuse && matches!(mode, Mode::QkvRope | Mode::SwiGlu)).then_some(1e-5),
+            rope: (mode == Mode::QkvRope).then_some(rope_shape),
+            ..Variant::new(mode, shape)
+        };
+        let k = linear::kernel(ctx, &gw, &v).expect("kernel");
+        let extras = Extras {
+            norm: v.norm_eps.map(|_| &g),
+            rope_kv: (mode == Mode::QkvRope).then_some((&cs, &kc, &vc)),
+        };
+        let bg = linear::bind(ctx, &k, &st, &x, &gw, &big, extras);
+        let r = if out > 10000 { 4 } else { reps };
+        let t = gpu_time_bg(ctx, min, &k, &bg, linear::groups(out, 1, &v), r);
+        let c = last_cpu() / r as f64;
+        line(name, per_token, t, c);
+        println!(
+            "  {:<34} {:.2} GB/s wall, {:.2} GB/s per CPU-second",
+            "",
+            gw.bytes as f64 / t / 1e9,
+            gw.bytes as f64 / c / 1e9
+        );
+    }
+    for layout in [
+        attention::Layout::HeadPerWorkgroup,
+        attention::Layout::GroupPerWorkgroup,
+    ] {
+        let k = attention::kernel_in(ctx, layout, hd, nh, nkv).expect("attention");
+        let wg = attention::groups(layout, hd, nh, nkv, 1);
+        let t = gpu_time(ctx, min, &k, &[&st, &qkv, &kc, &vc, &big], wg, reps);
+        let c = last_cpu() / reps as f64;
+        if layout == attention::Layout::for_context(ctx) {
+            line(&format!("attention @{pos} {layout:?}"), blocks, t, c);
+        } else {
+            println!(
+                "  (attention @{pos} {layout:?}: {:.1} us, {:.1} CPU-us)",
+                t * 1e6,
+                c * 1e6
+            );
+        }
+    }
+    let k = argmax::kernel(ctx, vocab).expect("argmax");
+    let lb = f32_buf(ctx, &pseudo_random(vocab, 8, 5.0));
+    let ib = ctx.storage("id", 4).expect("id");
+    let t = gpu_time(ctx, min, &k, &[&lb, &ib], argmax::GROUPS, reps);
+    line("argmax 49152", 1.0, t, last_cpu() / reps as f64);
+    // Three submissions with a wait each per token: embed, blocks, head.
+    line("submit + wait", 3.0, one, one_c);
+    println!(
+        "  sum of the parts: {:.2} ms, {:.2} CPU-ms per token (shape {shape:?})",
+        total.0 * 1e3,
+        total.1 * 1e3
+    );
+}
+
+/// What a load costs on this adapter by how its address varies between the invocations of
+/// a workgroup of 8: the same address in every lane (uniform), consecutive words
+/// (lane l reads word 8i + l), and words far apart (lane l reads its own 4 KiB run).
+/// Prints 32-bit words delivered per lane per nanosecond of CPU.
+fn load_patterns(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
+    use cocoon_shaders::gpu::{Binding, KernelSpec};
+    const PROBE: KernelSpec = KernelSpec {
+        name: "load probe",
+        source: "override MODE: u32 = 0u;\n\
+            override N: u32 = 1024u;\n\
+            @group(0) @binding(0) var<storage, read> w: array<u32>;\n\
+            @group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\
+            @group(0) @binding(2) var<storage, read> w4: array<vec4<u32>>;\n\
+            @compute @workgroup_size(8) fn main(@builtin(local_invocation_index) l: u32,\n\
+                @builtin(workgroup_id) wid: vec3<u32>) {\n\
+              let base = wid.x * N * 8u;\n\
+              var s = 0u;\n\
+              var s4 = vec4<u32>(0u);\n\
+              for (var i = 0u; i < N; i += 8u) {\n\
+                var a = base + i;\n\
+                var d = 1u;\n\
+                if MODE == 1u { a = base + i * 8u + l; d = 8u; }\n\
+                if MODE == 2u { a = base + l * N + i; }\n\
+                if MODE >= 3u {\n\
+                  var b = (base + i * 4u) / 4u;\n\
+                  if MODE == 4u { b = (base + l * N + i * 4u) / 4u; }\n\
+                  s4 += w4[b] ^ w4[b + 1u] ^ w4[b + 2u] ^ w4[b + 3u] ^ w4[b + 4u] ^ w4[b + 5u] ^ w4[b + 6u] ^ w4[b + 7u];\n\
+                } else {\n\
+                s += w[a] ^ w[a + d] ^ w[a + 2u * d] ^ w[a + 3u * d]\n\
+                   ^ w[a + 4u * d] ^ w[a + 5u * d] ^ w[a + 6u * d] ^ w[a + 7u * d];\n\
+                }\n\
+              }\n\
+              o[wid.x * 8u + l] = s + s4.x + s4.y + s4.z + s4.w;\n\
+            }",
+        bindings: &[Binding::Read, Binding::ReadWrite, Binding::Read],
+    };
+    let (n, wgs) = (1024u32, 256u32);
+    let words = (n * 8 * wgs) as usize;
+    let wb = ctx
+        .storage_init("words", bytemuck::cast_slice(&vec![3u32; words]))
+        .expect("words");
+    let ob = ctx.storage("o", (wgs * 8 * 4) as u64).expect("o");
+    println!();
+    for (mode, name) in [
+        (0, "uniform"),
+        (1, "consecutive"),
+        (2, "strided"),
+        (3, "uniform vec4"),
+        (4, "strided vec4"),
+    ] {
+        let k = ctx
+            .kernel(&PROBE, &[("MODE", mode as f64), ("N", n as f64)])
+            .expect("probe");
+        let t = gpu_time(ctx, min, &k, &[&wb, &ob, &wb], (wgs, 1, 1), 4);
+        let c = last_cpu() / 4.0;
+        let loads = (n * wgs) as f64;
+        println!(
+            "load {name:<12}: {:.2} ns wall, {:.2} CPU-ns per load instruction of a workgroup",
+            t / loads * 1e9,
+            c / loads * 1e9
+        );
     }
 }

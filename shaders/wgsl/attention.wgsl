@@ -1,14 +1,12 @@
 // Causal attention with GQA over the KV cache: query head h of token t (at position
 // start_pos + t) attends positions 0..=pos of KV head h / (NH / NKV), scale SCALE,
-// softmax in f32. One workgroup per (head, token); its 32 lanes split the positions
-// (lane j takes j, j + 32, ...) with an online softmax each, then merge through
-// workgroup memory after one barrier, lane i producing elements 4i..4i+3 of the output.
-// On CPU adapters the lanes are SIMD lanes, so positions run 8 at a time. HD <= 128.
+// softmax in f32. HD <= 128. What both layouts share (constants, bindings); one of
+// attention_heads.wgsl (GPUs) or attention_groups.wgsl (CPU adapters) follows with the
+// entry point.
 override HD: u32 = 64u;
 override NH: u32 = 4u;
 override NKV: u32 = 2u;
 override SCALE: f32 = 0.125;
-const LANES: u32 = 32u;
 
 struct Step {
     n_tokens: u32,
@@ -23,59 +21,3 @@ struct Step {
 @group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> dst: array<vec4<f32>>;
 
-var<workgroup> sh_acc: array<vec4<f32>, 1024>;
-var<workgroup> sh_ml: array<vec2<f32>, 32>;
-
-@compute @workgroup_size(32)
-fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let h = wid.x;
-    let t = wid.y;
-    if t >= st.n_tokens {
-        return;
-    }
-    let hv = HD / 4u;
-    let pos = st.start_pos + t;
-    let kvh = h / (NH / NKV);
-    let qb = (t * (NH + 2u * NKV) * HD + h * HD) / 4u;
-    var acc: array<vec4<f32>, 32>;
-    for (var i = 0u; i < hv; i++) {
-        acc[i] = vec4<f32>(0.0);
-    }
-    var m = -3.0e38;
-    var l = 0.0;
-    for (var p = lid.x; p <= pos; p += LANES) {
-        let kb = (p * NKV * HD + kvh * HD) / 4u;
-        var s4 = vec4<f32>(0.0);
-        for (var i = 0u; i < hv; i++) {
-            s4 += qkv[qb + i] * kc[kb + i];
-        }
-        let s = (s4.x + s4.y + s4.z + s4.w) * SCALE;
-        let mn = max(m, s);
-        let corr = exp(m - mn);
-        let e = exp(s - mn);
-        l = l * corr + e;
-        for (var i = 0u; i < hv; i++) {
-            acc[i] = acc[i] * corr + e * vc[kb + i];
-        }
-        m = mn;
-    }
-    sh_ml[lid.x] = vec2<f32>(m, l);
-    for (var i = 0u; i < hv; i++) {
-        sh_acc[lid.x * 32u + i] = acc[i];
-    }
-    workgroupBarrier();
-    if lid.x < hv {
-        var mm = -3.0e38;
-        for (var k = 0u; k < LANES; k++) {
-            mm = max(mm, sh_ml[k].x);
-        }
-        var total = 0.0;
-        var a = vec4<f32>(0.0);
-        for (var k = 0u; k < LANES; k++) {
-            let w = exp(sh_ml[k].x - mm);
-            total += sh_ml[k].y * w;
-            a += sh_acc[k * 32u + lid.x] * w;
-        }
-        dst[(t * NH * HD + h * HD) / 4u + lid.x] = a / total;
-    }
-}

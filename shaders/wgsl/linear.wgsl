@@ -30,7 +30,7 @@ struct Step {
 
 @group(0) @binding(0) var<uniform> st: Step;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> wq: array<u32>;
+@group(0) @binding(2) var<storage, read> wq: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> ws: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> nw: array<vec4<f32>>;
@@ -61,42 +61,40 @@ fn x_group(xt: u32, g: u32) -> array<vec4<f32>, 8> {
 
 // The dot product of group g of row `row` with the group's inputs xg, decoding
 // straight into the products (constant indices only, so everything stays in registers).
+// Quants are read 16 bytes at a time: on llvmpipe a load instruction costs about the
+// same whatever its width, so a vec4 load of a group's quants beats four word loads.
 fn group_dot(row: u32, g: u32, xg: array<vec4<f32>, 8>) -> f32 {
     let gi = row * NG + g;
     var s = vec4<f32>(0.0);
     switch FMT {
         case 0u: {
-            let b = gi * 32u;
+            let b = gi * 8u;
             for (var i = 0u; i < 8u; i++) {
-                let o = b + 4u * i;
-                s += vec4<f32>(bitcast<f32>(wq[o]), bitcast<f32>(wq[o + 1u]), bitcast<f32>(wq[o + 2u]), bitcast<f32>(wq[o + 3u])) * xg[i];
+                s += bitcast<vec4<f32>>(wq[b + i]) * xg[i];
             }
             return hsum(s);
         }
         case 1u: {
-            let b = gi * 16u;
-            for (var i = 0u; i < 8u; i++) {
-                s += vec4<f32>(unpack2x16float(wq[b + 2u * i]), unpack2x16float(wq[b + 2u * i + 1u])) * xg[i];
+            let b = gi * 4u;
+            for (var i = 0u; i < 4u; i++) {
+                let q = wq[b + i];
+                s += vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)) * xg[2u * i];
+                s += vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)) * xg[2u * i + 1u];
             }
             return hsum(s);
         }
         case 2u: {
-            let b = gi * 8u;
-            for (var i = 0u; i < 8u; i++) {
-                s += i8x4(wq[b + i]) * xg[i];
-            }
+            let q0 = wq[gi * 2u];
+            let q1 = wq[gi * 2u + 1u];
+            s = i8x4(q0.x) * xg[0] + i8x4(q0.y) * xg[1] + i8x4(q0.z) * xg[2] + i8x4(q0.w) * xg[3];
+            s += i8x4(q1.x) * xg[4] + i8x4(q1.y) * xg[5] + i8x4(q1.z) * xg[6] + i8x4(q1.w) * xg[7];
             return unpack2x16float(ws[gi >> 1u])[gi & 1u] * hsum(s);
         }
         case 3u, 4u: {
-            let b = gi * 4u;
-            var sx = vec4<f32>(0.0);
-            for (var i = 0u; i < 4u; i++) {
-                let q = wq[b + i];
-                let x0 = xg[i];
-                let x1 = xg[4u + i];
-                s += nib_lo(q) * x0 + nib_hi(q) * x1;
-                sx += x0 + x1;
-            }
+            let q = wq[gi];
+            s = nib_lo(q.x) * xg[0] + nib_lo(q.y) * xg[1] + nib_lo(q.z) * xg[2] + nib_lo(q.w) * xg[3];
+            s += nib_hi(q.x) * xg[4] + nib_hi(q.y) * xg[5] + nib_hi(q.z) * xg[6] + nib_hi(q.w) * xg[7];
+            let sx = (xg[0] + xg[1]) + (xg[2] + xg[3]) + ((xg[4] + xg[5]) + (xg[6] + xg[7]));
             var dm: vec2<f32>;
             if FMT == 3u {
                 dm = unpack2x16float(ws[gi]);
@@ -106,12 +104,10 @@ fn group_dot(row: u32, g: u32, xg: array<vec4<f32>, 8>) -> f32 {
             return dm.x * hsum(s) + dm.y * hsum(sx);
         }
         case 5u: {
-            let b = gi * 8u;
-            var s1 = vec4<f32>(0.0);
-            for (var i = 0u; i < 4u; i++) {
-                s += i8x4(wq[b + i]) * xg[i];
-                s1 += i8x4(wq[b + 4u + i]) * xg[4u + i];
-            }
+            let q0 = wq[gi * 2u];
+            let q1 = wq[gi * 2u + 1u];
+            s = i8x4(q0.x) * xg[0] + i8x4(q0.y) * xg[1] + i8x4(q0.z) * xg[2] + i8x4(q0.w) * xg[3];
+            let s1 = i8x4(q1.x) * xg[4] + i8x4(q1.y) * xg[5] + i8x4(q1.z) * xg[6] + i8x4(q1.w) * xg[7];
             return bitcast<f32>(ws[2u * gi]) * hsum(s) + bitcast<f32>(ws[2u * gi + 1u]) * hsum(s1);
         }
         default: {

@@ -1,6 +1,7 @@
 // Dequantization of one 32-element group of a weight row, prepended to the kernels that
 // read quantized weights (linear, embed). The including kernel declares `wq` (quants,
-// array<u32>) and `ws` (scales, array<u32>). Upload layouts (see ops/linear.rs, `pack`):
+// array<vec4<u32>>: every format's group starts on a 16-byte boundary) and `ws` (scales,
+// array<u32>). Upload layouts (see ops/linear.rs, `pack`):
 //   FMT 0 F32: 32 f32 per group          FMT 1 F16: 16 words of two f16
 //   FMT 2 i8 quants + f16 scale (Q8_0)   FMT 3 nibbles + f16 (d, m) (Q4_1)
 //   FMT 4 nibbles + f32 (d, m) (Q4_0, Q4_K)
@@ -37,32 +38,37 @@ fn load_group(row: u32, g: u32) -> Group {
     let gi = row * NG + g;
     switch FMT {
         case 0u: {
-            let b = gi * 32u;
             for (var i = 0u; i < 8u; i++) {
-                let o = b + 4u * i;
-                r.w[i] = vec4<f32>(bitcast<f32>(wq[o]), bitcast<f32>(wq[o + 1u]), bitcast<f32>(wq[o + 2u]), bitcast<f32>(wq[o + 3u]));
+                r.w[i] = bitcast<vec4<f32>>(wq[gi * 8u + i]);
             }
         }
         case 1u: {
-            let b = gi * 16u;
-            for (var i = 0u; i < 8u; i++) {
-                r.w[i] = vec4<f32>(unpack2x16float(wq[b + 2u * i]), unpack2x16float(wq[b + 2u * i + 1u]));
+            for (var i = 0u; i < 4u; i++) {
+                let q = wq[gi * 4u + i];
+                r.w[2u * i] = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+                r.w[2u * i + 1u] = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
             }
         }
         case 2u: {
-            let b = gi * 8u;
-            for (var i = 0u; i < 8u; i++) {
-                r.w[i] = i8x4(wq[b + i]);
+            for (var j = 0u; j < 2u; j++) {
+                let q = wq[gi * 2u + j];
+                r.w[4u * j] = i8x4(q.x);
+                r.w[4u * j + 1u] = i8x4(q.y);
+                r.w[4u * j + 2u] = i8x4(q.z);
+                r.w[4u * j + 3u] = i8x4(q.w);
             }
             r.d = unpack2x16float(ws[gi >> 1u])[gi & 1u];
         }
         case 3u, 4u: {
-            let b = gi * 4u;
-            for (var i = 0u; i < 4u; i++) {
-                let q = wq[b + i];
-                r.w[i] = nib_lo(q);
-                r.w[i + 4u] = nib_hi(q);
-            }
+            let q = wq[gi];
+            r.w[0] = nib_lo(q.x);
+            r.w[1] = nib_lo(q.y);
+            r.w[2] = nib_lo(q.z);
+            r.w[3] = nib_lo(q.w);
+            r.w[4] = nib_hi(q.x);
+            r.w[5] = nib_hi(q.y);
+            r.w[6] = nib_hi(q.z);
+            r.w[7] = nib_hi(q.w);
             if FMT == 3u {
                 let dm = unpack2x16float(ws[gi]);
                 r.d = dm.x;
@@ -73,13 +79,18 @@ fn load_group(row: u32, g: u32) -> Group {
             }
         }
         case 5u: {
-            let b = gi * 8u;
             let s0 = bitcast<f32>(ws[2u * gi]);
             let s1 = bitcast<f32>(ws[2u * gi + 1u]);
-            for (var i = 0u; i < 4u; i++) {
-                r.w[i] = i8x4(wq[b + i]) * s0;
-                r.w[i + 4u] = i8x4(wq[b + 4u + i]) * s1;
-            }
+            let q0 = wq[gi * 2u];
+            let q1 = wq[gi * 2u + 1u];
+            r.w[0] = i8x4(q0.x) * s0;
+            r.w[1] = i8x4(q0.y) * s0;
+            r.w[2] = i8x4(q0.z) * s0;
+            r.w[3] = i8x4(q0.w) * s0;
+            r.w[4] = i8x4(q1.x) * s1;
+            r.w[5] = i8x4(q1.y) * s1;
+            r.w[6] = i8x4(q1.z) * s1;
+            r.w[7] = i8x4(q1.w) * s1;
         }
         default: {}
     }

@@ -5,7 +5,9 @@
 //! matrix and gate/up into another so a block is 5 dispatches: RMSNorm + q/k/v + RoPE +
 //! KV-cache write, attention, o (+ residual), RMSNorm + gate/up + SwiGLU, down
 //! (+ residual). On CPU adapters the RMSNorms stay separate dispatches (7 per block):
-//! there every row recomputing its input's norm costs more than a dispatch does. Pipelines, bind
+//! there every row recomputing its input's norm costs more than a dispatch does (an
+//! empty dispatch measured ~7 CPU-us on lavapipe, ~1.5 ms of a decode token's 213
+//! dispatches; the kernels themselves are the rest). Pipelines, bind
 //! groups and buffers are created at construction (KV buffers and their bind groups at
 //! `open_session`); a forward writes the input rows and one [`Step`] uniform, records
 //! every block into one command encoder, submits once and reads back only the output.
@@ -114,6 +116,7 @@ pub struct GpuBlocks {
     rope_table: wgpu::Buffer,
     readback: Readback,
     attention: Arc<Kernel>,
+    attention_layout: attention::Layout,
     /// RMSNorm kernel and the normed-input buffer, when norms are not fused.
     norm: Option<(Arc<Kernel>, wgpu::Buffer)>,
     blocks: Vec<Block>,
@@ -151,7 +154,9 @@ impl GpuBlocks {
         let positions = c.context_length.clamp(1, llama::MAX_POSITIONS);
         let table = rope::table(c.head_dim, c.rope_theta, positions);
         let rope_table = g.storage_init("rope table", bytemuck::cast_slice(&table))?;
-        let attention = attention::kernel(g, c.head_dim, c.n_heads, c.n_kv_heads)?;
+        let attention_layout = attention::Layout::for_context(g);
+        let attention =
+            attention::kernel_in(g, attention_layout, c.head_dim, c.n_heads, c.n_kv_heads)?;
         let rope = Rope {
             head_dim: c.head_dim,
             n_heads: c.n_heads,
@@ -260,6 +265,7 @@ impl GpuBlocks {
             rope_table,
             readback,
             attention,
+            attention_layout,
             norm,
             blocks: out,
             sessions: HashMap::new(),
@@ -319,7 +325,13 @@ impl GpuBlocks {
                     &mut pass,
                     &self.attention,
                     &s.attn[i],
-                    attention::groups(c.n_heads, n),
+                    attention::groups(
+                        self.attention_layout,
+                        c.head_dim,
+                        c.n_heads,
+                        c.n_kv_heads,
+                        n,
+                    ),
                 );
                 b.o.record(&mut pass, &b.o_bind, n);
                 if let (Some(k), Some((_, n2))) = (norm, &b.norms) {

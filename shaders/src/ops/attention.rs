@@ -1,30 +1,90 @@
 //! Causal attention with GQA over the KV cache (`wgsl/attention.wgsl`): query head `h` of
 //! the token at position `p` attends positions `0..=p` of KV head `h / (n_heads /
 //! n_kv_heads)`, scale `1/sqrt(head_dim)`, softmax in f32. Serves prefill (many query
-//! rows) and decode (one). A workgroup of 32 lanes per (head, token) splits the positions
-//! and merges their partial softmaxes.
+//! rows) and decode (one). The lanes of a workgroup split the positions and merge their
+//! partial softmaxes; a workgroup serves one query head on GPUs, and on CPU adapters
+//! all the query heads of a KV head that fit (each K/V load then serves all of them:
+//! [`Layout`]).
 
 use std::sync::Arc;
 
 use crate::gpu::{Binding, GpuContext, GpuError, Kernel, KernelSpec};
 
+/// One query head per workgroup ([`Layout::HeadPerWorkgroup`]).
 pub const SPEC: KernelSpec = KernelSpec {
     name: "attention",
-    source: include_str!("../../wgsl/attention.wgsl"),
-    bindings: &[
-        Binding::Uniform,
-        Binding::Read,
-        Binding::Read,
-        Binding::Read,
-        Binding::ReadWrite,
-    ],
+    source: concat!(
+        include_str!("../../wgsl/attention.wgsl"),
+        include_str!("../../wgsl/attention_heads.wgsl")
+    ),
+    bindings: BINDINGS,
 };
+
+/// A KV head's query heads per workgroup ([`Layout::GroupPerWorkgroup`]).
+pub const GROUPS_SPEC: KernelSpec = KernelSpec {
+    name: "attention_groups",
+    source: concat!(
+        include_str!("../../wgsl/attention.wgsl"),
+        include_str!("../../wgsl/attention_groups.wgsl")
+    ),
+    bindings: BINDINGS,
+};
+
+const BINDINGS: &[Binding] = &[
+    Binding::Uniform,
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::ReadWrite,
+];
 
 /// Largest head dimension the kernel's private arrays hold.
 pub const MAX_HEAD_DIM: usize = 128;
 
+/// How the work is split into workgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// A workgroup of 32 per (query head, token), its lanes over the positions: for GPUs.
+    HeadPerWorkgroup,
+    /// A workgroup of 8 per (KV head, up to 8 of its query heads, token), its lanes over
+    /// the positions, each K/V row loaded once for all those query heads: for CPU
+    /// adapters, where load instructions are what costs.
+    GroupPerWorkgroup,
+}
+
+impl Layout {
+    pub fn for_context(ctx: &GpuContext) -> Layout {
+        if ctx.is_cpu() {
+            Layout::GroupPerWorkgroup
+        } else {
+            Layout::HeadPerWorkgroup
+        }
+    }
+}
+
+/// Query heads per workgroup in [`Layout::GroupPerWorkgroup`]: the largest divisor of the
+/// group size whose q and accumulators fit the kernel's 64 vec4s, at most 8.
+fn heads_per_workgroup(head_dim: usize, n_heads: usize, n_kv_heads: usize) -> usize {
+    let g = n_heads / n_kv_heads.max(1);
+    (1..=g.min(8))
+        .rev()
+        .find(|c| g.is_multiple_of(*c) && c * head_dim / 4 <= 64)
+        .unwrap_or(1)
+}
+
+/// The kernel in the layout suited to `ctx` ([`Layout::for_context`]).
 pub fn kernel(
     ctx: &GpuContext,
+    head_dim: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+) -> Result<Arc<Kernel>, GpuError> {
+    kernel_in(ctx, Layout::for_context(ctx), head_dim, n_heads, n_kv_heads)
+}
+
+pub fn kernel_in(
+    ctx: &GpuContext,
+    layout: Layout,
     head_dim: usize,
     n_heads: usize,
     n_kv_heads: usize,
@@ -42,19 +102,38 @@ pub fn kernel(
             ),
         });
     }
-    ctx.kernel(
-        &SPEC,
-        &[
-            ("HD", head_dim as f64),
-            ("NH", n_heads as f64),
-            ("NKV", n_kv_heads as f64),
-            ("SCALE", scale(head_dim) as f64),
-        ],
-    )
+    let mut c = vec![
+        ("HD", head_dim as f64),
+        ("NH", n_heads as f64),
+        ("NKV", n_kv_heads as f64),
+        ("SCALE", scale(head_dim) as f64),
+    ];
+    let spec = match layout {
+        Layout::HeadPerWorkgroup => &SPEC,
+        Layout::GroupPerWorkgroup => {
+            c.push((
+                "GC",
+                heads_per_workgroup(head_dim, n_heads, n_kv_heads) as f64,
+            ));
+            &GROUPS_SPEC
+        }
+    };
+    ctx.kernel(spec, &c)
 }
 
-pub fn groups(n_heads: usize, n_tokens: usize) -> (u32, u32, u32) {
-    (n_heads as u32, n_tokens as u32, 1)
+/// Workgroups of `layout` for `n_tokens` query rows.
+pub fn groups(
+    layout: Layout,
+    head_dim: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    n_tokens: usize,
+) -> (u32, u32, u32) {
+    let x = match layout {
+        Layout::HeadPerWorkgroup => n_heads,
+        Layout::GroupPerWorkgroup => n_heads / heads_per_workgroup(head_dim, n_heads, n_kv_heads),
+    };
+    (x as u32, n_tokens as u32, 1)
 }
 
 pub fn scale(head_dim: usize) -> f32 {
@@ -115,12 +194,24 @@ mod tests {
     use crate::ops::pseudo_random;
     use crate::ops::testing::{assert_close, ctx, step, upload_f32};
 
-    /// Prefill (query rows after cached positions) and decode (one row), GQA 6/2 heads,
-    /// contexts shorter and longer than the 32 lanes that split positions; within 1e-5.
+    /// Prefill (query rows after cached positions) and decode (one row), in both layouts:
+    /// GQA 6/2 heads, contexts shorter and longer than the lanes that split positions;
+    /// 18/2 x 16 (9 query heads per KV head: workgroups of 3) and 4/4 x 128 (one head
+    /// fills the accumulators); within 1e-5.
     #[test]
     fn gpu_matches_cpu_prefill_and_decode() {
+        for layout in [Layout::HeadPerWorkgroup, Layout::GroupPerWorkgroup] {
+            for (hd, nh, nkv) in [(32, 6, 2), (16, 18, 2), (128, 4, 4)] {
+                check(layout, hd, nh, nkv);
+            }
+        }
+        assert_eq!(heads_per_workgroup(64, 9, 3), 3);
+        assert_eq!(heads_per_workgroup(16, 18, 2), 3);
+        assert_eq!(heads_per_workgroup(128, 8, 1), 2);
+    }
+
+    fn check(layout: Layout, hd: usize, nh: usize, nkv: usize) {
         let ctx = ctx();
-        let (hd, nh, nkv) = (32, 6, 2);
         let qkv_w = (nh + 2 * nkv) * hd;
         let kvd = nkv * hd;
         for (start, n) in [(3usize, 4usize), (9, 1), (0, 1), (70, 3), (100, 1)] {
@@ -137,10 +228,12 @@ mod tests {
             );
             let ob = upload_f32(&ctx, &vec![0.0; n * nh * hd]);
             let st = step(&ctx, n as u32, start as u32);
-            let k = kernel(&ctx, hd, nh, nkv).expect("kernel");
-            crate::ops::run_once(&ctx, &k, &[&st, &qb, &kb, &vb, &ob], groups(nh, n));
+            let k = kernel_in(&ctx, layout, hd, nh, nkv).expect("kernel");
+            let wg = groups(layout, hd, nh, nkv, n);
+            crate::ops::run_once(&ctx, &k, &[&st, &qb, &kb, &vb, &ob], wg);
             let got = ctx.read_f32(&ob, n * nh * hd).expect("readback");
-            assert_close(&format!("attention start={start} n={n}"), &got, &want, 1e-5);
+            let what = format!("attention {layout:?} {nh}/{nkv}x{hd} start={start} n={n}");
+            assert_close(&what, &got, &want, 1e-5);
         }
     }
 

@@ -24,6 +24,18 @@
 //! it is called, so inside a loop whose trip count differs between lanes, or under
 //! `if lane == 0`, lanes get partial sums (`subgroup_add_sums_the_active_lanes`);
 //! llvmpipe's subgroups are 8 consecutive invocations and correct.
+//!
+//! The cost model behind these shapes (`cargo bench --bench kernels -- loads`, Mesa 25.0.7):
+//! every storage-buffer load instruction of a SIMD vector costs about the same, ~6-7
+//! CPU-ns, whether its lanes share one address, read consecutive words or gather from
+//! rows apart; a vec4 load costs ~17-18 (4.5 per word). So what counts is bytes per load
+//! instruction: a gather of one word per lane brings 32 bytes, a lane-uniform load 4.
+//! Hence lanes over rows (gathers), quants read 16 bytes per lane at a time (the `wq`
+//! binding is `array<vec4<u32>>`: ~10-20% more GB/s per CPU-second than word loads),
+//! and not lanes sharing uniform weight loads: a lane shape where each lane took its own
+//! nibble of a uniformly loaded word measured 0.4-0.5 GB/s per CPU-second (its inputs
+//! sat in private arrays indexed by loop counters, which llvmpipe keeps in per-lane
+//! scratch memory, every access a gather or scatter).
 
 use std::sync::Arc;
 
