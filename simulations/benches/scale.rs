@@ -38,10 +38,7 @@ fn scaled(nodes: u64, seconds: &str) -> anyhow::Result<Scenario> {
     base.with_param("nodes.relays", &n(base.nodes.relays))?
         .with_param("nodes.workers", &n(base.nodes.workers))?
         .with_param("nodes.clients", &n(base.nodes.clients))?
-        .with_param(
-            "demand.requests_per_s",
-            &format!("{}", rate * f),
-        )?
+        .with_param("demand.requests_per_s", &format!("{}", rate * f))?
         .with_param("duration_s", seconds)
 }
 

@@ -487,7 +487,10 @@ impl Scenario {
                         bail!("faults[{i}].request {r} is not in requests");
                     };
                     if k == 0 || k >= req.output_tokens {
-                        bail!("faults[{i}].after_tokens must lie in 1..{}", req.output_tokens);
+                        bail!(
+                            "faults[{i}].after_tokens must lie in 1..{}",
+                            req.output_tokens
+                        );
                     }
                 }
                 _ => bail!("faults[{i}] needs either at_s, or request and after_tokens"),

@@ -556,13 +556,7 @@ impl Sim {
 
     /// Worker `w` goes offline; its sessions fail over once their clients notice; it
     /// comes back after an offline spell when `rejoin`.
-    fn on_leave(
-        &mut self,
-        w: u32,
-        epoch: u32,
-        how: Departure,
-        rejoin: bool,
-    ) -> anyhow::Result<()> {
+    fn on_leave(&mut self, w: u32, epoch: u32, how: Departure, rejoin: bool) -> anyhow::Result<()> {
         let now = self.now;
         let node = &mut self.world.nodes[w as usize];
         if !node.online || node.worker().epoch != epoch {
@@ -711,7 +705,11 @@ impl Sim {
 
     /// A worker's index in the order of `workers.spans`.
     fn worker_index(&self, node: u32) -> u32 {
-        self.world.workers.iter().position(|&w| w == node).unwrap_or(0) as u32
+        self.world
+            .workers
+            .iter()
+            .position(|&w| w == node)
+            .unwrap_or(0) as u32
     }
 
     /// The route log of request `r`, if it is a scripted one.
@@ -935,10 +933,9 @@ impl Sim {
             rtt_sum += rtt;
             prev = place;
             let wk = self.world.nodes[h.worker as usize].worker_mut();
-            let work = ((h.prefill as f64 * prefill_factor
-                + h.replay_decode as f64
-                + remaining as f64)
-                * hop_token) as u64;
+            let work =
+                ((h.prefill as f64 * prefill_factor + h.replay_decode as f64 + remaining as f64)
+                    * hop_token) as u64;
             let start = wk.busy_until.max(now);
             wait = wait.max(start - now);
             wk.busy_until = start + work;

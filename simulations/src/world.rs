@@ -159,9 +159,11 @@ impl World {
                 };
                 // Drawn even when named, so naming tiers leaves the stream unchanged.
                 let drawn = dist::weighted(rng, &tier_w) as u8;
-                let named = sc.workers.tier_of.get(wi).and_then(|t| {
-                    sc.workers.tiers.iter().position(|x| &x.name == t)
-                });
+                let named = sc
+                    .workers
+                    .tier_of
+                    .get(wi)
+                    .and_then(|t| sc.workers.tiers.iter().position(|x| &x.name == t));
                 Box::new(Worker {
                     tier: named.map_or(drawn, |t| t as u8),
                     adversary,
