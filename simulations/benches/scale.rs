@@ -28,15 +28,17 @@ fn thread_cpu_s() -> f64 {
 fn scaled(nodes: u64, seconds: &str) -> anyhow::Result<Scenario> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/mesh-10k.toml");
     let base = Scenario::load(&path)?;
+    let rate = base
+        .demand
+        .as_ref()
+        .map(|d| d.requests_per_s)
+        .ok_or_else(|| anyhow::anyhow!("mesh-10k has random demand"))?;
     let f = nodes as f64 / 10_000.0;
     let n = |x: u32| ((f64::from(x) * f).round() as u64).max(1).to_string();
     base.with_param("nodes.relays", &n(base.nodes.relays))?
         .with_param("nodes.workers", &n(base.nodes.workers))?
         .with_param("nodes.clients", &n(base.nodes.clients))?
-        .with_param(
-            "demand.requests_per_s",
-            &format!("{}", base.demand.requests_per_s * f),
-        )?
+        .with_param("demand.requests_per_s", &format!("{}", rate * f))?
         .with_param("duration_s", seconds)
 }
 

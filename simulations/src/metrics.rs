@@ -88,10 +88,46 @@ pub struct WorkerRow {
     pub earned_nanoton: u128,
 }
 
+/// One hop of a route: the worker (index in the order of `workers.spans`) and the
+/// blocks it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HopRecord {
+    pub worker: u32,
+    pub blocks: String,
+}
+
+/// A failed hop and the hops that replaced it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailoverRecord {
+    pub worker: u32,
+    pub blocks: String,
+    pub fault: &'static str,
+    /// Tokens the client had received when the fault was noticed.
+    pub at_token: u64,
+    pub replaced_by: Vec<HopRecord>,
+}
+
+/// The routes of one request of a fixed list (`routes.json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct RouteRecord {
+    /// Index in the scenario's `requests`.
+    pub request: u32,
+    pub planned: Vec<HopRecord>,
+    pub failovers: Vec<FailoverRecord>,
+    #[serde(rename = "final")]
+    pub final_route: Vec<HopRecord>,
+    pub served_tokens: u64,
+    pub ttft_ms: f64,
+    pub per_token_ms: f64,
+    pub total_ms: f64,
+}
+
 /// Everything recorded during a run.
 #[derive(Default)]
 pub struct Recorder {
     pub requests: Vec<RequestRow>,
+    /// Routes and failovers per request, for scenarios with a fixed request list.
+    pub routes: Vec<RouteRecord>,
     pub bins: Vec<BinRow>,
     pub propagation: Vec<PropagationRow>,
     pub workers: Vec<WorkerRow>,

@@ -46,6 +46,10 @@ pub fn run_to_dir(
     sim.rec.write_csvs(out, sc.bin_s)?;
     let json = serde_json::to_string_pretty(&summary)? + "\n";
     metrics::write(out, "summary.json", &json)?;
+    if !sc.requests.is_empty() {
+        let routes = serde_json::to_string_pretty(&sim.rec.routes)? + "\n";
+        metrics::write(out, "routes.json", &routes)?;
+    }
     if opts.plots {
         crate::plots::draw_all(&sim.rec, sc, out)?;
     }

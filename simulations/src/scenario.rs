@@ -24,7 +24,15 @@ pub struct Scenario {
     pub network: NetworkCfg,
     #[serde(default)]
     pub churn: ChurnCfg,
-    pub demand: DemandCfg,
+    /// Random demand (Poisson arrivals); absent when the scenario lists its `requests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demand: Option<DemandCfg>,
+    /// A fixed request list, replacing `demand` (validation runs, reproductions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<ScriptedRequest>,
+    /// Scripted faults: a worker killed, vanishing or leaving at a time or a token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<ScriptedFault>,
     #[serde(default)]
     pub gossip: GossipCfg,
     #[serde(default)]
@@ -33,6 +41,49 @@ pub struct Scenario {
     pub client: ClientCfg,
     #[serde(default)]
     pub payments: PaymentsCfg,
+}
+
+/// One request of a fixed list: when it arrives, from which client, how long.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedRequest {
+    /// Arrival, simulated seconds.
+    pub at_s: f64,
+    /// Index into the clients (0 = the first).
+    #[serde(default)]
+    pub client: u32,
+    pub prompt_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// How a scripted fault takes a worker away, and so how soon its clients notice.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    /// The process is killed (`kill -9`): the kernel resets its connections, so a
+    /// client on a live stream notices after one round trip.
+    Crash,
+    /// The machine drops off the network: noticed at the stall timeout.
+    Vanish,
+    /// An orderly departure: noticed after the keep-alive (1 s).
+    Leave,
+}
+
+/// A worker taken away during the run; it does not come back.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedFault {
+    /// Index into the workers, in the order of `workers.spans`.
+    pub worker: u32,
+    pub kind: FaultKind,
+    /// When, in simulated seconds; or
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_s: Option<f64>,
+    /// once request `request` (index into `requests`) has received `after_tokens` tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_tokens: Option<u64>,
 }
 
 fn default_seed() -> u64 {
@@ -82,6 +133,10 @@ pub struct WorkersCfg {
     #[serde(default)]
     pub spans: Vec<String>,
     pub tiers: Vec<TierCfg>,
+    /// One tier name per worker in order, overriding the shares (workers past the list
+    /// draw by share): a measured mesh whose workers differ.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tier_of: Vec<String>,
     /// Prefill cost of one prompt token relative to one decoded token (batched).
     #[serde(default = "default_prefill")]
     pub prefill_factor: f64,
@@ -221,6 +276,10 @@ pub struct ClientCfg {
     pub providers_per_block: usize,
     /// Blocks looked up per request: every `lookup_stride`-th block.
     pub lookup_stride: u32,
+    /// The client's own compute per token, ms: embedding, final norm, LM head and
+    /// sampling stay on the client (the threat model), once per generated token.
+    #[serde(default)]
+    pub head_ms_per_token: f64,
 }
 
 impl Default for ClientCfg {
@@ -233,6 +292,7 @@ impl Default for ClientCfg {
             price_cap: None,
             providers_per_block: 20,
             lookup_stride: 5,
+            head_ms_per_token: 0.0,
         }
     }
 }
@@ -392,12 +452,57 @@ impl Scenario {
                 bail!("churn.session_dist must be \"exp\" or \"lognormal\"");
             }
         }
-        let d = &self.demand;
-        pos(d.requests_per_s, "demand.requests_per_s")?;
-        pos(d.prompt_mean, "demand.prompt_mean")?;
-        pos(d.output_mean, "demand.output_mean")?;
-        if d.max_tokens == 0 {
-            bail!("demand.max_tokens must be at least 1");
+        match (&self.demand, self.requests.is_empty()) {
+            (Some(d), true) => {
+                pos(d.requests_per_s, "demand.requests_per_s")?;
+                pos(d.prompt_mean, "demand.prompt_mean")?;
+                pos(d.output_mean, "demand.output_mean")?;
+                if d.max_tokens == 0 {
+                    bail!("demand.max_tokens must be at least 1");
+                }
+            }
+            (None, true) => bail!("a scenario needs [demand] or a list of [[requests]]"),
+            (Some(_), false) => bail!("[demand] and [[requests]] exclude each other"),
+            (None, false) => {}
+        }
+        for (i, r) in self.requests.iter().enumerate() {
+            if !(r.at_s.is_finite() && r.at_s >= 0.0 && r.at_s < self.duration_s) {
+                bail!("requests[{i}].at_s must lie in [0, duration_s)");
+            }
+            if r.client >= self.nodes.clients {
+                bail!("requests[{i}].client {} is not a client index", r.client);
+            }
+            if r.prompt_tokens == 0 || r.output_tokens == 0 {
+                bail!("requests[{i}]: prompt_tokens and output_tokens must be at least 1");
+            }
+        }
+        for (i, f) in self.faults.iter().enumerate() {
+            if f.worker >= self.nodes.workers {
+                bail!("faults[{i}].worker {} is not a worker index", f.worker);
+            }
+            match (f.at_s, f.request, f.after_tokens) {
+                (Some(t), None, None) if t.is_finite() && t >= 0.0 => {}
+                (None, Some(r), Some(k)) => {
+                    let Some(req) = self.requests.get(r as usize) else {
+                        bail!("faults[{i}].request {r} is not in requests");
+                    };
+                    if k == 0 || k >= req.output_tokens {
+                        bail!(
+                            "faults[{i}].after_tokens must lie in 1..{}",
+                            req.output_tokens
+                        );
+                    }
+                }
+                _ => bail!("faults[{i}] needs either at_s, or request and after_tokens"),
+            }
+        }
+        for (i, t) in self.workers.tier_of.iter().enumerate() {
+            if !self.workers.tiers.iter().any(|x| &x.name == t) {
+                bail!("workers.tier_of[{i}] names no tier: {t:?}");
+            }
+        }
+        if !(self.client.head_ms_per_token.is_finite() && self.client.head_ms_per_token >= 0.0) {
+            bail!("client.head_ms_per_token must be a non-negative number");
         }
         let g = &self.gossip;
         if !(g.d_lo <= g.d && g.d <= g.d_hi && g.d > 0) {
@@ -437,7 +542,7 @@ mod tests {
     fn params_override_and_type_check() {
         let s = Scenario::parse(TINY).expect("tiny parses");
         let t = s.with_param("demand.requests_per_s", "3").expect("set");
-        assert_eq!(t.demand.requests_per_s, 3.0);
+        assert_eq!(t.demand.as_ref().map(|d| d.requests_per_s), Some(3.0));
         assert!(s.with_param("demand.nope", "3").is_err());
         assert!(s.with_param("demand.requests_per_s", "\"x\"").is_err());
         assert!(s.with_param("adversary.wrong_share", "2.0").is_err());

@@ -19,11 +19,13 @@ use rand::{Rng, SeedableRng};
 
 use crate::dist::{self, SimRng};
 use crate::gossip::{Mesh, quantile};
-use crate::metrics::{Outcome, PropagationRow, Recorder, RequestRow};
+use crate::metrics::{
+    FailoverRecord, HopRecord, Outcome, PropagationRow, Recorder, RequestRow, RouteRecord,
+};
 use crate::net::Network;
 use crate::payments::{Authorisation, ChannelBook, price_of};
 use crate::planner::{Candidate, CostModel, Hop, RouteRequest, choose_span, plan};
-use crate::scenario::Scenario;
+use crate::scenario::{FaultKind as ScriptedKind, Scenario};
 use crate::world::{Adversary, Kind, World};
 
 /// Simulated time zero as wall-clock time for the protocol (2027-01-15).
@@ -33,9 +35,30 @@ const DISCONNECT_DETECT_US: u64 = 1_000_000;
 /// Time a dial to an offline worker takes to fail, µs.
 const DIAL_FAIL_US: u64 = 1_000_000;
 
+/// How a worker leaves, and so when its clients notice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Departure {
+    /// Orderly: the keep-alive notices.
+    Orderly,
+    /// Silent: the stall timeout notices.
+    Silent,
+    /// Killed: its connections are reset, noticed after one round trip.
+    Crash,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     Arrival,
+    /// Request `i` of the scenario's fixed list arrives.
+    Scripted {
+        i: u32,
+    },
+    /// Fault `i` of the scenario's list strikes; `epoch` of its request for faults
+    /// timed by tokens (stale after a re-plan), `u32::MAX` for faults timed in seconds.
+    ScriptedFault {
+        i: u32,
+        epoch: u32,
+    },
     Tick,
     Announce {
         w: u32,
@@ -86,6 +109,10 @@ struct ActiveHop {
     blocks: BlockRange,
     /// Prompt positions this hop prefills in the current segment.
     prefill: u64,
+    /// Generated positions replayed one call each into a replacement hop (the client
+    /// replays its recorded calls with their split: the prompt at once, then one token
+    /// per call).
+    replay_decode: u64,
     /// Prompt positions prefilled and not yet billed.
     unbilled_prompt: u64,
     /// Wrong output not (yet) caught.
@@ -181,6 +208,12 @@ pub struct Sim {
     /// Delay before clients see a fresh announcement: the last sampled median.
     visibility_us: u64,
     online: Vec<bool>,
+    /// Simulated request index of each scripted request, once it has arrived.
+    scripted: Vec<Option<u32>>,
+    /// Scripted faults that have struck.
+    fault_struck: Vec<bool>,
+    /// Planned routes and failovers of scripted requests, by scripted index.
+    route_log: Vec<Option<RouteRecord>>,
 }
 
 fn ms(us: u64) -> UnixMillis {
@@ -220,6 +253,9 @@ impl Sim {
             model_id: ModelId([0x5a; 32]),
             visibility_us: 0,
             online,
+            scripted: Vec::new(),
+            fault_struck: Vec::new(),
+            route_log: Vec::new(),
             sc,
         };
         sim.start()?;
@@ -257,14 +293,31 @@ impl Sim {
                 self.push(at + off, Event::Join { w, epoch });
             }
         }
-        let first = self.next_arrival_gap();
-        self.push(first, Event::Arrival);
+        if self.sc.requests.is_empty() {
+            let first = self.next_arrival_gap();
+            self.push(first, Event::Arrival);
+        } else {
+            self.scripted = vec![None; self.sc.requests.len()];
+            self.route_log = vec![None; self.sc.requests.len()];
+            for (i, q) in self.sc.requests.clone().iter().enumerate() {
+                self.push((q.at_s * 1e6) as u64, Event::Scripted { i: i as u32 });
+            }
+        }
+        self.fault_struck = vec![false; self.sc.faults.len()];
+        for (i, f) in self.sc.faults.clone().iter().enumerate() {
+            if let Some(t) = f.at_s {
+                let at = (t * 1e6) as u64;
+                let i = i as u32;
+                self.push(at, Event::ScriptedFault { i, epoch: u32::MAX });
+            }
+        }
         self.push((self.sc.bin_s * 1e6) as u64, Event::Tick);
         Ok(())
     }
 
     fn next_arrival_gap(&mut self) -> u64 {
-        (dist::exp(&mut self.rng, 1.0 / self.sc.demand.requests_per_s) * 1e6) as u64
+        let rate = self.sc.demand.as_ref().map_or(0.0, |d| d.requests_per_s);
+        (dist::exp(&mut self.rng, 1.0 / rate) * 1e6) as u64
     }
 
     fn session_us(&mut self) -> u64 {
@@ -287,12 +340,21 @@ impl Sim {
             self.counters.events += 1;
             match q.event {
                 Event::Arrival => self.on_arrival()?,
+                Event::Scripted { i } => self.on_scripted(i)?,
+                Event::ScriptedFault { i, epoch } => self.on_scripted_fault(i, epoch)?,
                 Event::Tick => {
                     self.on_tick();
                     progress(self.now);
                 }
                 Event::Announce { w, epoch } => self.on_announce(w, epoch)?,
-                Event::Leave { w, epoch, silent } => self.on_leave(w, epoch, silent)?,
+                Event::Leave { w, epoch, silent } => {
+                    let how = if silent {
+                        Departure::Silent
+                    } else {
+                        Departure::Orderly
+                    };
+                    self.on_leave(w, epoch, how, true)?
+                }
                 Event::Join { w, epoch } => {
                     if self.world.nodes[w as usize].worker().epoch == epoch {
                         self.join(w, self.now)?;
@@ -492,7 +554,9 @@ impl Sim {
         self.rec.propagation.push(row);
     }
 
-    fn on_leave(&mut self, w: u32, epoch: u32, silent: bool) -> anyhow::Result<()> {
+    /// Worker `w` goes offline; its sessions fail over once their clients notice; it
+    /// comes back after an offline spell when `rejoin`.
+    fn on_leave(&mut self, w: u32, epoch: u32, how: Departure, rejoin: bool) -> anyhow::Result<()> {
         let now = self.now;
         let node = &mut self.world.nodes[w as usize];
         if !node.online || node.worker().epoch != epoch {
@@ -506,16 +570,20 @@ impl Sim {
         let active = std::mem::take(&mut wk.active);
         self.online[w as usize] = false;
         self.mesh.repair(&mut self.rng, w as usize, &self.online);
-        let detect = if silent {
-            self.sc.client.stall_timeout_ms * 1000
-        } else {
-            DISCONNECT_DETECT_US
-        };
+        let wplace = self.world.nodes[w as usize].place;
         for r in active {
             let req = &self.requests[r as usize];
             if req.done {
                 continue;
             }
+            let detect = match how {
+                Departure::Silent => self.sc.client.stall_timeout_ms * 1000,
+                Departure::Orderly => DISCONNECT_DETECT_US,
+                Departure::Crash => {
+                    let cplace = self.world.nodes[req.client as usize].place;
+                    self.net.rtt_us(cplace, wplace) as u64
+                }
+            };
             if let Some(hop) = req.hops.iter().position(|h| h.worker == w) {
                 let e = req.epoch;
                 self.push(
@@ -529,10 +597,61 @@ impl Sim {
                 );
             }
         }
-        let off_mean = self.sc.churn.mean_offline_s;
-        let back = now + (dist::exp(&mut self.rng, off_mean) * 1e6) as u64;
-        self.push(back, Event::Join { w, epoch });
+        if rejoin {
+            let off_mean = self.sc.churn.mean_offline_s;
+            let back = now + (dist::exp(&mut self.rng, off_mean) * 1e6) as u64;
+            self.push(back, Event::Join { w, epoch });
+        }
         Ok(())
+    }
+
+    /// A scripted fault strikes: its worker goes away for good.
+    fn on_scripted_fault(&mut self, i: u32, epoch: u32) -> anyhow::Result<()> {
+        let f = self.sc.faults[i as usize].clone();
+        if self.fault_struck[i as usize] {
+            return Ok(());
+        }
+        if let Some(r) = f.request.and_then(|q| self.scripted[q as usize])
+            && self.requests[r as usize].epoch != epoch
+        {
+            return Ok(());
+        }
+        self.fault_struck[i as usize] = true;
+        let w = self.world.workers[f.worker as usize];
+        let node = &self.world.nodes[w as usize];
+        if !node.online {
+            return Ok(());
+        }
+        let how = match f.kind {
+            ScriptedKind::Crash => Departure::Crash,
+            ScriptedKind::Vanish => Departure::Silent,
+            ScriptedKind::Leave => Departure::Orderly,
+        };
+        let epoch = node.worker().epoch;
+        self.on_leave(w, epoch, how, false)
+    }
+
+    /// Schedules the faults timed by request `r`'s tokens that fall in its current
+    /// segment.
+    fn schedule_token_faults(&mut self, r: u32) {
+        let Some(i) = self.scripted.iter().position(|&x| x == Some(r)) else {
+            return;
+        };
+        let q = &self.requests[r as usize];
+        let mut due = Vec::new();
+        for (fi, f) in self.sc.faults.iter().enumerate() {
+            if self.fault_struck[fi] || f.request != Some(i as u32) {
+                continue;
+            }
+            let Some(k) = f.after_tokens else { continue };
+            if k > q.seg_g0 && k <= q.output {
+                let at = q.seg_stream_us as f64 + (k - q.seg_g0) as f64 * q.seg_per_token_us;
+                due.push((at.ceil() as u64, fi as u32, q.epoch));
+            }
+        }
+        for (at, i, epoch) in due {
+            self.push(at, Event::ScriptedFault { i, epoch });
+        }
     }
 
     // ---- clients: requests, routes, failover ----
@@ -543,12 +662,65 @@ impl Sim {
         self.push(now + gap, Event::Arrival);
         let clients = &self.world.clients;
         let client = clients[self.rng.random_range(0..clients.len())];
-        let d = self.sc.demand.clone();
+        let d = self.sc.demand.clone().expect("arrivals come from [demand]");
         let len = |rng: &mut SimRng, mean, sigma| {
             (dist::lognormal(rng, mean, sigma).round() as u64).clamp(1, d.max_tokens)
         };
         let prompt = len(&mut self.rng, d.prompt_mean, d.prompt_sigma);
         let output = len(&mut self.rng, d.output_mean, d.output_sigma);
+        self.admit(client, prompt, output).map(|_| ())
+    }
+
+    /// Request `i` of the fixed list arrives.
+    fn on_scripted(&mut self, i: u32) -> anyhow::Result<()> {
+        let q = self.sc.requests[i as usize].clone();
+        let client = self.world.clients[q.client as usize];
+        let r = self.requests.len() as u32;
+        self.scripted[i as usize] = Some(r);
+        self.admit(client, q.prompt_tokens, q.output_tokens)?;
+        let planned = self.hop_records(r, 0);
+        self.route_log[i as usize] = Some(RouteRecord {
+            request: i,
+            planned,
+            failovers: Vec::new(),
+            final_route: Vec::new(),
+            served_tokens: 0,
+            ttft_ms: f64::NAN,
+            per_token_ms: f64::NAN,
+            total_ms: f64::NAN,
+        });
+        Ok(())
+    }
+
+    /// Request `r`'s hops from index `from` on, as (worker index, blocks).
+    fn hop_records(&self, r: u32, from: usize) -> Vec<HopRecord> {
+        self.requests[r as usize].hops[from..]
+            .iter()
+            .map(|h| HopRecord {
+                worker: self.worker_index(h.worker),
+                blocks: h.blocks.to_string(),
+            })
+            .collect()
+    }
+
+    /// A worker's index in the order of `workers.spans`.
+    fn worker_index(&self, node: u32) -> u32 {
+        self.world
+            .workers
+            .iter()
+            .position(|&w| w == node)
+            .unwrap_or(0) as u32
+    }
+
+    /// The route log of request `r`, if it is a scripted one.
+    fn route_log_of(&mut self, r: u32) -> Option<&mut RouteRecord> {
+        let i = self.scripted.iter().position(|&x| x == Some(r))?;
+        self.route_log[i].as_mut()
+    }
+
+    /// A request arrives at `client`: plans its route and starts it.
+    fn admit(&mut self, client: u32, prompt: u64, output: u64) -> anyhow::Result<u32> {
+        let now = self.now;
         let r = self.requests.len() as u32;
         self.requests.push(Request {
             client,
@@ -576,19 +748,20 @@ impl Sim {
                         worker,
                         blocks,
                         prefill: prompt,
+                        replay_decode: 0,
                         unbilled_prompt: 0,
                         wrong: false,
                     })
                     .collect();
                 self.requests[r as usize].hops = hops;
-                self.start_segment(r)
+                self.start_segment(r)?;
             }
             None => {
                 self.counters.no_route += 1;
                 self.fail(r, 0);
-                Ok(())
             }
         }
+        Ok(r)
     }
 
     /// The candidate built from worker `w`'s verified announcement, as `client` sees it
@@ -709,10 +882,15 @@ impl Sim {
     /// Starts generating on the request's current route from where it stands: queueing
     /// at each worker, handshakes with new hops, prefill or replay, then the token
     /// stream; schedules its completion or its first fault.
+    ///
+    /// As in the real client, the first token comes out of the prefill (the logits of
+    /// the last prompt position), and every token costs the client's head once; after a
+    /// failover the token in flight resumes once the replay is done.
     fn start_segment(&mut self, r: u32) -> anyhow::Result<()> {
         let now = self.now;
         let hidden = self.sc.model.hidden_bytes;
         let prefill_factor = self.sc.workers.prefill_factor;
+        let head_us = self.sc.client.head_ms_per_token * 1000.0;
         let (client, g0, output) = {
             let q = &self.requests[r as usize];
             (q.client, q.generated_at(now).max(q.seg_g0), q.output)
@@ -749,12 +927,15 @@ impl Sim {
             let link_prefill =
                 self.net
                     .one_way_us(&mut self.rng, prev, place, hidden * h.prefill.max(1));
-            prefill_us += h.prefill as f64 * hop_token * prefill_factor + link_prefill;
+            let replay = h.replay_decode as f64 * (hop_token + 2.0 * link);
+            prefill_us += h.prefill as f64 * hop_token * prefill_factor + link_prefill + replay;
             per_token += hop_token + link;
             rtt_sum += rtt;
             prev = place;
             let wk = self.world.nodes[h.worker as usize].worker_mut();
-            let work = ((h.prefill as f64 * prefill_factor + remaining as f64) * hop_token) as u64;
+            let work =
+                ((h.prefill as f64 * prefill_factor + h.replay_decode as f64 + remaining as f64)
+                    * hop_token) as u64;
             let start = wk.busy_until.max(now);
             wait = wait.max(start - now);
             wk.busy_until = start + work;
@@ -792,13 +973,22 @@ impl Sim {
             }
         }
         let last = self.net.one_way_us(&mut self.rng, prev, cplace, hidden);
-        per_token += last;
+        per_token += last + head_us;
         let n_links = hops.len() as u64 + 1;
         let loss =
             self.net
                 .loss_delay_us(&mut self.rng, remaining * n_links, rtt_sum / n_links as f64);
-        let stream = now + wait + (handshake + prefill_us) as u64;
-        let first = stream + per_token as u64;
+        let ready = now + wait + (handshake + prefill_us) as u64;
+        // A fresh request's first token is the prefill's output, back at the client
+        // through its head; a resumed one waits one token step.
+        let first = if g0 == 0 {
+            let back = self.net.one_way_us(&mut self.rng, prev, cplace, hidden);
+            ready + (back + head_us) as u64
+        } else {
+            ready + per_token as u64
+        };
+        // Token g0 + n (n >= 1) arrives at stream + n × per_token.
+        let stream = first.saturating_sub(per_token as u64);
         let end = first + ((remaining.saturating_sub(1)) as f64 * per_token + loss) as u64;
         if let Some(i) = caught {
             earliest(&mut fault, first, i, FaultKind::WrongResult);
@@ -837,6 +1027,7 @@ impl Sim {
         for h in &mut q.hops {
             h.unbilled_prompt += h.prefill;
             h.prefill = 0;
+            h.replay_decode = 0;
         }
         let epoch = q.epoch;
         match fault {
@@ -853,6 +1044,7 @@ impl Sim {
             }
             None => self.push(end, Event::Complete { r, epoch }),
         }
+        self.schedule_token_faults(r);
         Ok(())
     }
 
@@ -969,6 +1161,12 @@ impl Sim {
                 replay_tokens,
             } => {
                 let kv = replay_tokens + self.requests[r as usize].output - g;
+                // The node's client (`RemoteChain::rebuild_from`) re-plans from the
+                // failed hop's first block to the end of the route, so the hops after
+                // it are replaced too (possibly by themselves, with new sessions).
+                let q = &self.requests[r as usize];
+                let to = q.hops.last().map_or(blocks.end(), |h| h.blocks.end());
+                let blocks = BlockRange::new(blocks.start(), to).unwrap_or(blocks);
                 match self.plan_for(client, blocks, kv, Some(exclude)) {
                     Some(new) => {
                         self.counters.failovers += 1;
@@ -981,12 +1179,24 @@ impl Sim {
                             .map(|(worker, blocks)| ActiveHop {
                                 worker,
                                 blocks,
-                                prefill: replay_tokens,
+                                prefill: prompt,
+                                replay_decode: g.saturating_sub(1),
                                 unbilled_prompt: 0,
                                 wrong: false,
                             })
                             .collect();
-                        q.hops.splice(hop..=hop, replacement);
+                        q.hops.splice(hop.., replacement);
+                        let replaced_by = self.hop_records(r, hop);
+                        let record = FailoverRecord {
+                            worker: self.worker_index(failed.worker),
+                            blocks: failed.blocks.to_string(),
+                            fault: fault_name(fault),
+                            at_token: g,
+                            replaced_by,
+                        };
+                        if let Some(log) = self.route_log_of(r) {
+                            log.failovers.push(record);
+                        }
                         self.start_segment(r)
                     }
                     None => {
@@ -1000,6 +1210,19 @@ impl Sim {
                 Ok(())
             }
         }
+    }
+
+    /// Files a request's row, and its route log when it is a scripted one.
+    fn push_row(&mut self, r: u32, row: RequestRow) {
+        let final_route = self.hop_records(r, 0);
+        if let Some(log) = self.route_log_of(r) {
+            log.final_route = final_route;
+            log.served_tokens = row.served_tokens;
+            log.ttft_ms = row.ttft_ms;
+            log.per_token_ms = row.per_token_ms;
+            log.total_ms = row.total_ms;
+        }
+        self.rec.requests.push(row);
     }
 
     fn fail(&mut self, r: u32, served: u64) {
@@ -1020,7 +1243,7 @@ impl Sim {
         self.counters.tokens_failed += q.output - served;
         let bin_s = self.sc.bin_s;
         let row = self.row(r, outcome, served);
-        self.rec.requests.push(row);
+        self.push_row(r, row);
         let b = self.rec.bin(now.min(self.end_us.saturating_sub(1)), bin_s);
         if outcome == Outcome::Failed {
             b.failed += 1;
@@ -1080,7 +1303,7 @@ impl Sim {
         }
         let outcome = if wrong { Outcome::Wrong } else { Outcome::Ok };
         let row = self.row(r, outcome, output);
-        self.rec.requests.push(row);
+        self.push_row(r, row);
         self.requests[r as usize].done = true;
         if wrong {
             self.counters.wrong += 1;
@@ -1111,6 +1334,7 @@ impl Sim {
             self.end_request(r, g, Outcome::Unfinished);
         }
         self.channels.settle_all()?;
+        self.rec.routes = self.route_log.iter().flatten().cloned().collect();
         for &w in &self.world.workers {
             let node = &mut self.world.nodes[w as usize];
             if node.online {
@@ -1165,4 +1389,13 @@ impl Sim {
 /// Median and 99th percentile of sorted values.
 pub fn p50_p99(v: &[f64]) -> (f64, f64) {
     (quantile(v, 0.5), quantile(v, 0.99))
+}
+
+fn fault_name(f: Fault) -> &'static str {
+    match f {
+        Fault::Disconnected => "disconnected",
+        Fault::Stalled => "stalled",
+        Fault::WrongResult => "wrong_result",
+        Fault::Refused => "refused",
+    }
 }

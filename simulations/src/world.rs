@@ -157,8 +157,15 @@ impl World {
                     3 => Adversary::Vanish,
                     _ => Adversary::Honest,
                 };
+                // Drawn even when named, so naming tiers leaves the stream unchanged.
+                let drawn = dist::weighted(rng, &tier_w) as u8;
+                let named = sc
+                    .workers
+                    .tier_of
+                    .get(wi)
+                    .and_then(|t| sc.workers.tiers.iter().position(|x| &x.name == t));
                 Box::new(Worker {
-                    tier: dist::weighted(rng, &tier_w) as u8,
+                    tier: named.map_or(drawn, |t| t as u8),
                     adversary,
                     fixed_span,
                     blocks: BlockRange::EMPTY,
