@@ -61,14 +61,8 @@ impl PayeeMeter {
     pub fn accept(&mut self, state_boc: &[u8]) -> anyhow::Result<Accepted> {
         let state = SignedSemiChannel::from_boc(state_boc)
             .map_err(|e| anyhow::anyhow!("payment state does not decode: {e}"))?;
-        if self.payee.is_newest(&state) {
-            // A resend of the newest state after a reconnect: nothing new is paid.
-            let paid = self.payee.paid_body();
-            return Ok(Accepted {
-                seqno: paid.seqno,
-                paid: paid.sent,
-                increase: NanoTon::ZERO,
-            });
+        if let Some(resend) = self.payee.resend_of_newest(&state) {
+            return Ok(resend);
         }
         let mut next = self.payee.clone();
         let accepted = next.accept_payment(state)?;

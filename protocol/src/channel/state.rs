@@ -370,10 +370,17 @@ impl Payee {
         self.best.as_ref()
     }
 
-    /// Whether `state` is, byte for byte, the state accepted last: a resend (a client
-    /// repeating its newest state after a reconnect) that pays nothing new.
-    pub fn is_newest(&self, state: &SignedSemiChannel) -> bool {
-        self.best.as_ref() == Some(state)
+    /// When `state` is, byte for byte, the state accepted last (a client repeating its
+    /// newest state after a reconnect): what it amounts to, a payment of nothing new.
+    pub fn resend_of_newest(&self, state: &SignedSemiChannel) -> Option<Accepted> {
+        (self.best.as_ref() == Some(state)).then(|| {
+            let paid = self.paid_body();
+            Accepted {
+                seqno: paid.seqno,
+                paid: paid.sent,
+                increase: NanoTon::ZERO,
+            }
+        })
     }
 
     /// Cumulative amount paid.
@@ -385,7 +392,7 @@ impl Payee {
     /// the accepted state durably before serving tokens against it.
     /// A replay, even of the very state accepted last, is refused (rule
     /// `seqno-increases`); a driver that sees resends after reconnects recognises them
-    /// with [`Payee::is_newest`] first.
+    /// with [`Payee::resend_of_newest`] first.
     pub fn accept_payment(&mut self, state: SignedSemiChannel) -> Result<Accepted, ChannelError> {
         let last = self.paid_body();
         verify_state(
