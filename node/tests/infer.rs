@@ -9,178 +9,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{BIN, LOOPBACK, TestNode, wait_for};
+use common::infer_mesh::{
+    Mesh, expected, generate_until_text, model_path, reference, route_peers, span, start_mesh,
+    token_ids, wait_until_ready,
+};
+use common::{BIN, LOOPBACK, TestNode};
 
 static ONE_MESH_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn reference() -> serde_json::Value {
-    serde_json::from_str(include_str!("fixtures/reference_tokens.json")).expect("fixture")
-}
-
-fn model_path() -> std::path::PathBuf {
-    let p = cocoon_shaders::model::default_model_path();
-    assert!(
-        p.exists(),
-        "the default model is missing at {}: run scripts/setup",
-        p.display()
-    );
-    p
-}
-
-struct Mesh {
-    _dir: tempfile::TempDir,
-    root: std::path::PathBuf,
-    boot: TestNode,
-    workers: Vec<TestNode>,
-    client: TestNode,
-}
-
-/// A bootstrap/relay, one worker per `(name, args)` and a client; returns once the
-/// client has a complete route and its API is up.
-fn start_mesh(workers: &[(&str, Vec<&str>)], client_args: &[&str]) -> Mesh {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().to_owned();
-    let mut boot_args = LOOPBACK.to_vec();
-    boot_args.extend(["--role", "relay", "--relay-server", "on"]);
-    let boot = TestNode::start("boot", &root, None, &boot_args);
-    let boot_addr = boot.addr("/tcp/");
-    let model = model_path();
-    let model = model.to_str().expect("utf-8 path");
-    let common_args = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = LOOPBACK.iter().map(|s| s.to_string()).collect();
-        v.extend(
-            [
-                "--bootstrap",
-                &boot_addr,
-                "--model",
-                model,
-                "--announce-interval",
-                "3",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
-    let workers: Vec<TestNode> = workers
-        .iter()
-        .map(|(name, extra)| {
-            let args = common_args(extra);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            TestNode::start(name, &root, None, &args)
-        })
-        .collect();
-    let mut client_extra = vec!["--role", "client"];
-    client_extra.extend(client_args);
-    let args = common_args(&client_extra);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let client = TestNode::start("client", &root, None, &args);
-    let started = Instant::now();
-    wait_until_ready(&client, &workers);
-    println!("mesh ready in {:.1} s", started.elapsed().as_secs_f64());
-    Mesh {
-        _dir: dir,
-        root,
-        boot,
-        workers,
-        client,
-    }
-}
-
-/// Waits until the client has a complete route, serves its API, and has seen every
-/// worker's blocks (loaded and announced), so plans see the whole mesh.
-fn wait_until_ready(client: &TestNode, workers: &[TestNode]) {
-    wait_for(
-        Duration::from_secs(180),
-        "a complete route and the API",
-        || {
-            let out = client.cli(&["routes", "--json"]);
-            let routes: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            let api = client.data_dir.join("api.addr");
-            (routes["error"].is_null() && api.exists()).then_some(())
-        },
-    );
-    wait_for(Duration::from_secs(180), "every worker's blocks", || {
-        let peers = client.peers();
-        let announced = |w: &TestNode| {
-            peers.iter().any(|p| {
-                p["peer_id"] == w.peer_id.as_str()
-                    && p["blocks"]
-                        .as_str()
-                        .is_some_and(|b| !b.is_empty() && b != "0..0")
-            })
-        };
-        workers.iter().all(announced).then_some(())
-    });
-}
-
-impl Mesh {
-    /// `cocoon generate --json` on the client; the summary object.
-    fn generate(&self, prompt: &str, max_tokens: usize) -> serde_json::Value {
-        let out = self.client.cli(&[
-            "generate",
-            "--prompt",
-            prompt,
-            "--max-tokens",
-            &max_tokens.to_string(),
-            "--temperature",
-            "0",
-            "--json",
-        ]);
-        assert!(
-            out.status.success(),
-            "generate failed: {}\nclient log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.client.log()
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let last = stdout.lines().last().expect("output");
-        serde_json::from_str(last).expect("summary JSON")
-    }
-
-    fn api(&self) -> String {
-        let addr = std::fs::read_to_string(self.client.data_dir.join("api.addr")).expect("api");
-        format!("http://{}/v1", addr.trim())
-    }
-}
-
-fn token_ids(summary: &serde_json::Value) -> Vec<u64> {
-    summary["token_ids"]
-        .as_array()
-        .expect("token_ids")
-        .iter()
-        .map(|v| v.as_u64().expect("id"))
-        .collect()
-}
-
-fn expected(prompt: &serde_json::Value) -> Vec<u64> {
-    prompt["generated_token_ids"]
-        .as_array()
-        .expect("ids")
-        .iter()
-        .map(|v| v.as_u64().expect("id"))
-        .collect()
-}
-
-fn route_peers(summary: &serde_json::Value) -> Vec<String> {
-    summary["route"]
-        .as_array()
-        .expect("route")
-        .iter()
-        .map(|h| h["peer"].as_str().expect("peer").to_owned())
-        .collect()
-}
-
-fn span(s: &str) -> Vec<&str> {
-    vec!["--blocks", s]
-}
 
 #[test]
 fn three_workers_give_the_single_node_reference_tokens() {
@@ -279,48 +120,18 @@ fn killing_the_middle_worker_fails_over_to_the_spare_with_the_same_tokens() {
         .find(|w| w.peer_id == middle_id)
         .expect("the middle hop is one of ours");
 
-    let mut generate = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(&mesh.client.data_dir)
-        .args([
-            "generate",
-            "--prompt",
-            prompt,
-            "--max-tokens",
-            "32",
-            "--temperature",
-            "0",
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn generate");
-    let mut stdout = generate.stdout.take().expect("stdout");
     // Mid-generation: once the first text has streamed out, kill -9 the middle worker.
-    let mut first_bytes = [0u8; 8];
-    stdout.read_exact(&mut first_bytes).expect("first text");
+    let generating = generate_until_text(&mesh.client, prompt, 32, 1);
     middle.child.kill().expect("kill -9 the middle worker");
     let killed_at = Instant::now();
-    let mut rest = String::new();
-    BufReader::new(stdout)
-        .read_to_string(&mut rest)
-        .expect("rest of the output");
-    let mut stderr = String::new();
-    generate
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("stderr");
-    let status = generate.wait().expect("generate exits");
+    let done = generating.finish();
+    let stderr = &done.stderr;
     assert!(
-        status.success(),
+        done.status.success(),
         "generate failed: {stderr}\n{}",
         mesh.client.log()
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(rest.lines().last().expect("summary")).expect("summary JSON");
+    let summary = done.summary();
     assert_eq!(token_ids(&summary), expected(p), "tokens after failover");
     let failovers = summary["failovers"].as_array().expect("failovers");
     assert_eq!(failovers.len(), 1, "{failovers:?}");
@@ -533,7 +344,7 @@ fn start_mesh_with_relay_worker(tap: &str) -> Mesh {
     let workers = vec![worker];
     wait_until_ready(&client, &workers);
     Mesh {
-        _dir: dir,
+        dir,
         root,
         boot,
         workers,

@@ -11,15 +11,14 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::chain::{TON, channels, fund, post, start_chain, wallet};
 use common::infer_mesh::{
-    expected, model_path, reference, span, start_mesh, token_ids, wait_until_ready,
+    expected, generate_until_text, model_path, reference, span, start_mesh, token_ids,
+    wait_until_ready,
 };
-use common::{BIN, LOOPBACK, TestNode, wait_for};
+use common::{LOOPBACK, TestNode, wait_for};
 use serde_json::{Value, json};
 
 /// Prices high enough that a payout stands well above fees: 0.01 and 0.02 TON.
@@ -140,9 +139,9 @@ fn a_completion_is_paid_per_token_and_the_contract_settles_the_states() {
         v
     };
     let boot = mesh.boot.addr("/tcp/");
-    let mut generate = generate_until_text(&mesh.client, prompt);
+    let mut generate = generate_until_text(&mesh.client, prompt, 24, 1);
     mesh.client.child.kill().expect("kill -9 the client");
-    let _ = generate.wait();
+    let _ = generate.child.wait();
     let _ = mesh.client.child.wait();
     // The dead client's API address must not pass for the new one's.
     std::fs::remove_file(mesh.client.data_dir.join("api.addr")).expect("api.addr");
@@ -203,14 +202,14 @@ fn a_completion_is_paid_per_token_and_the_contract_settles_the_states() {
     };
     let w2_id = mesh.workers[1].peer_id.clone();
     let before_kill = channel_with(&mesh.client, &w2_id);
-    let mut generate = generate_until_text(&mesh.client, prompt);
+    let mut generate = generate_until_text(&mesh.client, prompt, 24, 1);
     mesh.workers[1].child.kill().expect("kill -9 the worker");
     let _ = mesh.workers[1].child.wait();
     // The client gives up on the lost span (nothing else serves it) or times out.
     wait_for(
         Duration::from_secs(90),
         "the broken generation to end",
-        || generate.try_wait().ok().flatten(),
+        || generate.child.try_wait().ok().flatten(),
     );
     let args: Vec<&str> = w2_args.iter().map(String::as_str).collect();
     mesh.workers[1] = TestNode::start("w2", &mesh.root, None, &args);
@@ -310,41 +309,4 @@ fn a_completion_is_paid_per_token_and_the_contract_settles_the_states() {
         value <= earned && value + 10_000_000 > earned,
         "paid {value}, earned {earned}: {payout}"
     );
-}
-
-/// Starts `cocoon generate` on `client` and returns once text has streamed out, so a
-/// kill that follows lands mid-generation.
-fn generate_until_text(client: &TestNode, prompt: &str) -> std::process::Child {
-    let mut generate = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(&client.data_dir)
-        .args([
-            "generate",
-            "--prompt",
-            prompt,
-            "--max-tokens",
-            "24",
-            "--temperature",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn generate");
-    let mut first = [0u8; 4];
-    if let Err(e) = generate
-        .stdout
-        .as_mut()
-        .expect("stdout")
-        .read_exact(&mut first)
-    {
-        let mut err = String::new();
-        let _ = generate
-            .stderr
-            .take()
-            .expect("stderr")
-            .read_to_string(&mut err);
-        panic!("no text streamed ({e}): {err}");
-    }
-    generate
 }

@@ -49,6 +49,8 @@ impl Default for ScorePolicy {
 pub struct PeerRecord {
     /// Smoothed round-trip time in microseconds (EWMA, 1/8 weight like TCP's SRTT).
     pub rtt_us: Option<u64>,
+    /// The last few RTT samples, for [`PeerRecord::path_rtt_us`].
+    pub recent_rtts: RttWindow,
     pub failures: u32,
     pub rejections: u32,
     /// Rule name of the last rejected announcement.
@@ -63,6 +65,46 @@ pub struct PeerRecord {
     pub banned_until: Option<UnixMillis>,
     /// How many times this peer was banned.
     pub strikes: u32,
+}
+
+/// The last [`RttWindow::LEN`] round-trip samples of one peer (microseconds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RttWindow {
+    samples: [u32; RttWindow::LEN],
+    len: u8,
+    next: u8,
+}
+
+impl RttWindow {
+    /// Samples kept: with libp2p's 15 s ping interval, the last two minutes.
+    pub const LEN: usize = 8;
+
+    pub fn push(&mut self, rtt_us: u64) {
+        self.samples[usize::from(self.next)] = u32::try_from(rtt_us).unwrap_or(u32::MAX);
+        self.next = ((usize::from(self.next) + 1) % Self::LEN) as u8;
+        self.len = (usize::from(self.len) + 1).min(Self::LEN) as u8;
+    }
+
+    /// The lowest sample kept; `None` before the first.
+    pub fn min(&self) -> Option<u64> {
+        self.samples[..usize::from(self.len)]
+            .iter()
+            .min()
+            .map(|&us| u64::from(us))
+    }
+}
+
+impl PeerRecord {
+    /// The round-trip time route planning charges a hop: the lowest recent sample, an
+    /// estimate of the path's own delay (as BBR's min-RTT filter). A single ping answered
+    /// while the peer's cores are busy (compiling kernels at start-up, computing another
+    /// session's tokens) comes back tens of milliseconds late, and the smoothed RTT keeps
+    /// such a sample for minutes; the planner already charges compute through the
+    /// announced throughput, so counting it again in the RTT would route around workers
+    /// for the load they had when they were pinged.
+    pub fn path_rtt_us(&self) -> Option<u64> {
+        self.recent_rtts.min()
+    }
 }
 
 /// A change the driver must apply.
@@ -123,6 +165,7 @@ impl PeerTable {
             None => rtt_us,
             Some(s) => (s * 7 + rtt_us) / 8,
         });
+        rec.recent_rtts.push(rtt_us);
     }
 
     /// A dial or ping to the peer failed.
@@ -308,5 +351,32 @@ mod tests {
         t.record_rtt(p, 0, NOW);
         assert_eq!(t.get(&p).and_then(|r| r.rtt_us), Some(700_000));
         assert!((t.score(&p) + 7.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn path_rtt_is_the_lowest_of_the_recent_samples() {
+        let mut t = PeerTable::new(ScorePolicy::default());
+        let p = identity(5).peer_id();
+        assert_eq!(t.get(&p).and_then(PeerRecord::path_rtt_us), None);
+        // A first ping answered while the peer was busy, then quiet ones.
+        t.record_rtt(p, 80_000, NOW);
+        assert_eq!(t.get(&p).and_then(PeerRecord::path_rtt_us), Some(80_000));
+        t.record_rtt(p, 300, NOW);
+        t.record_rtt(p, 500, NOW);
+        let rec = t.get(&p).expect("recorded");
+        assert_eq!(rec.path_rtt_us(), Some(300));
+        assert!(
+            rec.rtt_us.expect("smoothed") > 60_000,
+            "the EWMA still remembers"
+        );
+        // The window forgets: after LEN slower samples the old minimum is gone.
+        for _ in 0..RttWindow::LEN {
+            t.record_rtt(p, 2_000, NOW);
+        }
+        assert_eq!(t.get(&p).and_then(PeerRecord::path_rtt_us), Some(2_000));
+        // Samples beyond u32 microseconds saturate instead of wrapping.
+        let mut w = RttWindow::default();
+        w.push(u64::MAX);
+        assert_eq!(w.min(), Some(u64::from(u32::MAX)));
     }
 }

@@ -77,6 +77,7 @@ mod tests {
             nat_share: 0.5,
             relay_overhead_ms: 5.0,
             jitter: 0.0,
+            region_of: Vec::new(),
         }
     }
 

@@ -176,6 +176,11 @@ pub struct NetworkCfg {
     /// Extra random jitter on every RTT, as a fraction (0.1 = ±10 %).
     #[serde(default)]
     pub jitter: f64,
+    /// One region name per node in the order relays, workers, clients, overriding
+    /// `region_share` (nodes past the list draw by share): a measured mesh, each worker
+    /// in a region of its own with the RTT the client measured to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub region_of: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -280,6 +285,12 @@ pub struct ClientCfg {
     /// sampling stay on the client (the threat model), once per generated token.
     #[serde(default)]
     pub head_ms_per_token: f64,
+    /// What opening one hop's session costs beyond its two round trips (stream
+    /// negotiation, then the Noise IK message and the worker's reply), ms: the
+    /// handshake's key agreement and the worker allocating the session's KV cache. The
+    /// client opens the hops of a route one after another, as cocoon's client does.
+    #[serde(default)]
+    pub open_ms_per_hop: f64,
 }
 
 impl Default for ClientCfg {
@@ -293,6 +304,7 @@ impl Default for ClientCfg {
             providers_per_block: 20,
             lookup_stride: 5,
             head_ms_per_token: 0.0,
+            open_ms_per_hop: 0.0,
         }
     }
 }
@@ -496,6 +508,11 @@ impl Scenario {
                 _ => bail!("faults[{i}] needs either at_s, or request and after_tokens"),
             }
         }
+        for (i, name) in self.network.region_of.iter().enumerate() {
+            if !self.network.regions.contains(name) {
+                bail!("network.region_of[{i}] names no region: {name:?}");
+            }
+        }
         for (i, t) in self.workers.tier_of.iter().enumerate() {
             if !self.workers.tiers.iter().any(|x| &x.name == t) {
                 bail!("workers.tier_of[{i}] names no tier: {t:?}");
@@ -503,6 +520,9 @@ impl Scenario {
         }
         if !(self.client.head_ms_per_token.is_finite() && self.client.head_ms_per_token >= 0.0) {
             bail!("client.head_ms_per_token must be a non-negative number");
+        }
+        if !(self.client.open_ms_per_hop.is_finite() && self.client.open_ms_per_hop >= 0.0) {
+            bail!("client.open_ms_per_hop must be a non-negative number");
         }
         let g = &self.gossip;
         if !(g.d_lo <= g.d && g.d <= g.d_hi && g.d > 0) {

@@ -13,7 +13,7 @@ use cocoon_protocol::announce::{
 };
 use cocoon_protocol::channel::Usage;
 use cocoon_protocol::failover::{FailedHop, FailoverDecision, FailoverPolicy, Fault, on_hop_fault};
-use cocoon_protocol::peers::BanAction;
+use cocoon_protocol::peers::{BanAction, PeerRecord};
 use cocoon_protocol::units::{BlockRange, ModelId, NanoTon, Role, SeqNo, UnixMillis};
 use rand::{Rng, SeedableRng};
 
@@ -777,7 +777,7 @@ impl Sim {
                 let table = cn.table.as_deref().expect("clients have tables");
                 let mine = table.get(&node.peer);
                 let rtt = mine
-                    .and_then(|r| r.rtt_us)
+                    .and_then(PeerRecord::path_rtt_us)
                     .unwrap_or_else(|| self.net.rtt_us(cn.place, node.place) as u64);
                 let score = mine.map_or(0.0, |r| table.score_of(r));
                 let banned = mine
@@ -891,6 +891,7 @@ impl Sim {
         let hidden = self.sc.model.hidden_bytes;
         let prefill_factor = self.sc.workers.prefill_factor;
         let head_us = self.sc.client.head_ms_per_token * 1000.0;
+        let open_us = self.sc.client.open_ms_per_hop * 1000.0;
         let (client, g0, output) = {
             let q = &self.requests[r as usize];
             (q.client, q.generated_at(now).max(q.seg_g0), q.output)
@@ -919,7 +920,8 @@ impl Sim {
             let online = node.online;
             let rtt = self.net.rtt_us(cplace, place);
             if h.prefill > 0 {
-                handshake = handshake.max(rtt);
+                // A new hop: opened after the previous one, as the real client does.
+                handshake += 2.0 * rtt + open_us;
             }
             let cost_per_block = 1e6 / self.tier(h.worker).block_tokens_per_s;
             let hop_token = cost_per_block * f64::from(h.blocks.len());

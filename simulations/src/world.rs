@@ -138,7 +138,14 @@ impl World {
             } else {
                 Kind::Client
             };
-            let region = dist::weighted(rng, &sc.network.region_share) as u8;
+            // Drawn even when named, so naming regions leaves the stream unchanged.
+            let drawn = dist::weighted(rng, &sc.network.region_share) as u8;
+            let region = sc
+                .network
+                .region_of
+                .get(i)
+                .and_then(|r| sc.network.regions.iter().position(|x| x == r))
+                .map_or(drawn, |r| r as u8);
             let nat = kind == Kind::Worker && rng.random::<f64>() < sc.network.nat_share;
             let identity = NodeIdentity::from_secrets(&seed32(rng), &seed32(rng));
             let peer = identity.peer_id();

@@ -30,7 +30,11 @@ pub struct PeerInfo {
     /// `direct`, `relayed`, or `none` when not connected.
     pub connection: String,
     pub addresses: Vec<String>,
+    /// Smoothed RTT (EWMA of pings).
     pub rtt_ms: Option<f64>,
+    /// Lowest recent RTT: what route planning charges for the hop.
+    #[serde(default)]
+    pub path_rtt_ms: Option<f64>,
     pub role: Option<String>,
     pub model_id: Option<String>,
     pub blocks: Option<String>,

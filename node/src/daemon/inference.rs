@@ -255,7 +255,7 @@ impl Daemon {
                         throughput_milli_tps: a.throughput_milli_tps,
                         prices: a.prices,
                         free_kv_tokens: a.free_kv_tokens,
-                        rtt_us: rec.rtt_us.unwrap_or(1_000),
+                        rtt_us: rec.path_rtt_us().unwrap_or(1_000),
                         queued_requests: 0,
                         score: self.table.score_of(rec),
                     },

@@ -911,6 +911,9 @@ impl Daemon {
             connection: connection.into(),
             addresses,
             rtt_ms: rec.and_then(|r| r.rtt_us).map(|us| us as f64 / 1000.0),
+            path_rtt_ms: rec
+                .and_then(|r| r.path_rtt_us())
+                .map(|us| us as f64 / 1000.0),
             role: ann.map(|a| a.role.to_string()),
             model_id: ann.and_then(|a| a.model_id).map(|m| m.to_hex()),
             blocks: ann.map(|a| a.blocks.to_string()),

@@ -67,6 +67,9 @@ pub struct GenSummary {
     pub route: Vec<HopInfo>,
     pub failovers: Vec<Failover>,
     pub time_to_first_token_ms: f64,
+    /// Part of the time to first token spent planning the route and opening a session
+    /// on each hop.
+    pub open_route_ms: f64,
     pub prefill_tokens_per_second: f64,
     pub decode_tokens_per_second: f64,
     pub tokens_per_second: f64,
@@ -251,6 +254,7 @@ impl Generator {
             self.d_model,
         )
         .map_err(|e| GenFailure::Unavailable(e.to_string()))?;
+        let open_route_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut ends = match &self.local_ends {
             Some(m) => Some(
                 m.lock()
@@ -350,6 +354,7 @@ impl Generator {
             time_to_first_token_ms: first_token_at
                 .map(|t| (t - started).as_secs_f64() * 1000.0)
                 .unwrap_or(0.0),
+            open_route_ms,
             prefill_tokens_per_second: generation.prefill_tokens_per_second(),
             decode_tokens_per_second: generation.decode_tokens_per_second(),
             tokens_per_second: generation.tokens_per_second(),

@@ -1,10 +1,13 @@
 //! A loopback inference mesh for the integration tests: a bootstrap/relay, workers
 //! holding spans of the default model, and a client with the OpenAI API; the reference
-//! greedy tokens; reading a generation's summary.
+//! greedy tokens; a generation run whole or streamed (to kill a node mid-generation);
+//! reading a generation's summary.
 
+use std::io::Read;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{LOOPBACK, TestNode, wait_for};
+use super::{BIN, LOOPBACK, TestNode, wait_for};
 
 pub fn reference() -> serde_json::Value {
     serde_json::from_str(include_str!("../fixtures/reference_tokens.json")).expect("fixture")
@@ -32,6 +35,20 @@ pub struct Mesh {
 /// A bootstrap/relay, one worker per `(name, args)` and a client; returns once the
 /// client has a complete route and its API is up.
 pub fn start_mesh(workers: &[(&str, Vec<&str>)], client_args: &[&str]) -> Mesh {
+    start_mesh_with(workers, client_args, false)
+}
+
+/// [`start_mesh`], but each worker is started once the one before it has loaded its
+/// blocks, so that no worker measures the throughput it announces while another warms
+/// up on the same cores (on a real network they are separate machines).
+pub fn start_mesh_one_worker_at_a_time(
+    workers: &[(&str, Vec<&str>)],
+    client_args: &[&str],
+) -> Mesh {
+    start_mesh_with(workers, client_args, true)
+}
+
+fn start_mesh_with(workers: &[(&str, Vec<&str>)], client_args: &[&str], stagger: bool) -> Mesh {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_owned();
     let mut boot_args = LOOPBACK.to_vec();
@@ -62,7 +79,15 @@ pub fn start_mesh(workers: &[(&str, Vec<&str>)], client_args: &[&str]) -> Mesh {
         .map(|(name, extra)| {
             let args = common_args(extra);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            TestNode::start(name, &root, None, &args)
+            let node = TestNode::start(name, &root, None, &args);
+            if stagger {
+                wait_for(
+                    Duration::from_secs(120),
+                    "the worker's blocks loaded",
+                    || node.log().contains("blocks loaded").then_some(()),
+                );
+            }
+            node
         })
         .collect();
     let mut client_extra = vec!["--role", "client"];
@@ -168,4 +193,90 @@ pub fn route_peers(summary: &serde_json::Value) -> Vec<String> {
 
 pub fn span(s: &str) -> Vec<&str> {
     vec!["--blocks", s]
+}
+
+/// `cocoon generate --temperature 0 --json` running on a client, its text streaming out.
+pub struct Generating {
+    pub child: Child,
+    stdout: ChildStdout,
+    out: Vec<u8>,
+}
+
+/// What a finished [`Generating`] left.
+pub struct Generated {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Generated {
+    /// The summary object, the last line of stdout.
+    pub fn summary(&self) -> serde_json::Value {
+        let last = self.stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last)
+            .unwrap_or_else(|e| panic!("no summary JSON ({e}): {}\n{}", self.stdout, self.stderr))
+    }
+}
+
+/// Starts greedy `cocoon generate --json` on `client` and returns once `pieces` reads of
+/// text have streamed out, so that a kill that follows lands mid-generation. The CLI
+/// writes and flushes each token's text on its own, so a read is one token or, when the
+/// reader falls behind, a few.
+pub fn generate_until_text(
+    client: &TestNode,
+    prompt: &str,
+    max_tokens: usize,
+    pieces: usize,
+) -> Generating {
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&client.data_dir)
+        .args(["generate", "--prompt", prompt, "--max-tokens"])
+        .arg(max_tokens.to_string())
+        .args(["--temperature", "0", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn generate");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut g = Generating {
+        child,
+        stdout,
+        out: Vec::new(),
+    };
+    let mut buf = [0u8; 4096];
+    for _ in 0..pieces {
+        match g.stdout.read(&mut buf) {
+            Ok(n) if n > 0 => g.out.extend_from_slice(&buf[..n]),
+            ended => {
+                let mut err = String::new();
+                let _ = g
+                    .child
+                    .stderr
+                    .take()
+                    .map(|mut e| e.read_to_string(&mut err));
+                panic!("generate ended before {pieces} pieces of text ({ended:?}): {err}");
+            }
+        }
+    }
+    g
+}
+
+impl Generating {
+    /// Reads the rest of the output and waits for the process to exit.
+    pub fn finish(mut self) -> Generated {
+        self.stdout
+            .read_to_end(&mut self.out)
+            .expect("rest of the output");
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut stderr).expect("stderr");
+        }
+        let status = self.child.wait().expect("generate exits");
+        Generated {
+            status,
+            stdout: String::from_utf8_lossy(&self.out).into_owned(),
+            stderr,
+        }
+    }
 }
