@@ -710,4 +710,54 @@ fn load_patterns(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
             c / loads * 1e9
         );
     }
+    // The same vec4 loads from a uniform buffer and from workgroup memory (filled once,
+    // one barrier): lane-uniform addresses, then each lane its own run.
+    const PROBE_U: KernelSpec = KernelSpec {
+        name: "load probe (uniform, workgroup)",
+        source: "override MODE: u32 = 0u;\n\
+            override N: u32 = 1024u;\n\
+            @group(0) @binding(0) var<uniform> u: array<vec4<u32>, 1024>;\n\
+            @group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\
+            var<workgroup> sh: array<vec4<u32>, 1024>;\n\
+            @compute @workgroup_size(8) fn main(@builtin(local_invocation_index) l: u32,\n\
+                @builtin(workgroup_id) wid: vec3<u32>) {\n\
+              if MODE >= 2u {\n\
+                for (var i = l; i < 1024u; i += 8u) { sh[i] = vec4<u32>(i); }\n\
+                workgroupBarrier();\n\
+              }\n\
+              var s4 = vec4<u32>(0u);\n\
+              for (var i = 0u; i < N; i += 8u) {\n\
+                var b = (i / 8u) % 1000u;\n\
+                if MODE == 1u || MODE == 3u { b = (l * 125u + i / 8u) % 1000u; }\n\
+                if MODE < 2u {\n\
+                  s4 += u[b] ^ u[b + 1u] ^ u[b + 2u] ^ u[b + 3u] ^ u[b + 4u] ^ u[b + 5u] ^ u[b + 6u] ^ u[b + 7u];\n\
+                } else {\n\
+                  s4 += sh[b] ^ sh[b + 1u] ^ sh[b + 2u] ^ sh[b + 3u] ^ sh[b + 4u] ^ sh[b + 5u] ^ sh[b + 6u] ^ sh[b + 7u];\n\
+                }\n\
+              }\n\
+              o[wid.x * 8u + l] = s4.x + s4.y + s4.z + s4.w;\n\
+            }",
+        bindings: &[Binding::Uniform, Binding::ReadWrite],
+    };
+    let ub = ctx.uniform("uniform words", 1 << 16);
+    ctx.queue
+        .write_buffer(&ub, 0, bytemuck::cast_slice(&vec![3u32; 1 << 14]));
+    for (mode, name) in [
+        (0, "ubo uniform vec4"),
+        (1, "ubo per-lane vec4"),
+        (2, "shared uniform vec4"),
+        (3, "shared per-lane vec4"),
+    ] {
+        let k = ctx
+            .kernel(&PROBE_U, &[("MODE", mode as f64), ("N", n as f64)])
+            .expect("probe");
+        let t = gpu_time(ctx, min, &k, &[&ub, &ob], (wgs, 1, 1), 4);
+        let c = last_cpu() / 4.0;
+        let loads = (n * wgs) as f64;
+        println!(
+            "load {name:<12}: {:.2} ns wall, {:.2} CPU-ns per load instruction of a workgroup",
+            t / loads * 1e9,
+            c / loads * 1e9
+        );
+    }
 }
