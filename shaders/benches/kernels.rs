@@ -3,7 +3,7 @@
 //! 1536, vocab 49152, Q4_1 blocks, Q8_0 tied LM head), every linear-kernel shape (the
 //! thread shapes, and the subgroup shape where the adapter has subgroups), then a whole
 //! decode step (30 blocks + head) on synthetic weights of those shapes.
-//! `THREAD_SHAPES=16x1,8x8` (workgroup x rows per invocation) and `SG_ROWS=16,64` pick
+//! `THREAD_SHAPES=8x8,8x24` (workgroup x rows per invocation, those by default) and `SG_ROWS=16,64` pick
 //! the matvec variants compared.
 //!
 //! `cargo bench -p cocoon-shaders --bench kernels` (add `-- --quick` for fewer repeats).
@@ -19,9 +19,21 @@ use cocoon_shaders::ops::linear::{self, Extras, Mode, Shape, Variant};
 use cocoon_shaders::ops::{Step, argmax, attention, pseudo_random, rmsnorm, rope};
 
 /// CPU seconds this process has used (all threads: llvmpipe's workers included), from
-/// /proc/self/stat (Linux's 100 Hz clock ticks). On a shared machine this, not the wall
-/// clock, says what a kernel costs.
+/// each thread's /proc/self/task/*/schedstat (nanoseconds on the CPU; the utime of
+/// /proc/self/stat counts 100 Hz ticks, too coarse for short runs), falling back to
+/// /proc/self/stat. On a shared machine this, not the wall clock, says what a kernel costs.
 fn cpu_seconds() -> f64 {
+    let from_tasks = std::fs::read_dir("/proc/self/task").ok().map(|tasks| {
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            / 1e9
+    });
+    if let Some(s) = from_tasks.filter(|&s| s > 0.0) {
+        return s;
+    }
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<f64> = after
@@ -134,7 +146,7 @@ fn matvec_shapes(ctx: &GpuContext) -> Vec<(String, Shape)> {
                 })
                 .collect()
         })
-        .unwrap_or_else(|| vec![(16, 1), (8, 8)]);
+        .unwrap_or_else(|| vec![(8, 8), (8, 24)]);
     for (workgroup, rows) in threads {
         v.push((
             format!("row/inv wg{workgroup} r{rows}"),
@@ -334,6 +346,9 @@ fn main() {
 
     if run("loads") {
         load_patterns(&ctx, min);
+    }
+    if only.iter().any(|o| o == "rows") {
+        rows_per_invocation(&ctx);
     }
     if run("breakdown") {
         breakdown(&ctx, min);
@@ -597,7 +612,8 @@ fn breakdown(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
         let v = Variant {
             norm_eps: (fuse && matches!(mode, Mode::QkvRope | Mode::SwiGlu)).then_some(1e-5),
             rope: (mode == Mode::QkvRope).then_some(rope_shape),
-            ..Variant::new(mode, shape)
+            // As the engine does: rows per invocation fitted to the matrix.
+            ..Variant::new(mode, shape.fitted(linear::invocation_rows(out, mode)))
         };
         let k = linear::kernel(ctx, &gw, &v).expect("kernel");
         let extras = Extras {
@@ -759,5 +775,101 @@ fn load_patterns(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
             t / loads * 1e9,
             c / loads * 1e9
         );
+    }
+}
+
+/// The decode matvecs of the default model's shapes at several rows per invocation
+/// (`RPIS=8,16,24`, workgroups of 8), run in turn round after round and each timed by
+/// its best round: on a machine others share, the best of several interleaved rounds
+/// says more than one long run. `cargo bench --bench kernels -- rows` (not in the
+/// default sections).
+fn rows_per_invocation(ctx: &std::sync::Arc<GpuContext>) {
+    let rpis: Vec<u32> = std::env::var("RPIS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|r| r.parse().ok()).collect())
+        .unwrap_or_else(|| vec![8, 16, 24]);
+    let mats: [(&str, GgmlType, usize, usize, Mode); 5] = [
+        ("qkv 576->960 Q4_1", GgmlType::Q4_1, 576, 960, Mode::Store),
+        (
+            "o 576->576 Q4_1 +res",
+            GgmlType::Q4_1,
+            576,
+            576,
+            Mode::Accumulate,
+        ),
+        (
+            "gate/up 576->2x1536 swiglu",
+            GgmlType::Q4_1,
+            576,
+            3072,
+            Mode::SwiGlu,
+        ),
+        (
+            "down 1536->576 Q4_1 +res",
+            GgmlType::Q4_1,
+            1536,
+            576,
+            Mode::Accumulate,
+        ),
+        (
+            "lm 576->49152 Q8_0",
+            GgmlType::Q8_0,
+            576,
+            49152,
+            Mode::Store,
+        ),
+    ];
+    let st = step_buffer(ctx, 1, 0);
+    let x = f32_buf(ctx, &pseudo_random(1536, 2, 1.0));
+    let y = ctx.storage("y", 49152 * 4).expect("y");
+    println!();
+    for (name, ty, inp, out, mode) in mats {
+        let w = quantize(ty, &pseudo_random(inp * out, 1, 0.05)).expect("quantize");
+        let gw = linear::pack(ty, &w, out, inp)
+            .expect("pack")
+            .upload(ctx, name)
+            .expect("upload");
+        let variants: Vec<_> = rpis
+            .iter()
+            .map(|&r| {
+                let v = Variant::new(
+                    mode,
+                    Shape::Threads {
+                        threads_per_row: 1,
+                        workgroup: 8,
+                        rows_per_thread: r,
+                    },
+                );
+                let k = linear::kernel(ctx, &gw, &v).expect("kernel");
+                let bg = linear::bind(ctx, &k, &st, &x, &gw, &y, Extras::default());
+                (r, v, k, bg)
+            })
+            .collect();
+        let reps = if out > 10000 { 4 } else { 30 };
+        let mut best = vec![(f64::MAX, f64::MAX); variants.len()];
+        for _ in 0..7 {
+            for (i, (_, v, k, bg)) in variants.iter().enumerate() {
+                let t = gpu_time_bg(
+                    ctx,
+                    Duration::from_millis(60),
+                    k,
+                    bg,
+                    linear::groups(out, 1, v),
+                    reps,
+                );
+                let c = last_cpu() / reps as f64;
+                best[i] = (best[i].0.min(t), best[i].1.min(c));
+            }
+        }
+        for ((r, v, ..), (t, c)) in variants.iter().zip(best) {
+            println!(
+                "  {name:<28} r{r:<3} {:>4} workgroups: {:>7.1} us {:>7.1} CPU-us, {:.2} GB/s wall, {:.2} GB/s per CPU-second",
+                linear::groups(out, 1, v).0,
+                t * 1e6,
+                c * 1e6,
+                gw.bytes as f64 / t / 1e9,
+                gw.bytes as f64 / c / 1e9
+            );
+        }
     }
 }
