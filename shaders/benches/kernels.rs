@@ -755,6 +755,104 @@ fn load_patterns(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
             }",
         bindings: &[Binding::Uniform, Binding::ReadWrite],
     };
+    // Texel loads (rgba32uint, 16 bytes a lane) go through llvmpipe's texture path
+    // rather than its per-lane, per-word bounds-checked buffer loads.
+    {
+        let src = "override MODE: u32 = 0u;\n\
+            override N: u32 = 1024u;\n\
+            @group(0) @binding(0) var tex: texture_2d<u32>;\n\
+            @group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\
+            @compute @workgroup_size(8) fn main(@builtin(local_invocation_index) l: u32,\n\
+                @builtin(workgroup_id) wid: vec3<u32>) {\n\
+              var s4 = vec4<u32>(0u);\n\
+              let row = (wid.x * 8u + l) % 2048u;\n\
+              for (var i = 0u; i < N; i += 8u) {\n\
+                let x = (i / 8u) % 120u;\n\
+                s4 += textureLoad(tex, vec2<u32>(x, row), 0) ^ textureLoad(tex, vec2<u32>(x + 1u, row), 0)\n\
+                  ^ textureLoad(tex, vec2<u32>(x + 2u, row), 0) ^ textureLoad(tex, vec2<u32>(x + 3u, row), 0)\n\
+                  ^ textureLoad(tex, vec2<u32>(x + 4u, row), 0) ^ textureLoad(tex, vec2<u32>(x + 5u, row), 0)\n\
+                  ^ textureLoad(tex, vec2<u32>(x + 6u, row), 0) ^ textureLoad(tex, vec2<u32>(x + 7u, row), 0);\n\
+              }\n\
+              o[wid.x * 8u + l] = s4.x + s4.y + s4.z + s4.w;\n\
+            }";
+        let module = ctx
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("texel probe"),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        let pipe = ctx
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("texel probe"),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        let size = wgpu::Extent3d {
+            width: 128,
+            height: 2048,
+            depth_or_array_layers: 1,
+        };
+        let tex = ctx.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("texels"),
+            size,
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Uint,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        ctx.queue.write_texture(
+            tex.as_image_copy(),
+            bytemuck::cast_slice(&vec![3u32; 128 * 2048 * 4]),
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(128 * 16),
+                rows_per_image: None,
+            },
+            size,
+        );
+        let view = tex.create_view(&Default::default());
+        let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipe.get_bind_group_layout(0),
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::TextureView(&view),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: ob.as_entire_binding(),
+                },
+            ],
+        });
+        let t = time(min, || {
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&pipe);
+                pass.set_bind_group(0, &bg, &[]);
+                for _ in 0..4 {
+                    pass.dispatch_workgroups(wgs, 1, 1);
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+            ctx.wait().expect("device wait");
+        }) / 4.0;
+        let c = last_cpu() / 4.0;
+        let loads = (n * wgs) as f64;
+        println!(
+            "load {:<12}: {:.2} ns wall, {:.2} CPU-ns per load instruction of a workgroup",
+            "texel vec4",
+            t / loads * 1e9,
+            c / loads * 1e9
+        );
+    }
     let ub = ctx.uniform("uniform words", 1 << 16);
     ctx.queue
         .write_buffer(&ub, 0, bytemuck::cast_slice(&vec![3u32; 1 << 14]));
