@@ -350,6 +350,9 @@ fn main() {
     if only.iter().any(|o| o == "rows") {
         rows_per_invocation(&ctx);
     }
+    if only.iter().any(|o| o == "attention") {
+        attention_layouts(&ctx);
+    }
     if run("breakdown") {
         breakdown(&ctx, min);
     }
@@ -635,7 +638,11 @@ fn breakdown(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
     for layout in [
         attention::Layout::HeadPerWorkgroup,
         attention::Layout::GroupPerWorkgroup,
+        attention::Layout::LanesOverDims,
     ] {
+        if layout == attention::Layout::LanesOverDims && ctx.subgroup_sizes() != Some((8, 8)) {
+            continue;
+        }
         let k = attention::kernel_in(ctx, layout, hd, nh, nkv).expect("attention");
         let wg = attention::groups(layout, hd, nh, nkv, 1);
         let t = gpu_time(ctx, min, &k, &[&st, &qkv, &kc, &vc, &big], wg, reps);
@@ -969,5 +976,52 @@ fn rows_per_invocation(ctx: &std::sync::Arc<GpuContext>) {
                 gw.bytes as f64 / c / 1e9
             );
         }
+    }
+}
+
+/// Decode attention of the default model's shape (9/3 heads x 64) at `ATT_POS` cached
+/// positions (256 by default) in each layout the adapter runs, interleaved rounds, best
+/// of each. `cargo bench --bench kernels -- attention` (not in the default sections).
+fn attention_layouts(ctx: &std::sync::Arc<GpuContext>) {
+    let (hd, nh, nkv) = (64, 9, 3);
+    let pos: u32 = std::env::var("ATT_POS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(256);
+    let st = step_buffer(ctx, 1, pos);
+    let qkv = f32_buf(ctx, &pseudo_random((nh + 2 * nkv) * hd, 5, 1.0));
+    let kc = f32_buf(ctx, &pseudo_random(1024 * nkv * hd, 6, 1.0));
+    let vc = f32_buf(ctx, &pseudo_random(1024 * nkv * hd, 7, 1.0));
+    let out = ctx.storage("out", (nh * hd * 4) as u64).expect("out");
+    let layouts: Vec<_> = [
+        attention::Layout::GroupPerWorkgroup,
+        attention::Layout::LanesOverDims,
+    ]
+    .into_iter()
+    .filter_map(|l| Some((l, attention::kernel_in(ctx, l, hd, nh, nkv).ok()?)))
+    .collect();
+    let mut best = vec![(f64::MAX, f64::MAX); layouts.len()];
+    for _ in 0..7 {
+        for (i, (l, k)) in layouts.iter().enumerate() {
+            let wg = attention::groups(*l, hd, nh, nkv, 1);
+            let t = gpu_time(
+                ctx,
+                Duration::from_millis(60),
+                k,
+                &[&st, &qkv, &kc, &vc, &out],
+                wg,
+                20,
+            );
+            let c = last_cpu() / 20.0;
+            best[i] = (best[i].0.min(t), best[i].1.min(c));
+        }
+    }
+    println!();
+    for ((l, _), (t, c)) in layouts.iter().zip(best) {
+        println!(
+            "  attention @{pos} {l:?}: {:.1} us, {:.1} CPU-us",
+            t * 1e6,
+            c * 1e6
+        );
     }
 }
