@@ -177,7 +177,8 @@ fn matvec_shapes(ctx: &GpuContext) -> Vec<(String, Shape)> {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    // Other non-flag arguments select sections: matvec, small, decode.
+    // Other non-flag arguments select sections: matvec, small, loads, breakdown, decode;
+    // `rows` and `attention` run only when named.
     let only: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
