@@ -3,7 +3,7 @@
 //! 1536, vocab 49152, Q4_1 blocks, Q8_0 tied LM head), every linear-kernel shape (the
 //! thread shapes, and the subgroup shape where the adapter has subgroups), then a whole
 //! decode step (30 blocks + head) on synthetic weights of those shapes.
-//! `THREAD_SHAPES=16x1,8x8` (workgroup x rows per invocation) and `SG_ROWS=16,64` pick
+//! `THREAD_SHAPES=8x8,8x24` (workgroup x rows per invocation, those by default) and `SG_ROWS=16,64` pick
 //! the matvec variants compared.
 //!
 //! `cargo bench -p cocoon-shaders --bench kernels` (add `-- --quick` for fewer repeats).
@@ -19,9 +19,21 @@ use cocoon_shaders::ops::linear::{self, Extras, Mode, Shape, Variant};
 use cocoon_shaders::ops::{Step, argmax, attention, pseudo_random, rmsnorm, rope};
 
 /// CPU seconds this process has used (all threads: llvmpipe's workers included), from
-/// /proc/self/stat (Linux's 100 Hz clock ticks). On a shared machine this, not the wall
-/// clock, says what a kernel costs.
+/// each thread's /proc/self/task/*/schedstat (nanoseconds on the CPU; the utime of
+/// /proc/self/stat counts 100 Hz ticks, too coarse for short runs), falling back to
+/// /proc/self/stat. On a shared machine this, not the wall clock, says what a kernel costs.
 fn cpu_seconds() -> f64 {
+    let from_tasks = std::fs::read_dir("/proc/self/task").ok().map(|tasks| {
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            / 1e9
+    });
+    if let Some(s) = from_tasks.filter(|&s| s > 0.0) {
+        return s;
+    }
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<f64> = after
@@ -134,7 +146,7 @@ fn matvec_shapes(ctx: &GpuContext) -> Vec<(String, Shape)> {
                 })
                 .collect()
         })
-        .unwrap_or_else(|| vec![(16, 1), (8, 8)]);
+        .unwrap_or_else(|| vec![(8, 8), (8, 24)]);
     for (workgroup, rows) in threads {
         v.push((
             format!("row/inv wg{workgroup} r{rows}"),
@@ -165,7 +177,8 @@ fn matvec_shapes(ctx: &GpuContext) -> Vec<(String, Shape)> {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    // Other non-flag arguments select sections: matvec, small, decode.
+    // Other non-flag arguments select sections: matvec, small, loads, breakdown, decode;
+    // `rows` and `attention` run only when named.
     let only: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -334,6 +347,12 @@ fn main() {
 
     if run("loads") {
         load_patterns(&ctx, min);
+    }
+    if only.iter().any(|o| o == "rows") {
+        rows_per_invocation(&ctx);
+    }
+    if only.iter().any(|o| o == "attention") {
+        attention_layouts(&ctx);
     }
     if run("breakdown") {
         breakdown(&ctx, min);
@@ -597,7 +616,8 @@ fn breakdown(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
         let v = Variant {
             norm_eps: (fuse && matches!(mode, Mode::QkvRope | Mode::SwiGlu)).then_some(1e-5),
             rope: (mode == Mode::QkvRope).then_some(rope_shape),
-            ..Variant::new(mode, shape)
+            // As the engine does: rows per invocation fitted to the matrix.
+            ..Variant::new(mode, shape.fitted(linear::invocation_rows(out, mode)))
         };
         let k = linear::kernel(ctx, &gw, &v).expect("kernel");
         let extras = Extras {
@@ -619,7 +639,11 @@ fn breakdown(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
     for layout in [
         attention::Layout::HeadPerWorkgroup,
         attention::Layout::GroupPerWorkgroup,
+        attention::Layout::LanesOverDims,
     ] {
+        if layout == attention::Layout::LanesOverDims && ctx.subgroup_sizes() != Some((8, 8)) {
+            continue;
+        }
         let k = attention::kernel_in(ctx, layout, hd, nh, nkv).expect("attention");
         let wg = attention::groups(layout, hd, nh, nkv, 1);
         let t = gpu_time(ctx, min, &k, &[&st, &qkv, &kc, &vc, &big], wg, reps);
@@ -708,6 +732,297 @@ fn load_patterns(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
             "load {name:<12}: {:.2} ns wall, {:.2} CPU-ns per load instruction of a workgroup",
             t / loads * 1e9,
             c / loads * 1e9
+        );
+    }
+    // The same vec4 loads from a uniform buffer and from workgroup memory (filled once,
+    // one barrier): lane-uniform addresses, then each lane its own run.
+    const PROBE_U: KernelSpec = KernelSpec {
+        name: "load probe (uniform, workgroup)",
+        source: "override MODE: u32 = 0u;\n\
+            override N: u32 = 1024u;\n\
+            @group(0) @binding(0) var<uniform> u: array<vec4<u32>, 1024>;\n\
+            @group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\
+            var<workgroup> sh: array<vec4<u32>, 1024>;\n\
+            @compute @workgroup_size(8) fn main(@builtin(local_invocation_index) l: u32,\n\
+                @builtin(workgroup_id) wid: vec3<u32>) {\n\
+              if MODE >= 2u {\n\
+                for (var i = l; i < 1024u; i += 8u) { sh[i] = vec4<u32>(i); }\n\
+                workgroupBarrier();\n\
+              }\n\
+              var s4 = vec4<u32>(0u);\n\
+              for (var i = 0u; i < N; i += 8u) {\n\
+                var b = (i / 8u) % 1000u;\n\
+                if MODE == 1u || MODE == 3u { b = (l * 125u + i / 8u) % 1000u; }\n\
+                if MODE < 2u {\n\
+                  s4 += u[b] ^ u[b + 1u] ^ u[b + 2u] ^ u[b + 3u] ^ u[b + 4u] ^ u[b + 5u] ^ u[b + 6u] ^ u[b + 7u];\n\
+                } else {\n\
+                  s4 += sh[b] ^ sh[b + 1u] ^ sh[b + 2u] ^ sh[b + 3u] ^ sh[b + 4u] ^ sh[b + 5u] ^ sh[b + 6u] ^ sh[b + 7u];\n\
+                }\n\
+              }\n\
+              o[wid.x * 8u + l] = s4.x + s4.y + s4.z + s4.w;\n\
+            }",
+        bindings: &[Binding::Uniform, Binding::ReadWrite],
+    };
+    // Texel loads (rgba32uint, 16 bytes a lane) go through llvmpipe's texture path
+    // rather than its per-lane, per-word bounds-checked buffer loads.
+    {
+        let src = "override MODE: u32 = 0u;\n\
+            override N: u32 = 1024u;\n\
+            @group(0) @binding(0) var tex: texture_2d<u32>;\n\
+            @group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\
+            @compute @workgroup_size(8) fn main(@builtin(local_invocation_index) l: u32,\n\
+                @builtin(workgroup_id) wid: vec3<u32>) {\n\
+              var s4 = vec4<u32>(0u);\n\
+              let row = (wid.x * 8u + l) % 2048u;\n\
+              for (var i = 0u; i < N; i += 8u) {\n\
+                let x = (i / 8u) % 120u;\n\
+                s4 += textureLoad(tex, vec2<u32>(x, row), 0) ^ textureLoad(tex, vec2<u32>(x + 1u, row), 0)\n\
+                  ^ textureLoad(tex, vec2<u32>(x + 2u, row), 0) ^ textureLoad(tex, vec2<u32>(x + 3u, row), 0)\n\
+                  ^ textureLoad(tex, vec2<u32>(x + 4u, row), 0) ^ textureLoad(tex, vec2<u32>(x + 5u, row), 0)\n\
+                  ^ textureLoad(tex, vec2<u32>(x + 6u, row), 0) ^ textureLoad(tex, vec2<u32>(x + 7u, row), 0);\n\
+              }\n\
+              o[wid.x * 8u + l] = s4.x + s4.y + s4.z + s4.w;\n\
+            }";
+        let module = ctx
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("texel probe"),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        let pipe = ctx
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("texel probe"),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        let size = wgpu::Extent3d {
+            width: 128,
+            height: 2048,
+            depth_or_array_layers: 1,
+        };
+        let tex = ctx.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("texels"),
+            size,
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Uint,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        ctx.queue.write_texture(
+            tex.as_image_copy(),
+            bytemuck::cast_slice(&vec![3u32; 128 * 2048 * 4]),
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(128 * 16),
+                rows_per_image: None,
+            },
+            size,
+        );
+        let view = tex.create_view(&Default::default());
+        let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipe.get_bind_group_layout(0),
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::TextureView(&view),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: ob.as_entire_binding(),
+                },
+            ],
+        });
+        let t = time(min, || {
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&pipe);
+                pass.set_bind_group(0, &bg, &[]);
+                for _ in 0..4 {
+                    pass.dispatch_workgroups(wgs, 1, 1);
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+            ctx.wait().expect("device wait");
+        }) / 4.0;
+        let c = last_cpu() / 4.0;
+        let loads = (n * wgs) as f64;
+        println!(
+            "load {:<12}: {:.2} ns wall, {:.2} CPU-ns per load instruction of a workgroup",
+            "texel vec4",
+            t / loads * 1e9,
+            c / loads * 1e9
+        );
+    }
+    let ub = ctx.uniform("uniform words", 1 << 16);
+    ctx.queue
+        .write_buffer(&ub, 0, bytemuck::cast_slice(&vec![3u32; 1 << 14]));
+    for (mode, name) in [
+        (0, "ubo uniform vec4"),
+        (1, "ubo per-lane vec4"),
+        (2, "shared uniform vec4"),
+        (3, "shared per-lane vec4"),
+    ] {
+        let k = ctx
+            .kernel(&PROBE_U, &[("MODE", mode as f64), ("N", n as f64)])
+            .expect("probe");
+        let t = gpu_time(ctx, min, &k, &[&ub, &ob], (wgs, 1, 1), 4);
+        let c = last_cpu() / 4.0;
+        let loads = (n * wgs) as f64;
+        println!(
+            "load {name:<12}: {:.2} ns wall, {:.2} CPU-ns per load instruction of a workgroup",
+            t / loads * 1e9,
+            c / loads * 1e9
+        );
+    }
+}
+
+/// The decode matvecs of the default model's shapes at several rows per invocation
+/// (`RPIS=8,16,24`, workgroups of 8), run in turn round after round and each timed by
+/// its best round: on a machine others share, the best of several interleaved rounds
+/// says more than one long run. `cargo bench --bench kernels -- rows` (not in the
+/// default sections).
+fn rows_per_invocation(ctx: &std::sync::Arc<GpuContext>) {
+    let rpis: Vec<u32> = std::env::var("RPIS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|r| r.parse().ok()).collect())
+        .unwrap_or_else(|| vec![8, 16, 24]);
+    let mats: [(&str, GgmlType, usize, usize, Mode); 5] = [
+        ("qkv 576->960 Q4_1", GgmlType::Q4_1, 576, 960, Mode::Store),
+        (
+            "o 576->576 Q4_1 +res",
+            GgmlType::Q4_1,
+            576,
+            576,
+            Mode::Accumulate,
+        ),
+        (
+            "gate/up 576->2x1536 swiglu",
+            GgmlType::Q4_1,
+            576,
+            3072,
+            Mode::SwiGlu,
+        ),
+        (
+            "down 1536->576 Q4_1 +res",
+            GgmlType::Q4_1,
+            1536,
+            576,
+            Mode::Accumulate,
+        ),
+        (
+            "lm 576->49152 Q8_0",
+            GgmlType::Q8_0,
+            576,
+            49152,
+            Mode::Store,
+        ),
+    ];
+    let st = step_buffer(ctx, 1, 0);
+    let x = f32_buf(ctx, &pseudo_random(1536, 2, 1.0));
+    let y = ctx.storage("y", 49152 * 4).expect("y");
+    println!();
+    for (name, ty, inp, out, mode) in mats {
+        let w = quantize(ty, &pseudo_random(inp * out, 1, 0.05)).expect("quantize");
+        let gw = linear::pack(ty, &w, out, inp)
+            .expect("pack")
+            .upload(ctx, name)
+            .expect("upload");
+        let variants: Vec<_> = rpis
+            .iter()
+            .map(|&r| {
+                let v = Variant::new(
+                    mode,
+                    Shape::Threads {
+                        threads_per_row: 1,
+                        workgroup: 8,
+                        rows_per_thread: r,
+                    },
+                );
+                let k = linear::kernel(ctx, &gw, &v).expect("kernel");
+                let bg = linear::bind(ctx, &k, &st, &x, &gw, &y, Extras::default());
+                (r, v, k, bg)
+            })
+            .collect();
+        let reps = if out > 10000 { 4 } else { 30 };
+        let mut best = vec![(f64::MAX, f64::MAX); variants.len()];
+        for _ in 0..7 {
+            for (i, (_, v, k, bg)) in variants.iter().enumerate() {
+                let t = gpu_time_bg(
+                    ctx,
+                    Duration::from_millis(60),
+                    k,
+                    bg,
+                    linear::groups(out, 1, v),
+                    reps,
+                );
+                let c = last_cpu() / reps as f64;
+                best[i] = (best[i].0.min(t), best[i].1.min(c));
+            }
+        }
+        for ((r, v, ..), (t, c)) in variants.iter().zip(best) {
+            println!(
+                "  {name:<28} r{r:<3} {:>4} workgroups: {:>7.1} us {:>7.1} CPU-us, {:.2} GB/s wall, {:.2} GB/s per CPU-second",
+                linear::groups(out, 1, v).0,
+                t * 1e6,
+                c * 1e6,
+                gw.bytes as f64 / t / 1e9,
+                gw.bytes as f64 / c / 1e9
+            );
+        }
+    }
+}
+
+/// Decode attention of the default model's shape (9/3 heads x 64) at `ATT_POS` cached
+/// positions (256 by default) in each layout the adapter runs, interleaved rounds, best
+/// of each. `cargo bench --bench kernels -- attention` (not in the default sections).
+fn attention_layouts(ctx: &std::sync::Arc<GpuContext>) {
+    let (hd, nh, nkv) = (64, 9, 3);
+    let pos: u32 = std::env::var("ATT_POS")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(256);
+    let st = step_buffer(ctx, 1, pos);
+    let qkv = f32_buf(ctx, &pseudo_random((nh + 2 * nkv) * hd, 5, 1.0));
+    let kc = f32_buf(ctx, &pseudo_random(1024 * nkv * hd, 6, 1.0));
+    let vc = f32_buf(ctx, &pseudo_random(1024 * nkv * hd, 7, 1.0));
+    let out = ctx.storage("out", (nh * hd * 4) as u64).expect("out");
+    let layouts: Vec<_> = [
+        attention::Layout::GroupPerWorkgroup,
+        attention::Layout::LanesOverDims,
+    ]
+    .into_iter()
+    .filter_map(|l| Some((l, attention::kernel_in(ctx, l, hd, nh, nkv).ok()?)))
+    .collect();
+    let mut best = vec![(f64::MAX, f64::MAX); layouts.len()];
+    for _ in 0..7 {
+        for (i, (l, k)) in layouts.iter().enumerate() {
+            let wg = attention::groups(*l, hd, nh, nkv, 1);
+            let t = gpu_time(
+                ctx,
+                Duration::from_millis(60),
+                k,
+                &[&st, &qkv, &kc, &vc, &out],
+                wg,
+                20,
+            );
+            let c = last_cpu() / 20.0;
+            best[i] = (best[i].0.min(t), best[i].1.min(c));
+        }
+    }
+    println!();
+    for ((l, _), (t, c)) in layouts.iter().zip(best) {
+        println!(
+            "  attention @{pos} {l:?}: {:.1} us, {:.1} CPU-us",
+            t * 1e6,
+            c * 1e6
         );
     }
 }

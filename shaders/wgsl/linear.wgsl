@@ -50,20 +50,46 @@ fn hsum(v: vec4<f32>) -> f32 {
 }
 
 // The 32 inputs of group g of token row xt (vec4 index of its first element), times
-// the norm weight when NORM: loaded once, dotted with several weight rows.
-fn x_group(xt: u32, g: u32) -> array<vec4<f32>, 8> {
-    var r: array<vec4<f32>, 8>;
+// the norm weight when NORM: loaded once, dotted with several weight rows. For the
+// nibble formats (FMT 3, 4) `v` is pre-scaled by NIB_SCALE and `s` is the inputs' sum
+// (the m term), see group_dot.
+struct XGroup {
+    v: array<vec4<f32>, 8>,
+    s: f32,
+}
+
+// Element j of a nibble word's four bytes is masked in place (q & (15 << 8j), no shift)
+// and converted as n * 2^8j; its input is scaled by 2^-8j once per group so that the
+// product is n * x exactly (powers of two), one shift per byte fewer for every row.
+const NIB_SCALE = vec4<f32>(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0);
+const NIB_MASK = vec4<u32>(0xfu, 0xf00u, 0xf0000u, 0xf000000u);
+
+fn x_group(xt: u32, g: u32) -> XGroup {
+    var r: XGroup;
     for (var i = 0u; i < 8u; i++) {
-        r[i] = xv(xt + g * 8u + i, g * 8u + i);
+        r.v[i] = xv(xt + g * 8u + i, g * 8u + i);
+    }
+    if FMT == 3u || FMT == 4u {
+        let v = r.v;
+        r.s = hsum((v[0] + v[1]) + (v[2] + v[3]) + ((v[4] + v[5]) + (v[6] + v[7])));
+        for (var i = 0u; i < 8u; i++) {
+            r.v[i] = v[i] * NIB_SCALE;
+        }
     }
     return r;
+}
+
+// The nibbles of q masked in place (see NIB_SCALE): byte j's low nibble times 2^8j.
+fn nib_scaled(q: u32) -> vec4<f32> {
+    return vec4<f32>(vec4<u32>(q) & NIB_MASK);
 }
 
 // The dot product of group g of row `row` with the group's inputs xg, decoding
 // straight into the products (constant indices only, so everything stays in registers).
 // Quants are read 16 bytes at a time: on llvmpipe a load instruction costs about the
 // same whatever its width, so a vec4 load of a group's quants beats four word loads.
-fn group_dot(row: u32, g: u32, xg: array<vec4<f32>, 8>) -> f32 {
+fn group_dot(row: u32, g: u32, x: XGroup) -> f32 {
+    let xg = x.v;
     let gi = row * NG + g;
     var s = vec4<f32>(0.0);
     switch FMT {
@@ -92,16 +118,15 @@ fn group_dot(row: u32, g: u32, xg: array<vec4<f32>, 8>) -> f32 {
         }
         case 3u, 4u: {
             let q = wq[gi];
-            s = nib_lo(q.x) * xg[0] + nib_lo(q.y) * xg[1] + nib_lo(q.z) * xg[2] + nib_lo(q.w) * xg[3];
-            s += nib_hi(q.x) * xg[4] + nib_hi(q.y) * xg[5] + nib_hi(q.z) * xg[6] + nib_hi(q.w) * xg[7];
-            let sx = (xg[0] + xg[1]) + (xg[2] + xg[3]) + ((xg[4] + xg[5]) + (xg[6] + xg[7]));
+            s = nib_scaled(q.x) * xg[0] + nib_scaled(q.y) * xg[1] + nib_scaled(q.z) * xg[2] + nib_scaled(q.w) * xg[3];
+            s += nib_scaled(q.x >> 4u) * xg[4] + nib_scaled(q.y >> 4u) * xg[5] + nib_scaled(q.z >> 4u) * xg[6] + nib_scaled(q.w >> 4u) * xg[7];
             var dm: vec2<f32>;
             if FMT == 3u {
                 dm = unpack2x16float(ws[gi]);
             } else {
                 dm = vec2<f32>(bitcast<f32>(ws[2u * gi]), bitcast<f32>(ws[2u * gi + 1u]));
             }
-            return dm.x * hsum(s) + dm.y * hsum(sx);
+            return dm.x * hsum(s) + dm.y * x.s;
         }
         case 5u: {
             let q0 = wq[gi * 2u];

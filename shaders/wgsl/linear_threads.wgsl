@@ -21,7 +21,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let xt = t * (K / 4u);
         // Slots past the end compute the last row again and skip the store: no branch
         // around the loads.
-        var acc: array<vec2<f32>, 16>;
+        var acc: array<vec2<f32>, 32>;
         for (var g = lane; g < NG; g += TPR) {
             let xg = x_group(xt, g);
             for (var s = 0u; s < RPI; s++) {

@@ -1,6 +1,11 @@
-// RMSNorm of each token row: y = x / sqrt(mean(x^2) + EPS) * g. One invocation per row.
+// RMSNorm of each token row: y = x / sqrt(mean(x^2) + EPS) * g. A workgroup of 8 per
+// row, lane l over elements l, l + 8, ...: on llvmpipe the 8 lanes are one SIMD vector,
+// so the row costs D / 8 load instructions instead of D in a single lane. The partial
+// sums meet in workgroup memory after one barrier; every lane adds them in the same
+// order, so all get the same 1 / rms.
 override D: u32 = 64u;
 override EPS: f32 = 1e-5;
+const LANES: u32 = 8u;
 
 struct Step {
     n_tokens: u32,
@@ -14,20 +19,28 @@ struct Step {
 @group(0) @binding(2) var<storage, read> g: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-@compute @workgroup_size(1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let t = gid.x;
+var<workgroup> part: array<f32, LANES>;
+
+@compute @workgroup_size(8)
+fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let t = wid.x;
     if t >= st.n_tokens {
         return;
     }
     let b = t * D;
     var ss = 0.0;
-    for (var i = 0u; i < D; i++) {
+    for (var i = lane; i < D; i += LANES) {
         let v = x[b + i];
         ss += v * v;
     }
-    let inv = 1.0 / sqrt(ss / f32(D) + EPS);
-    for (var i = 0u; i < D; i++) {
+    part[lane] = ss;
+    workgroupBarrier();
+    var total = 0.0;
+    for (var l = 0u; l < LANES; l++) {
+        total += part[l];
+    }
+    let inv = 1.0 / sqrt(total / f32(D) + EPS);
+    for (var i = lane; i < D; i += LANES) {
         y[b + i] = x[b + i] * inv * g[i];
     }
 }

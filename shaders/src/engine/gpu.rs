@@ -44,6 +44,10 @@ struct Linear {
 
 impl Linear {
     fn new(ctx: &GpuContext, w: GpuWeight, v: Variant) -> Result<Self, EngineError> {
+        let v = Variant {
+            shape: v.shape.fitted(linear::invocation_rows(w.rows, v.mode)),
+            ..v
+        };
         let pv = Variant {
             tokens_per_invocation: PREFILL_TT,
             ..v

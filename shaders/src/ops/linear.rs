@@ -14,8 +14,10 @@
 //! address differs between lanes, or that sits inside a loop or a lane-dependent branch,
 //! becomes a gather of 8 scalar loads. The inputs `x` are loaded that way as often as
 //! the weights, so what pays is reusing each loaded group of inputs for several rows:
-//! one invocation per 8 rows ([`Shape::ROW_PER_INVOCATION`]) runs Q4_1 matvecs at ~2 and
-//! the Q8_0 LM head at ~2.2, against ~0.85 and 1.2 with one row per invocation. The
+//! one invocation per 8 rows ran Q4_1 matvecs at ~2 and the Q8_0 LM head at ~2.2,
+//! against ~0.85 and 1.2 with one row per invocation, and 16-30 rows
+//! ([`Shape::ROW_PER_INVOCATION`], fitted to each matrix by [`Shape::fitted`]) ~3-3.5
+//! for both (`cargo bench --bench kernels -- rows`, best of interleaved rounds). The
 //! subgroup shape (lanes over consecutive groups of one row, `subgroupAdd`) reads
 //! coalesced on GPUs, where it is the default, but on llvmpipe every lane gathers its
 //! own inputs: 0.55-1.0. Making llvmpipe's loads lane-uniform (each lane selecting its
@@ -28,7 +30,9 @@
 //! The cost model behind these shapes (`cargo bench --bench kernels -- loads`, Mesa 25.0.7):
 //! every storage-buffer load instruction of a SIMD vector costs about the same, ~6-7
 //! CPU-ns, whether its lanes share one address, read consecutive words or gather from
-//! rows apart; a vec4 load costs ~17-18 (4.5 per word). So what counts is bytes per load
+//! rows apart; a vec4 load costs ~17-18 (4.5 per word). Loads from a uniform buffer or
+//! from workgroup memory cost the same, lane-uniform address or not: llvmpipe has no
+//! cheaper path for inputs every lane shares. So what counts is bytes per load
 //! instruction: a gather of one word per lane brings 32 bytes, a lane-uniform load 4.
 //! Hence lanes over rows (gathers), quants read 16 bytes per lane at a time (the `wq`
 //! binding is `array<vec4<u32>>`: ~10-20% more GB/s per CPU-second than word loads),
@@ -140,7 +144,7 @@ pub fn invocation_rows(w_rows: usize, mode: Mode) -> usize {
 /// How invocations map onto row slots (output rows, or the row pairs of SwiGLU and RoPE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    /// `threads_per_row` invocations per `rows_per_thread` consecutive slots (1 to 16:
+    /// `threads_per_row` invocations per `rows_per_thread` consecutive slots (1 to 32:
     /// each group of inputs is loaded once for all of them), `workgroup /
     /// threads_per_row * rows_per_thread` slots per workgroup; more than one thread per
     /// slot reduce through workgroup memory.
@@ -160,11 +164,13 @@ pub enum Shape {
 }
 
 impl Shape {
-    /// One invocation per 8 rows, no barriers: the fastest shape measured on llvmpipe.
+    /// One invocation per up to 24 rows, no barriers: the fastest shape measured on
+    /// llvmpipe. The backends fit the rows per invocation to each matrix
+    /// ([`Shape::fitted`]).
     pub const ROW_PER_INVOCATION: Shape = Shape::Threads {
         threads_per_row: 1,
         workgroup: 8,
-        rows_per_thread: 8,
+        rows_per_thread: 24,
     };
     /// 32 invocations per row reducing through workgroup memory: for GPUs without
     /// subgroups.
@@ -204,6 +210,35 @@ impl Shape {
         }
     }
 
+    /// This shape fitted to a matrix of `slots` row slots ([`invocation_rows`]): with one
+    /// invocation per row slots, the most rows per invocation, up to `rows_per_thread`,
+    /// that cut the slots into an even number of whole workgroups (no invocation
+    /// recomputes a row past the end, and two CPU threads get equal shares); unchanged
+    /// where none does, and for the other shapes.
+    pub fn fitted(self, slots: usize) -> Shape {
+        let Shape::Threads {
+            threads_per_row: 1,
+            workgroup,
+            rows_per_thread,
+        } = self
+        else {
+            return self;
+        };
+        let wg = workgroup.max(1) as usize;
+        let fits = |r: usize| slots.is_multiple_of(wg * r) && (slots / (wg * r)).is_multiple_of(2);
+        match (1..=rows_per_thread.clamp(1, 32) as usize)
+            .rev()
+            .find(|&r| fits(r))
+        {
+            Some(r) => Shape::Threads {
+                threads_per_row: 1,
+                workgroup,
+                rows_per_thread: r as u32,
+            },
+            None => self,
+        }
+    }
+
     /// Row slots one workgroup covers.
     pub fn rows_per_workgroup(&self) -> u32 {
         match *self {
@@ -211,7 +246,7 @@ impl Shape {
                 threads_per_row,
                 workgroup,
                 rows_per_thread,
-            } => (workgroup / threads_per_row.max(1)).max(1) * rows_per_thread.clamp(1, 16),
+            } => (workgroup / threads_per_row.max(1)).max(1) * rows_per_thread.clamp(1, 32),
             Shape::Subgroup {
                 rows_per_workgroup, ..
             } => rows_per_workgroup.max(1),
@@ -429,7 +464,7 @@ pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel
             rows_per_thread,
         } => {
             c.push(("TPR", threads_per_row.max(1) as f64));
-            c.push(("RPI", rows_per_thread.clamp(1, 16) as f64));
+            c.push(("RPI", rows_per_thread.clamp(1, 32) as f64));
             c.push(("WG", workgroup as f64));
             &SPEC
         }
@@ -654,6 +689,7 @@ mod tests {
                 workgroup: 8,
                 rows_per_thread: 1,
             },
+            Shape::ROW_PER_INVOCATION.fitted(48),
         ];
         if let Some((_, max)) = ctx.subgroup_sizes() {
             v.extend(Shape::subgroup_for(&ctx));
@@ -808,6 +844,31 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(subgroup_size) sgs: u
             if !n.is_multiple_of(max) {
                 assert!(v[(max - 1) as usize * 5 + 3] < full);
             }
+        }
+    }
+
+    /// The rows per invocation fitted to the default model's matrices: whole workgroups
+    /// in even numbers, as many rows per invocation as allowed; other shapes, and row
+    /// counts with no such split, unchanged.
+    #[test]
+    fn fitted_shapes_split_rows_evenly() {
+        let rpi = |slots| match Shape::ROW_PER_INVOCATION.fitted(slots) {
+            Shape::Threads {
+                rows_per_thread, ..
+            } => rows_per_thread,
+            s => panic!("{s:?}"),
+        };
+        assert_eq!(rpi(576), 18);
+        assert_eq!(rpi(1536), 24);
+        assert_eq!(rpi(480), 15);
+        assert_eq!(rpi(49152), 24);
+        assert_eq!(rpi(40), 24);
+        assert_eq!(Shape::WORKGROUP_REDUCE.fitted(576), Shape::WORKGROUP_REDUCE);
+        for slots in [576, 1536, 480, 49152] {
+            let v = Variant::new(Mode::Store, Shape::ROW_PER_INVOCATION.fitted(slots));
+            let (wgs, ..) = groups(slots, 1, &v);
+            assert_eq!(wgs as usize * v.shape.rows_per_workgroup() as usize, slots);
+            assert!(wgs.is_multiple_of(2));
         }
     }
 

@@ -1,4 +1,4 @@
-//! RMSNorm (`wgsl/rmsnorm.wgsl`): `y = x / sqrt(mean(x²) + eps) * g`, one invocation per
+//! RMSNorm (`wgsl/rmsnorm.wgsl`): `y = x / sqrt(mean(x²) + eps) * g`, a workgroup of 8 per
 //! token row.
 
 use std::sync::Arc;
@@ -42,28 +42,30 @@ mod tests {
     use crate::ops::pseudo_random;
     use crate::ops::testing::{assert_close, ctx, step, upload_f32};
 
-    /// Three rows of 576, within 1e-5 relative.
+    /// Three rows of 576, and two of 100 (not whole rounds of the 8 lanes), within 1e-5
+    /// relative.
     #[test]
     fn gpu_matches_cpu() {
         let ctx = ctx();
-        let (d, n) = (576, 3);
-        let x = pseudo_random(n * d, 3, 2.0);
-        let g = pseudo_random(d, 4, 1.5);
-        let mut want = vec![0f32; n * d];
-        reference(&x, &g, 1e-5, &mut want);
-        let (xb, gb, yb) = (
-            upload_f32(&ctx, &x),
-            upload_f32(&ctx, &g),
-            upload_f32(&ctx, &vec![0.0; n * d]),
-        );
-        let k = kernel(&ctx, d, 1e-5).expect("kernel");
-        let st = step(&ctx, n as u32, 0);
-        crate::ops::run_once(&ctx, &k, &[&st, &xb, &gb, &yb], groups(n));
-        assert_close(
-            "rmsnorm",
-            &ctx.read_f32(&yb, n * d).expect("readback"),
-            &want,
-            1e-5,
-        );
+        for (d, n) in [(576, 3), (100, 2)] {
+            let x = pseudo_random(n * d, 3, 2.0);
+            let g = pseudo_random(d, 4, 1.5);
+            let mut want = vec![0f32; n * d];
+            reference(&x, &g, 1e-5, &mut want);
+            let (xb, gb, yb) = (
+                upload_f32(&ctx, &x),
+                upload_f32(&ctx, &g),
+                upload_f32(&ctx, &vec![0.0; n * d]),
+            );
+            let k = kernel(&ctx, d, 1e-5).expect("kernel");
+            let st = step(&ctx, n as u32, 0);
+            crate::ops::run_once(&ctx, &k, &[&st, &xb, &gb, &yb], groups(n));
+            assert_close(
+                &format!("rmsnorm {n}x{d}"),
+                &ctx.read_f32(&yb, n * d).expect("readback"),
+                &want,
+                1e-5,
+            );
+        }
     }
 }
