@@ -35,30 +35,48 @@ pub struct Mesh {
 /// A bootstrap/relay, one worker per `(name, args)` and a client; returns once the
 /// client has a complete route and its API is up.
 pub fn start_mesh(workers: &[(&str, Vec<&str>)], client_args: &[&str]) -> Mesh {
-    start_mesh_with(workers, client_args, false)
+    start_mesh_with(workers, client_args, MeshOptions::default())
 }
 
-/// [`start_mesh`], but each worker is started once the one before it has loaded its
-/// blocks, so that no worker measures the throughput it announces while another warms
-/// up on the same cores (on a real network they are separate machines).
-pub fn start_mesh_one_worker_at_a_time(
+/// How [`start_mesh_with`] departs from [`start_mesh`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MeshOptions {
+    /// Start each worker once the one before it has loaded its blocks, so that no
+    /// worker measures the throughput it announces while another warms up on the same
+    /// cores (on a real network they are separate machines).
+    pub one_worker_at_a_time: bool,
+    /// Listen on TCP only. A node killed with SIGKILL resets its TCP connections at
+    /// once, while its QUIC peers notice only at QUIC's idle timeout (10 s), so which
+    /// transport a connection happened to use would decide how long a failover takes.
+    pub tcp_only: bool,
+}
+
+pub fn start_mesh_with(
     workers: &[(&str, Vec<&str>)],
     client_args: &[&str],
+    options: MeshOptions,
 ) -> Mesh {
-    start_mesh_with(workers, client_args, true)
-}
-
-fn start_mesh_with(workers: &[(&str, Vec<&str>)], client_args: &[&str], stagger: bool) -> Mesh {
+    let listen: Vec<&str> = if options.tcp_only {
+        let mut v = LOOPBACK.to_vec();
+        let quic = v
+            .iter()
+            .position(|a| a.contains("/quic"))
+            .expect("LOOPBACK listens on QUIC");
+        v.drain(quic - 1..=quic);
+        v
+    } else {
+        LOOPBACK.to_vec()
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_owned();
-    let mut boot_args = LOOPBACK.to_vec();
+    let mut boot_args = listen.clone();
     boot_args.extend(["--role", "relay", "--relay-server", "on"]);
     let boot = TestNode::start("boot", &root, None, &boot_args);
     let boot_addr = boot.addr("/tcp/");
     let model = model_path();
     let model = model.to_str().expect("utf-8 path");
     let common_args = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = LOOPBACK.iter().map(|s| s.to_string()).collect();
+        let mut v: Vec<String> = listen.iter().map(|s| s.to_string()).collect();
         v.extend(
             [
                 "--bootstrap",
@@ -80,7 +98,7 @@ fn start_mesh_with(workers: &[(&str, Vec<&str>)], client_args: &[&str], stagger:
             let args = common_args(extra);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let node = TestNode::start(name, &root, None, &args);
-            if stagger {
+            if options.one_worker_at_a_time {
                 wait_for(
                     Duration::from_secs(120),
                     "the worker's blocks loaded",
