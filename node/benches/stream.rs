@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use cocoon_protocol::session::frame::encode_frame_into;
 use cocoon_protocol::session::{
-    ClientEvent, ClientSession, FrameDecoder, MAX_CHUNK_DATA, OpenAccepted, OpenSession,
-    SessionLimits, WireDtype, WorkerEvent, WorkerSession,
+    ClientEvent, ClientSession, FrameDecoder, MAX_CHUNK_DATA, NOISE_PARAMS, OpenAccepted,
+    OpenSession, SessionLimits, WireDtype, WorkerEvent, WorkerSession,
 };
 use cocoon_protocol::tensor::{
     ChunkHeader, Reassembler, TensorLimits, check_values, decode_values, encoded_len, write_values,
@@ -362,6 +362,50 @@ fn spread(v: &[f64]) -> String {
     format!("{:.2} ({:.2}–{:.2})", median(v.to_vec()), min, max)
 }
 
+/// CPU seconds per GB of tensor that an e2e cipher alone costs a round trip: each byte
+/// sealed and opened once each way by a bare snow transport of Noise suite `params`
+/// (over ring, as the sessions and libp2p's own Noise are) in pieces of one chunk, with
+/// nothing else around; the median of several measurements. With the sessions' suite no
+/// e2e Noise path can add less than this to plain's CPU time, so plain ÷ (plain + this)
+/// bounds the CPU ratio.
+fn cipher_floor(params: &str, rows: usize) -> f64 {
+    let builder = || snow::Builder::new(params.parse().expect("noise params"));
+    let worker = builder().generate_keypair().expect("keys");
+    let mut i = builder()
+        .local_private_key(&CLIENT_SECRET)
+        .and_then(|b| b.remote_public_key(&worker.public))
+        .and_then(|b| b.build_initiator())
+        .expect("initiator");
+    let mut r = builder()
+        .local_private_key(&worker.private)
+        .and_then(|b| b.build_responder())
+        .expect("responder");
+    let (mut wire, mut opened) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    let n = i.write_message(&[], &mut wire).expect("m1");
+    r.read_message(&wire[..n], &mut opened).expect("m1 reads");
+    let n = r.write_message(&[], &mut wire).expect("m2");
+    i.read_message(&wire[..n], &mut opened).expect("m2 reads");
+    let mut tx = i.into_transport_mode().expect("transport");
+    let mut rx = r.into_transport_mode().expect("transport");
+    let payload = vec![0x5au8; rows * D_MODEL * 4];
+    let rounds = (64 << 20) / payload.len();
+    let mut floors: Vec<f64> = (0..7)
+        .map(|_| {
+            let cpu = cpu_seconds();
+            for _ in 0..rounds {
+                for piece in payload.chunks(MAX_CHUNK_DATA) {
+                    let n = tx.write_message(piece, &mut wire).expect("seals");
+                    rx.read_message(&wire[..n], &mut opened).expect("opens");
+                }
+            }
+            // Both ways: twice the seal and open of every byte.
+            2.0 * (cpu_seconds() - cpu) / (rounds * payload.len()) as f64 * 1e9
+        })
+        .collect();
+    floors.sort_by(f64::total_cmp);
+    floors[floors.len() / 2]
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -417,6 +461,7 @@ async fn main() {
         "{:<14} {:>6} {:>8} {:>8} {:>20} | {:>8} {:>8} {:>20}",
         "", "a run", "MB/s", "MB/s", "median (min–max)", "CPU s/GB", "CPU s/GB", "median (min–max)"
     );
+    let mut plain_cpus = Vec::new();
     for rows in [1usize, 128] {
         // Enough bytes that a run lasts well over a scheduler's time slice.
         let rounds = match (quick, rows) {
@@ -440,6 +485,7 @@ async fn main() {
             runs.push((plain, noise));
         }
         let of = |f: &dyn Fn(&(Run, Run)) -> f64| -> Vec<f64> { runs.iter().map(f).collect() };
+        let plain_cpu = median(of(&|r| r.0.cpu_per_mb() * 1e3));
         println!(
             "{:<14} {:>6.1} {:>8.1} {:>8.1} {:>20} | {:>8.2} {:>8.2} {:>20}",
             format!("{rows} × {D_MODEL} f32"),
@@ -447,9 +493,26 @@ async fn main() {
             median(of(&|r| r.0.mb_per_s())),
             median(of(&|r| r.1.mb_per_s())),
             spread(&of(&|r| r.1.mb_per_s() / r.0.mb_per_s())),
-            median(of(&|r| r.0.cpu_per_mb() * 1e3)),
+            plain_cpu,
             median(of(&|r| r.1.cpu_per_mb() * 1e3)),
             spread(&of(&|r| r.0.cpu_per_mb() / r.1.cpu_per_mb())),
+        );
+        plain_cpus.push((rows, plain_cpu));
+    }
+    println!(
+        "the e2e cipher alone (seal + open each way, bare snow transport, in memory), and the \
+         best CPU ratio it leaves, plain ÷ (plain + cipher):"
+    );
+    for (rows, plain_cpu) in plain_cpus {
+        let floor = |params| {
+            let f = cipher_floor(params, rows);
+            format!("{f:.2} CPU s/GB, bound {:.2}", plain_cpu / (plain_cpu + f))
+        };
+        println!(
+            "{:<14} ChaChaPoly (the sessions'): {}; AESGCM (for comparison): {}",
+            format!("{rows} × {D_MODEL} f32"),
+            floor(NOISE_PARAMS),
+            floor("Noise_IK_25519_AESGCM_BLAKE2s")
         );
     }
     println!("load average at end: {}", load_average());
