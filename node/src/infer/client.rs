@@ -90,7 +90,14 @@ struct HopConn {
     stream: libp2p::Stream,
     /// The channel's meter when the worker charges.
     pay: Option<Shared<PayerMeter>>,
+    /// Bytes read from the stream, and the frame being sent (one Noise message at most):
+    /// both kept for the session's life, so that a forward allocates nothing.
+    read_buf: Vec<u8>,
+    sending: Vec<u8>,
 }
+
+/// Bytes of one read from a worker's stream.
+const READ_BUF: usize = 64 * 1024;
 
 /// Why a hop failed; each one penalises the worker.
 #[derive(Debug, thiserror::Error)]
@@ -366,6 +373,8 @@ impl RemoteChain {
             session,
             stream,
             pay: None,
+            read_buf: vec![0u8; READ_BUF],
+            sending: Vec::new(),
         };
         conn.stream.write_all(&hello).await?;
         conn.stream.flush().await?;
@@ -536,9 +545,17 @@ async fn forward_hop(
     rows: u32,
     timeout: Duration,
 ) -> Result<Vec<f32>, HopError> {
-    let bytes = conn.session.forward(request_id, start_pos, hidden)?;
     let step = async {
-        conn.stream.write_all(&bytes).await?;
+        // Every check is made before the first frame is sealed: an error sends nothing.
+        // Then each frame goes out as soon as it is sealed, so that the worker opens the
+        // first chunks of a prompt's tensor while the last are still being sealed.
+        let mut frames = conn.session.forward_frames(request_id, start_pos, hidden)?;
+        conn.sending.clear();
+        while frames.next_frame_into(&mut conn.sending)? {
+            conn.stream.write_all(&conn.sending).await?;
+            conn.sending.clear();
+        }
+        drop(frames);
         conn.stream.flush().await?;
         let mut charged = false;
         loop {
@@ -585,13 +602,12 @@ async fn forward_hop(
 }
 
 async fn read_events(conn: &mut HopConn) -> Result<Vec<ClientEvent>, HopError> {
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = conn.stream.read(&mut buf).await?;
+        let n = conn.stream.read(&mut conn.read_buf).await?;
         if n == 0 {
             return Err(HopError::Closed);
         }
-        let events = conn.session.on_bytes(&buf[..n])?;
+        let events = conn.session.on_bytes(&conn.read_buf[..n])?;
         if !events.is_empty() {
             return Ok(events);
         }

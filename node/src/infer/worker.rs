@@ -94,6 +94,9 @@ impl WorkerService {
     ) -> anyhow::Result<()> {
         let mut session = WorkerSession::new(&self.noise_secret, self.limits.clone());
         let mut buf = vec![0u8; 64 * 1024];
+        // The reply being sent (a result goes one frame at a time), kept between replies
+        // so that a result allocates nothing.
+        let mut sending = Vec::new();
         // The blocks this session runs: all of ours, or the sub-span it asked for.
         let mut span = self.engine.info().blocks.clone();
         // The channel's meter, in a paid session.
@@ -111,10 +114,12 @@ impl WorkerService {
                 tap.record(&buf[..n]);
             }
             for event in session.on_bytes(&buf[..n])? {
-                let out = match event {
+                sending.clear();
+                match event {
                     WorkerEvent::Open { open, .. } => {
                         span = open.blocks.start() as usize..open.blocks.end() as usize;
-                        self.open(&mut session, id, peer, &open, &mut meter).await?
+                        let reply = self.open(&mut session, id, peer, &open, &mut meter).await?;
+                        sending.extend_from_slice(&reply);
                     }
                     WorkerEvent::Payment { state_boc } => {
                         let Some(m) = &meter else {
@@ -170,9 +175,9 @@ impl WorkerService {
                                     None => Ok(None),
                                     Some(m) => charge(m, request_id, usage).map(Some),
                                 };
-                                let mut bytes = match receipt {
-                                    Ok(Some(r)) => session.receipt(&r)?,
-                                    Ok(None) => Vec::new(),
+                                match receipt {
+                                    Ok(Some(r)) => sending.extend_from_slice(&session.receipt(&r)?),
+                                    Ok(None) => {}
                                     Err(e) => {
                                         let msg = format!("{e:#}");
                                         let out = session.error(
@@ -185,22 +190,40 @@ impl WorkerService {
                                         continue;
                                     }
                                 };
-                                bytes.extend(session.result(request_id, start_pos, &out)?);
-                                if self.misbehave == Some(Misbehave::Tamper) {
-                                    let last = bytes.len() - 1;
-                                    bytes[last] ^= 0x40;
+                                // Each frame goes out as soon as it is sealed (the receipt,
+                                // if any, with the first), so that the client opens the
+                                // first chunks of a long result while the last are sealed.
+                                let mut frames =
+                                    session.result_frames(request_id, start_pos, &out)?;
+                                let count = frames.frame_count();
+                                for i in 1..=count {
+                                    frames.next_frame_into(&mut sending)?;
+                                    if i == count && self.misbehave == Some(Misbehave::Tamper) {
+                                        let last = sending.len() - 1;
+                                        sending[last] ^= 0x40;
+                                    }
+                                    if let Some(tap) = &self.tap {
+                                        tap.record(&sending);
+                                    }
+                                    stream.write_all(&sending).await?;
+                                    sending.clear();
                                 }
-                                bytes
+                                stream.flush().await?;
+                                continue;
                             }
-                            Err(e) => session.error(request_id, error_code(&e), &e.to_string())?,
+                            Err(e) => sending.extend_from_slice(&session.error(
+                                request_id,
+                                error_code(&e),
+                                &e.to_string(),
+                            )?),
                         }
                     }
                     WorkerEvent::Close => return Ok(()),
-                };
-                if let Some(tap) = &self.tap {
-                    tap.record(&out);
                 }
-                stream.write_all(&out).await?;
+                if let Some(tap) = &self.tap {
+                    tap.record(&sending);
+                }
+                stream.write_all(&sending).await?;
                 stream.flush().await?;
             }
         }
