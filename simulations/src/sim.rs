@@ -117,6 +117,9 @@ struct ActiveHop {
     unbilled_prompt: u64,
     /// Wrong output not (yet) caught.
     wrong: bool,
+    /// The end of the work this segment booked on the worker's queue; a segment cut
+    /// short gives back what it did not use (see `detach`).
+    booked_until: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -751,6 +754,7 @@ impl Sim {
                         replay_decode: 0,
                         unbilled_prompt: 0,
                         wrong: false,
+                        booked_until: 0,
                     })
                     .collect();
                 self.requests[r as usize].hops = hops;
@@ -941,8 +945,10 @@ impl Sim {
             let start = wk.busy_until.max(now);
             wait = wait.max(start - now);
             wk.busy_until = start + work;
+            let booked_until = wk.busy_until;
             wk.segments += 1;
             let adversary = wk.adversary;
+            self.requests[r as usize].hops[i].booked_until = booked_until;
             if !online {
                 earliest(&mut fault, now + DIAL_FAIL_US, i, FaultKind::Disconnected);
                 continue;
@@ -1092,16 +1098,25 @@ impl Sim {
         Ok(())
     }
 
+    /// The request leaves its hops' workers (done, or its segment cut short by a fault).
+    /// A worker whose queue ends with this segment's booking stops computing for it now,
+    /// so that a replan onto the same worker (the hops after a failed one are re-opened)
+    /// does not wait for tokens that will never be computed. A booking with others
+    /// queued behind it is left as it is.
     fn detach(&mut self, r: u32) {
-        let hops: Vec<u32> = self.requests[r as usize]
+        let now = self.now;
+        let hops: Vec<(u32, u64)> = self.requests[r as usize]
             .hops
             .iter()
-            .map(|h| h.worker)
+            .map(|h| (h.worker, h.booked_until))
             .collect();
-        for w in hops {
+        for (w, booked_until) in hops {
             let wk = self.world.nodes[w as usize].worker_mut();
             if let Some(p) = wk.active.iter().position(|&x| x == r) {
                 wk.active.swap_remove(p);
+            }
+            if wk.busy_until == booked_until {
+                wk.busy_until = booked_until.min(now);
             }
         }
     }
@@ -1185,6 +1200,7 @@ impl Sim {
                                 replay_decode: g.saturating_sub(1),
                                 unbilled_prompt: 0,
                                 wrong: false,
+                                booked_until: 0,
                             })
                             .collect();
                         q.hops.splice(hop.., replacement);
