@@ -14,6 +14,9 @@
 //! the process's own user + system seconds per MB (`getrusage`), both ends being in this
 //! one process. Load from elsewhere slows the wall clock far more than CPU seconds.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use cocoon_protocol::session::frame::encode_frame_into;
@@ -25,6 +28,7 @@ use cocoon_protocol::tensor::{
     ChunkHeader, Reassembler, TensorLimits, check_values, decode_values, encoded_len, write_values,
 };
 use cocoon_protocol::units::BlockRange;
+use common::median;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, StreamProtocol, Swarm, noise, tcp, yamux};
@@ -343,16 +347,6 @@ async fn run(
     };
     stream.close().await.expect("close");
     run
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// "median (min–max)" of `v`.

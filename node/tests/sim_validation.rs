@@ -51,6 +51,7 @@ use common::infer_mesh::{
     Mesh, MeshOptions, expected, generate_until_text, model_path, reference, span, start_mesh_with,
     token_ids,
 };
+use common::median;
 
 /// Largest relative difference allowed between simulated and real medians of time to
 /// first token and of time per token.
@@ -237,16 +238,6 @@ fn measure_prefill_factor(file: &GgufFile, prompt: usize) -> f64 {
     };
     pair();
     median((0..9).map(|_| pair()).collect())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn hops(route: &[HopRecord]) -> String {

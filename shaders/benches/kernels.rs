@@ -715,25 +715,18 @@ fn load_patterns(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
         .expect("words");
     let ob = ctx.storage("o", (wgs * 8 * 4) as u64).expect("o");
     println!();
-    for (mode, name) in [
-        (0, "uniform"),
-        (1, "consecutive"),
-        (2, "strided"),
-        (3, "uniform vec4"),
-        (4, "strided vec4"),
-    ] {
-        let k = ctx
-            .kernel(&PROBE, &[("MODE", mode as f64), ("N", n as f64)])
-            .expect("probe");
-        let t = gpu_time(ctx, min, &k, &[&wb, &ob, &wb], (wgs, 1, 1), 4);
-        let c = last_cpu() / 4.0;
-        let loads = (n * wgs) as f64;
-        println!(
-            "load {name:<12}: {:.2} ns wall, {:.2} CPU-ns per load instruction of a workgroup",
-            t / loads * 1e9,
-            c / loads * 1e9
-        );
-    }
+    let probe = ProbeRun { ctx, min, n, wgs };
+    probe.modes(
+        &PROBE,
+        &[
+            (0, "uniform"),
+            (1, "consecutive"),
+            (2, "strided"),
+            (3, "uniform vec4"),
+            (4, "strided vec4"),
+        ],
+        &[&wb, &ob, &wb],
+    );
     // The same vec4 loads from a uniform buffer and from workgroup memory (filled once,
     // one barrier): lane-uniform addresses, then each lane its own run.
     const PROBE_U: KernelSpec = KernelSpec {
@@ -852,34 +845,59 @@ fn load_patterns(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
             ctx.queue.submit([enc.finish()]);
             ctx.wait().expect("device wait");
         }) / 4.0;
-        let c = last_cpu() / 4.0;
-        let loads = (n * wgs) as f64;
-        println!(
-            "load {:<12}: {:.2} ns wall, {:.2} CPU-ns per load instruction of a workgroup",
-            "texel vec4",
-            t / loads * 1e9,
-            c / loads * 1e9
-        );
+        probe.print("texel vec4", t);
     }
     let ub = ctx.uniform("uniform words", 1 << 16);
     ctx.queue
         .write_buffer(&ub, 0, bytemuck::cast_slice(&vec![3u32; 1 << 14]));
-    for (mode, name) in [
-        (0, "ubo uniform vec4"),
-        (1, "ubo per-lane vec4"),
-        (2, "shared uniform vec4"),
-        (3, "shared per-lane vec4"),
-    ] {
-        let k = ctx
-            .kernel(&PROBE_U, &[("MODE", mode as f64), ("N", n as f64)])
-            .expect("probe");
-        let t = gpu_time(ctx, min, &k, &[&ub, &ob], (wgs, 1, 1), 4);
-        let c = last_cpu() / 4.0;
-        let loads = (n * wgs) as f64;
+    probe.modes(
+        &PROBE_U,
+        &[
+            (0, "ubo uniform vec4"),
+            (1, "ubo per-lane vec4"),
+            (2, "shared uniform vec4"),
+            (3, "shared per-lane vec4"),
+        ],
+        &[&ub, &ob],
+    );
+}
+
+/// One load-probe set-up: `wgs` workgroups of `n` load instructions each, timed for at
+/// least `min`.
+struct ProbeRun<'a> {
+    ctx: &'a GpuContext,
+    min: Duration,
+    n: u32,
+    wgs: u32,
+}
+
+impl ProbeRun<'_> {
+    /// Times `spec` compiled with each `MODE` of `modes` over `buffers`, and prints each.
+    fn modes(
+        &self,
+        spec: &cocoon_shaders::gpu::KernelSpec,
+        modes: &[(u32, &str)],
+        buffers: &[&wgpu::Buffer],
+    ) {
+        for &(mode, name) in modes {
+            let k = self
+                .ctx
+                .kernel(spec, &[("MODE", f64::from(mode)), ("N", f64::from(self.n))])
+                .expect("probe");
+            let t = gpu_time(self.ctx, self.min, &k, buffers, (self.wgs, 1, 1), 4);
+            self.print(name, t);
+        }
+    }
+
+    /// Prints the cost per load instruction of a workgroup: `wall` is one dispatch's
+    /// time; the CPU time is the last timed run's, over its 4 dispatches.
+    fn print(&self, name: &str, wall: f64) {
+        let cpu = last_cpu() / 4.0;
+        let loads = f64::from(self.n * self.wgs);
         println!(
             "load {name:<12}: {:.2} ns wall, {:.2} CPU-ns per load instruction of a workgroup",
-            t / loads * 1e9,
-            c / loads * 1e9
+            wall / loads * 1e9,
+            cpu / loads * 1e9
         );
     }
 }

@@ -21,3 +21,11 @@ struct Step {
 @group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> dst: array<vec4<f32>>;
 
+// The grouped layouts (CPU adapters) run a workgroup per (KV head, `gc` of its query
+// heads, token): workgroup `group`'s KV head and the first of its query heads.
+fn grouped_heads(group: u32, gc: u32) -> vec2<u32> {
+    let g = NH / NKV;
+    let chunks = g / gc;
+    let kvh = group / chunks;
+    return vec2<u32>(kvh, kvh * g + (group % chunks) * gc);
+}

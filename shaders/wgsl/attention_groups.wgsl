@@ -18,10 +18,9 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
     if t >= st.n_tokens {
         return;
     }
-    let g = NH / NKV;
-    let chunks = g / GC;
-    let kvh = wid.x / chunks;
-    let h0 = kvh * g + (wid.x % chunks) * GC;
+    let heads = grouped_heads(wid.x, GC);
+    let kvh = heads.x;
+    let h0 = heads.y;
     let hv = HD / 4u;
     let pos = st.start_pos + t;
     let qb = (t * (NH + 2u * NKV) * HD + h0 * HD) / 4u;

@@ -216,13 +216,12 @@ fn warm_up(range: &mut BlockRange, d_model: usize) -> anyhow::Result<f64> {
         let mut row = hidden[(PROMPT - 1) * d_model..].to_vec();
         // The first decode compiles its kernels: not timed.
         range.forward(id, PROMPT, &mut row)?;
-        let mut steps = Vec::with_capacity(DECODES);
+        let mut best = f64::INFINITY;
         for i in 1..=DECODES {
             let started = Instant::now();
             range.forward(id, PROMPT + i, &mut row)?;
-            steps.push(started.elapsed().as_secs_f64());
+            best = best.min(started.elapsed().as_secs_f64());
         }
-        let best = steps.iter().copied().fold(f64::INFINITY, f64::min);
         Ok::<_, EngineError>(1.0 / best.max(1e-9))
     })();
     range.close_session(id);

@@ -242,3 +242,14 @@ impl Drop for Namespaces {
 pub fn unique() -> String {
     format!("{:x}", std::process::id() % 0xffff)
 }
+
+/// The median of `v` (the mean of the middle two when their number is even).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
