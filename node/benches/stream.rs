@@ -5,12 +5,13 @@
 //! the node's drivers write), the same `FrameDecoder`, `Reassembler` and value checks,
 //! buffers reused alike at both ends. Run:
 //! `cargo bench -p cocoon-node --bench stream` (`STREAM_BENCH_SETS=n` sets the number of
-//! measured sets, default 11).
+//! measured sets, default 11). Sessions run in each cipher suite: ChaChaPoly, which every
+//! node accepts, and AES-GCM, which nodes with AES hardware offer and use together.
 //!
 //! The machine may be shared, so a single best-of figure would mostly measure the other
-//! processes. Each set runs both modes back to back over the same bytes, the first one
-//! alternating from set to set; the table gives the median over sets of each set's
-//! ratio (e2e Noise ÷ plain) with its range, for wall-clock throughput and for CPU time:
+//! processes. Each set runs the three modes (plain, then a session in each suite) back to
+//! back over the same bytes, the first one rotating from set to set; the table gives the
+//! median over sets of each set's ratio (e2e Noise ÷ plain) with its range, for wall-clock throughput and for CPU time:
 //! the process's own user + system seconds per MB (`getrusage`), both ends being in this
 //! one process. Load from elsewhere slows the wall clock far more than CPU seconds.
 
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use cocoon_protocol::session::frame::encode_frame_into;
 use cocoon_protocol::session::{
-    ClientEvent, ClientSession, FrameDecoder, MAX_CHUNK_DATA, NOISE_PARAMS, OpenAccepted,
+    CipherSuite, ClientEvent, ClientSession, FrameDecoder, MAX_CHUNK_DATA, OpenAccepted,
     OpenSession, SessionLimits, WireDtype, WorkerEvent, WorkerSession,
 };
 use cocoon_protocol::tensor::{
@@ -44,12 +45,23 @@ const READ_BUF: usize = 64 * 1024;
 enum Mode {
     /// Plaintext, the same steps but the crypto.
     Plain,
-    /// A session, each frame written as soon as it is sealed (`forward_frames` /
-    /// `result_frames`, as the node's drivers do).
-    Noise,
+    /// A session in this suite, each frame written as soon as it is sealed
+    /// (`forward_frames` / `result_frames`, as the node's drivers do).
+    Noise(CipherSuite),
 }
 
-const MODES: [Mode; 2] = [Mode::Plain, Mode::Noise];
+const MODES: [Mode; 3] = [
+    Mode::Plain,
+    Mode::Noise(CipherSuite::ChaChaPoly),
+    Mode::Noise(CipherSuite::AesGcm),
+];
+
+impl Mode {
+    /// The byte that tells the far end the mode.
+    fn byte(self) -> u8 {
+        MODES.iter().position(|&m| m == self).expect("listed") as u8
+    }
+}
 
 fn swarm() -> Swarm<libp2p_stream::Behaviour> {
     libp2p::SwarmBuilder::with_new_identity()
@@ -154,10 +166,9 @@ async fn serve(mut incoming: libp2p_stream::IncomingStreams) {
         tokio::spawn(async move {
             let mut mode = [0u8];
             stream.read_exact(&mut mode).await.expect("mode");
-            let mode = MODES[mode[0] as usize];
             let mut read = vec![0u8; READ_BUF];
             let mut out = Vec::new();
-            if mode == Mode::Plain {
+            let Mode::Noise(suite) = MODES[mode[0] as usize] else {
                 let mut reader = PlainReader::new();
                 loop {
                     let n = stream.read(&mut read).await.unwrap_or(0);
@@ -168,8 +179,8 @@ async fn serve(mut incoming: libp2p_stream::IncomingStreams) {
                         write_plain(&mut stream, &values, &mut out).await;
                     }
                 }
-            }
-            let mut session = WorkerSession::new(&WORKER_SECRET, SessionLimits::default());
+            };
+            let mut session = WorkerSession::new(suite, &WORKER_SECRET, SessionLimits::default());
             loop {
                 let n = stream.read(&mut read).await.unwrap_or(0);
                 if n == 0 {
@@ -283,10 +294,10 @@ async fn run(
         .map(|i| (i % 251) as f32 / 7.0)
         .collect();
     let mut stream = control.open_stream(peer, PROTO).await.expect("stream");
-    stream.write_all(&[mode as u8]).await.expect("mode");
+    stream.write_all(&[mode.byte()]).await.expect("mode");
     let mut buf = vec![0u8; READ_BUF];
     let mut session = None;
-    if mode != Mode::Plain {
+    if let Mode::Noise(suite) = mode {
         let worker_public =
             curve25519_dalek::MontgomeryPoint::mul_base_clamped(WORKER_SECRET).to_bytes();
         let open = OpenSession {
@@ -298,6 +309,7 @@ async fn run(
             channel: None,
         };
         let (mut s, hello) = ClientSession::start(
+            suite,
             &CLIENT_SECRET,
             &worker_public,
             open,
@@ -359,7 +371,7 @@ fn spread(v: &[f64]) -> String {
 /// CPU seconds per GB of tensor that an e2e cipher alone costs a round trip: each byte
 /// sealed and opened once each way by a bare snow transport of Noise suite `params`
 /// (over ring, as the sessions and libp2p's own Noise are) in pieces of one chunk, with
-/// nothing else around; the median of several measurements. With the sessions' suite no
+/// nothing else around; the median of several measurements. In a session of that suite no
 /// e2e Noise path can add less than this to plain's CPU time, so plain ÷ (plain + this)
 /// bounds the CPU ratio.
 fn cipher_floor(params: &str, rows: usize) -> f64 {
@@ -443,16 +455,16 @@ async fn main() {
     tokio::spawn(serve(incoming));
     println!("stream benchmark: hidden states echoed over libp2p (TCP + Noise + Yamux, loopback)");
     println!(
-        "{sets} sets per tensor, each a plain and an e2e Noise run back to back (alternating \
-         which goes first); load average at start: {}",
+        "{sets} sets per tensor, each a plain run and an e2e Noise run in each suite back to \
+         back (rotating which goes first); load average at start: {}",
         load_average()
     );
     println!(
-        "{:<14} {:>6} {:>8} {:>8} {:>20} | {:>8} {:>8} {:>20}",
-        "tensor", "MB", "plain", "noise", "ratio", "plain", "noise", "CPU ratio"
+        "{:<26} {:>6} {:>8} {:>8} {:>20} | {:>8} {:>8} {:>20}",
+        "tensor, suite", "MB", "plain", "noise", "ratio", "plain", "noise", "CPU ratio"
     );
     println!(
-        "{:<14} {:>6} {:>8} {:>8} {:>20} | {:>8} {:>8} {:>20}",
+        "{:<26} {:>6} {:>8} {:>8} {:>20} | {:>8} {:>8} {:>20}",
         "", "a run", "MB/s", "MB/s", "median (min–max)", "CPU s/GB", "CPU s/GB", "median (min–max)"
     );
     let mut plain_cpus = Vec::new();
@@ -466,31 +478,39 @@ async fn main() {
         for mode in MODES {
             run(&mut control, peer, mode, rows, rounds / 4).await;
         }
-        // (plain, noise) per set.
-        let mut runs: Vec<(Run, Run)> = Vec::new();
+        // One run per mode per set, in MODES order.
+        let mut sets_runs: Vec<Vec<Run>> = Vec::new();
         for set in 0..sets {
-            let (plain, noise) = if set % 2 == 0 {
-                let p = run(&mut control, peer, Mode::Plain, rows, rounds).await;
-                (p, run(&mut control, peer, Mode::Noise, rows, rounds).await)
-            } else {
-                let n = run(&mut control, peer, Mode::Noise, rows, rounds).await;
-                (run(&mut control, peer, Mode::Plain, rows, rounds).await, n)
-            };
-            runs.push((plain, noise));
+            let mut runs: Vec<Option<Run>> = vec![None; MODES.len()];
+            for k in 0..MODES.len() {
+                let m = (set + k) % MODES.len();
+                runs[m] = Some(run(&mut control, peer, MODES[m], rows, rounds).await);
+            }
+            sets_runs.push(
+                runs.into_iter()
+                    .map(|r| r.expect("every mode ran"))
+                    .collect(),
+            );
         }
-        let of = |f: &dyn Fn(&(Run, Run)) -> f64| -> Vec<f64> { runs.iter().map(f).collect() };
-        let plain_cpu = median(of(&|r| r.0.cpu_per_mb() * 1e3));
-        println!(
-            "{:<14} {:>6.1} {:>8.1} {:>8.1} {:>20} | {:>8.2} {:>8.2} {:>20}",
-            format!("{rows} × {D_MODEL} f32"),
-            runs[0].0.mb,
-            median(of(&|r| r.0.mb_per_s())),
-            median(of(&|r| r.1.mb_per_s())),
-            spread(&of(&|r| r.1.mb_per_s() / r.0.mb_per_s())),
-            plain_cpu,
-            median(of(&|r| r.1.cpu_per_mb() * 1e3)),
-            spread(&of(&|r| r.0.cpu_per_mb() / r.1.cpu_per_mb())),
-        );
+        let of =
+            |f: &dyn Fn(&[Run]) -> f64| -> Vec<f64> { sets_runs.iter().map(|r| f(r)).collect() };
+        let plain_cpu = median(of(&|r| r[0].cpu_per_mb() * 1e3));
+        for (m, mode) in MODES.iter().enumerate().skip(1) {
+            let Mode::Noise(suite) = mode else {
+                unreachable!("modes after the first are sessions")
+            };
+            println!(
+                "{:<26} {:>6.1} {:>8.1} {:>8.1} {:>20} | {:>8.2} {:>8.2} {:>20}",
+                format!("{rows} × {D_MODEL} f32, {suite}"),
+                sets_runs[0][0].mb,
+                median(of(&|r| r[0].mb_per_s())),
+                median(of(&|r| r[m].mb_per_s())),
+                spread(&of(&|r| r[m].mb_per_s() / r[0].mb_per_s())),
+                plain_cpu,
+                median(of(&|r| r[m].cpu_per_mb() * 1e3)),
+                spread(&of(&|r| r[0].cpu_per_mb() / r[m].cpu_per_mb())),
+            );
+        }
         plain_cpus.push((rows, plain_cpu));
     }
     println!(
@@ -498,15 +518,18 @@ async fn main() {
          best CPU ratio it leaves, plain ÷ (plain + cipher):"
     );
     for (rows, plain_cpu) in plain_cpus {
-        let floor = |params| {
-            let f = cipher_floor(params, rows);
-            format!("{f:.2} CPU s/GB, bound {:.2}", plain_cpu / (plain_cpu + f))
+        let floor = |suite: CipherSuite| {
+            let f = cipher_floor(suite.noise_params(), rows);
+            format!(
+                "{suite}: {f:.2} CPU s/GB, bound {:.2}",
+                plain_cpu / (plain_cpu + f)
+            )
         };
         println!(
-            "{:<14} ChaChaPoly (the sessions'): {}; AESGCM (for comparison): {}",
+            "{:<14} {}; {}",
             format!("{rows} × {D_MODEL} f32"),
-            floor(NOISE_PARAMS),
-            floor("Noise_IK_25519_AESGCM_BLAKE2s")
+            floor(CipherSuite::ChaChaPoly),
+            floor(CipherSuite::AesGcm)
         );
     }
     println!("load average at end: {}", load_average());

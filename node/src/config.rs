@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use cocoon_protocol::session::{CipherSuite, aes_hardware};
 use cocoon_protocol::units::{BlockRange, ModelId, Role};
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +104,28 @@ pub struct NodeConfig {
     /// A client with a chain opens a payment channel to a worker it has none with,
     /// depositing this many nanoton (`--channel-deposit-nanoton`).
     pub channel_deposit_nanoton: u64,
+    /// Cipher suites of end-to-end sessions: `auto` offers and uses AES-GCM where the CPU
+    /// has AES hardware (ChaChaPoly otherwise and with peers without it), `chachapoly`
+    /// only ChaChaPoly (`--session-cipher`).
+    pub session_cipher: SessionCipher,
+}
+
+/// Which Noise cipher suites the node's sessions may run.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionCipher {
+    Auto,
+    Chachapoly,
+}
+
+impl SessionCipher {
+    /// The suites accepted as a worker and usable as a client, on this machine.
+    pub fn suites(self) -> Vec<CipherSuite> {
+        match self {
+            SessionCipher::Auto => CipherSuite::offered(aes_hardware()),
+            SessionCipher::Chachapoly => CipherSuite::offered(false),
+        }
+    }
 }
 
 /// When the node serves as a circuit relay.
@@ -147,6 +170,7 @@ impl Default for NodeConfig {
             forward_timeout_secs: 60,
             local_blocks: false,
             channel_deposit_nanoton: 1_000_000_000,
+            session_cipher: SessionCipher::Auto,
         }
     }
 }

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use cocoon_protocol::session::aes_hardware;
 use common::infer_mesh::{
     Mesh, expected, generate_until_text, model_path, reference, route_peers, span, start_mesh,
     token_ids, wait_until_ready,
@@ -26,14 +27,23 @@ static ONE_MESH_AT_A_TIME: Mutex<()> = Mutex::new(());
 #[test]
 fn three_workers_give_the_single_node_reference_tokens() {
     let _one = ONE_MESH_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // w2 accepts only ChaChaPoly sessions, so one chain runs both suites where this CPU
+    // has AES hardware (the others then use AES-GCM), and ChaChaPoly throughout if not.
+    let mut chacha_only = span("10..20");
+    chacha_only.extend(["--session-cipher", "chachapoly"]);
     let mesh = start_mesh(
         &[
             ("w1", span("0..10")),
-            ("w2", span("10..20")),
+            ("w2", chacha_only),
             ("w3", span("20..30")),
         ],
         &[],
     );
+    let fast = if aes_hardware() {
+        "aesgcm"
+    } else {
+        "chachapoly"
+    };
     for p in reference()["prompts"].as_array().expect("prompts") {
         let summary = mesh.generate(p["prompt"].as_str().expect("prompt"), 32);
         assert_eq!(
@@ -45,6 +55,17 @@ fn three_workers_give_the_single_node_reference_tokens() {
         let route = route_peers(&summary);
         let ids: Vec<&str> = mesh.workers.iter().map(|w| w.peer_id.as_str()).collect();
         assert_eq!(route, ids, "the route runs w1 → w2 → w3");
+        let ciphers: Vec<&str> = summary["route"]
+            .as_array()
+            .expect("route")
+            .iter()
+            .map(|h| h["cipher"].as_str().expect("each hop names its cipher"))
+            .collect();
+        assert_eq!(
+            ciphers,
+            [fast, "chachapoly", fast],
+            "each hop's session suite"
+        );
         assert!(
             summary["failovers"]
                 .as_array()

@@ -7,6 +7,7 @@ use cocoon_protocol::announce::{
     Announcement, Prices, VerifyPolicy, sign_announcement, verify_announcement,
 };
 use cocoon_protocol::identity::{NodeIdentity, verify_signature};
+use cocoon_protocol::session::CipherSuite;
 use cocoon_protocol::units::{BlockRange, ModelId, NanoTon, Role, SeqNo, UnixMillis};
 
 fn rate(mut f: impl FnMut(u64)) -> f64 {
@@ -49,6 +50,7 @@ fn main() {
         seqno: SeqNo(1),
         issued_at: now,
         expires_at: now.plus_ms(300_000),
+        cipher_suites: CipherSuite::offered(true),
     };
     let bytes = sign_announcement(&id, &ann);
     let policy = VerifyPolicy::default();

@@ -13,8 +13,8 @@ use cocoon_protocol::proto::infer as pb;
 use cocoon_protocol::session::frame::encode_frame_into;
 use cocoon_protocol::session::noise::{self, Transport};
 use cocoon_protocol::session::{
-    ClientSession, FrameDecoder, MAX_CHUNK_DATA, OpenAccepted, OpenSession, SessionLimits,
-    WireDtype, WorkerEvent, WorkerSession,
+    CipherSuite, ClientSession, FrameDecoder, MAX_CHUNK_DATA, OpenAccepted, OpenSession,
+    SessionLimits, WireDtype, WorkerEvent, WorkerSession,
 };
 use cocoon_protocol::tensor::{
     ChunkHeader, Reassembler, TensorLimits, decode_values, encode_values, split_chunks,
@@ -63,15 +63,20 @@ fn open_request() -> OpenSession {
     }
 }
 
-fn handshake(client: &NodeIdentity, worker: &NodeIdentity) -> (ClientSession, WorkerSession) {
+fn handshake(
+    suite: CipherSuite,
+    client: &NodeIdentity,
+    worker: &NodeIdentity,
+) -> (ClientSession, WorkerSession) {
     let (mut c, m1) = ClientSession::start(
+        suite,
         client.noise_secret(),
         &worker.noise_public_key(),
         open_request(),
         SessionLimits::default(),
     )
     .expect("start");
-    let mut w = WorkerSession::new(worker.noise_secret(), SessionLimits::default());
+    let mut w = WorkerSession::new(suite, worker.noise_secret(), SessionLimits::default());
     w.on_bytes(&m1).expect("open");
     let m2 = w
         .accept(OpenAccepted {
@@ -141,9 +146,14 @@ fn plaintext_forward(hidden: &[f32], decoder: &mut FrameDecoder, reasm: &mut Rea
 }
 
 /// A bare snow transport pair (no envelopes, chunking or tensors): the crypto's own cost.
-fn bare_transports(client: &NodeIdentity, worker: &NodeIdentity) -> (Transport, Transport) {
-    let mut i = noise::initiator(client.noise_secret(), &worker.noise_public_key()).expect("init");
-    let mut r = noise::responder(worker.noise_secret());
+fn bare_transports(
+    suite: CipherSuite,
+    client: &NodeIdentity,
+    worker: &NodeIdentity,
+) -> (Transport, Transport) {
+    let mut i =
+        noise::initiator(suite, client.noise_secret(), &worker.noise_public_key()).expect("init");
+    let mut r = noise::responder(suite, worker.noise_secret());
     let m1 = noise::write_handshake(&mut i, b"").expect("m1");
     noise::read_handshake(&mut r, &m1).expect("m1 reads");
     let m2 = noise::write_handshake(&mut r, b"").expect("m2");
@@ -161,16 +171,19 @@ fn main() {
     let rounds = 6;
 
     println!(
-        "{:<14} {:>8} {:>11} {:>11} {:>11} {:>12} {:>6}",
-        "tensor", "bytes", "noise MB/s", "plain MB/s", "snow MB/s", "noise fwd/s", "ratio"
+        "{:<26} {:>8} {:>11} {:>11} {:>11} {:>12} {:>6}",
+        "tensor, suite", "bytes", "noise MB/s", "plain MB/s", "snow MB/s", "noise fwd/s", "ratio"
     );
-    for n_tokens in [1u32, 128] {
+    for (suite, n_tokens) in CipherSuite::ALL
+        .into_iter()
+        .flat_map(|s| [(s, 1u32), (s, 128)])
+    {
         let hidden: Vec<f32> = (0..n_tokens * D_MODEL)
             .map(|i| (i as f32 * 0.001).sin())
             .collect();
         let bytes = hidden.len() * 4;
 
-        let (mut c, mut w) = handshake(&client, &worker);
+        let (mut c, mut w) = handshake(suite, &client, &worker);
         let mut id = 0u64;
         let mut noise_path = || {
             id += 1;
@@ -191,7 +204,7 @@ fn main() {
         };
 
         // Seal and open the same bytes in Noise-sized pieces with nothing else around.
-        let (mut tx, mut rx) = bare_transports(&client, &worker);
+        let (mut tx, mut rx) = bare_transports(suite, &client, &worker);
         let payload = encode_values(&hidden, WireDtype::F32).expect("finite");
         let mut bare_decoder = FrameDecoder::new();
         let mut snow_path = || {
@@ -212,8 +225,8 @@ fn main() {
         let (noise, plain, snow) = (r[0], r[1], r[2]);
         let mb = |r: f64| r * bytes as f64 / 1e6;
         println!(
-            "{:<14} {:>8} {:>11.1} {:>11.1} {:>11.1} {:>12.0} {:>6.2}",
-            format!("{n_tokens} x {D_MODEL} f32"),
+            "{:<26} {:>8} {:>11.1} {:>11.1} {:>11.1} {:>12.0} {:>6.2}",
+            format!("{n_tokens} x {D_MODEL} f32, {suite}"),
             bytes,
             mb(noise),
             mb(plain),
@@ -227,7 +240,7 @@ fn main() {
         rounds,
         budget,
         &mut [&mut || {
-            black_box(handshake(&client, &worker));
+            black_box(handshake(CipherSuite::ChaChaPoly, &client, &worker));
         }],
     )[0];
     println!(

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::identity::{NodeIdentity, peer_id_of, verify_signature};
 use crate::proto;
+use crate::session::CipherSuite;
 use crate::units::{BlockRange, ModelId, NanoTon, Role, SeqNo, UnixMillis};
 
 /// Domain separation for announcement signatures.
@@ -65,6 +66,8 @@ pub struct Announcement {
     pub seqno: SeqNo,
     pub issued_at: UnixMillis,
     pub expires_at: UnixMillis,
+    /// Session cipher suites accepted, sorted, ChaChaPoly always among them.
+    pub cipher_suites: Vec<CipherSuite>,
 }
 
 mod hex_bytes {
@@ -101,6 +104,14 @@ impl Announcement {
             seqno: self.seqno.0,
             issued_at_ms: self.issued_at.0,
             expires_at_ms: self.expires_at.0,
+            cipher_suites: self
+                .cipher_suites
+                .iter()
+                .map(|s| match s {
+                    CipherSuite::ChaChaPoly => proto::CipherSuite::Chachapoly,
+                    CipherSuite::AesGcm => proto::CipherSuite::Aesgcm,
+                } as i32)
+                .collect(),
         }
     }
 
@@ -143,6 +154,19 @@ impl Announcement {
         {
             return Err(malformed("too many or too long listen addresses"));
         }
+        // Unknown values are a newer node's suites: skip them.
+        let mut cipher_suites: Vec<CipherSuite> = p
+            .cipher_suites
+            .iter()
+            .filter_map(|&v| match proto::CipherSuite::try_from(v) {
+                Ok(proto::CipherSuite::Chachapoly) => Some(CipherSuite::ChaChaPoly),
+                Ok(proto::CipherSuite::Aesgcm) => Some(CipherSuite::AesGcm),
+                Err(_) => None,
+            })
+            .chain([CipherSuite::ChaChaPoly])
+            .collect();
+        cipher_suites.sort();
+        cipher_suites.dedup();
         Ok(Announcement {
             node_key,
             role,
@@ -161,6 +185,7 @@ impl Announcement {
             seqno: SeqNo(p.seqno),
             issued_at: UnixMillis(p.issued_at_ms),
             expires_at: UnixMillis(p.expires_at_ms),
+            cipher_suites,
         })
     }
 
@@ -381,10 +406,25 @@ pub(crate) mod tests {
             seqno: SeqNo(seqno),
             issued_at: now,
             expires_at: now.plus_ms(5 * 60 * 1000),
+            cipher_suites: CipherSuite::offered(true),
         }
     }
 
     const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
+
+    #[test]
+    fn cipher_suites_always_hold_chachapoly_and_skip_unknown_values() {
+        let id = identity(3);
+        let mut body = sample(&id, 1, NOW).to_proto();
+        // Only AES-GCM listed, a future suite, and a repeat.
+        body.cipher_suites = vec![1, 7, 1];
+        let ann = Announcement::from_proto(body.clone()).unwrap();
+        assert_eq!(ann.cipher_suites, CipherSuite::offered(true));
+        // An older node lists nothing: ChaChaPoly only.
+        body.cipher_suites.clear();
+        let ann = Announcement::from_proto(body).unwrap();
+        assert_eq!(ann.cipher_suites, CipherSuite::offered(false));
+    }
 
     fn verify(
         bytes: &[u8],
@@ -505,11 +545,12 @@ pub(crate) mod tests {
             (
                 0u64..600_000,
                 prop_oneof![Just(Role::Worker), Just(Role::Client), Just(Role::Relay)],
+                any::<bool>(),
             ),
             proptest::option::of(any::<[u8; 32]>()),
         )
             .prop_map(
-                |(k, a, b, n, nums, wallet, addrs, seqno, (ttl, role), model)| {
+                |(k, a, b, n, nums, wallet, addrs, seqno, (ttl, role, aes), model)| {
                     let id = identity(k);
                     let (s, e) = (a.min(b), a.max(b));
                     (
@@ -532,6 +573,7 @@ pub(crate) mod tests {
                             seqno: SeqNo(seqno),
                             issued_at: NOW,
                             expires_at: NOW.plus_ms(ttl + 1),
+                            cipher_suites: CipherSuite::offered(aes),
                         },
                     )
                 },

@@ -14,6 +14,7 @@ use cocoon_protocol::announce::{
 use cocoon_protocol::channel::Usage;
 use cocoon_protocol::failover::{FailedHop, FailoverDecision, FailoverPolicy, Fault, on_hop_fault};
 use cocoon_protocol::peers::{BanAction, PeerRecord};
+use cocoon_protocol::session::CipherSuite;
 use cocoon_protocol::units::{BlockRange, ModelId, NanoTon, Role, SeqNo, UnixMillis};
 use rand::{Rng, SeedableRng};
 
@@ -500,6 +501,8 @@ impl Sim {
             seqno,
             issued_at: ms(now),
             expires_at: ms(now).plus_ms(ttl_ms),
+            // Simulated workers offer both suites; the announcement's size counts them.
+            cipher_suites: CipherSuite::offered(true),
         };
         let bytes = sign_announcement(&node.identity, &ann);
         self.counters.ann_signed += 1;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use cocoon_protocol::units::Role;
 
-use crate::config::{NodeConfig, RelayServerMode};
+use crate::config::{NodeConfig, RelayServerMode, SessionCipher};
 
 /// Runs a mesh node (the daemon).
 #[derive(Debug, clap::Args)]
@@ -63,6 +63,10 @@ pub struct NodeArgs {
     /// Discover LAN peers with mDNS.
     #[arg(long)]
     pub mdns: Option<bool>,
+    /// Session cipher suites: auto (AES-GCM where both ends have AES hardware, else
+    /// ChaChaPoly) or chachapoly (only).
+    #[arg(long, value_enum)]
+    pub session_cipher: Option<SessionCipher>,
     /// Serve as a circuit relay: auto (when AutoNAT finds us public), on, off.
     #[arg(long, value_enum)]
     pub relay_server: Option<RelayServerMode>,
@@ -150,7 +154,7 @@ impl NodeArgs {
              control_port => control_port, autonat_delay => autonat_delay_secs,
              api_listen => api_listen, backend => backend, kv_budget_mib => kv_budget_mib,
              forward_timeout_secs => forward_timeout_secs,
-             channel_deposit_nanoton => channel_deposit_nanoton);
+             channel_deposit_nanoton => channel_deposit_nanoton, session_cipher => session_cipher);
         Ok(c)
     }
 }

@@ -199,7 +199,11 @@ pub fn route_hops(route: &Value) -> Vec<String> {
                 .map(|h| {
                     let peer = h["peer"].as_str().unwrap_or("?");
                     let short = &peer[peer.len().saturating_sub(8)..];
-                    format!("…{short} [{}]", h["blocks"].as_str().unwrap_or("?"))
+                    let blocks = h["blocks"].as_str().unwrap_or("?");
+                    format!(
+                        "…{short} [{blocks}] {}",
+                        h["cipher"].as_str().unwrap_or("?")
+                    )
                 })
                 .collect()
         })

@@ -22,7 +22,7 @@ use crate::infer::engine::EngineHandle;
 use crate::infer::generator::Generator;
 use crate::infer::tap::Tap;
 use crate::infer::worker::{Misbehave, WorkerPay, WorkerService};
-use crate::infer::{INFER_PROTOCOL, MeshLink, MeshQuery, WorkerView};
+use crate::infer::{MeshLink, MeshQuery, WorkerView, infer_protocol};
 
 /// How this node takes part in inference.
 pub struct InferSetup {
@@ -92,6 +92,7 @@ impl Daemon {
                 );
                 let forward_timeout = self.infer.setup.forward_timeout;
                 let local = self.infer.setup.local_blocks;
+                let suites = self.me.cipher_suites.clone();
                 let pay = self.channels.clone().map(|channels| ClientPay {
                     channels,
                     deposit: cocoon_protocol::channel::NanoTon(u128::from(
@@ -103,6 +104,7 @@ impl Daemon {
                         |mut g| {
                             g.forward_timeout = forward_timeout;
                             g.pay = pay;
+                            g.cipher_suites = suites;
                             Arc::new(g)
                         },
                     );
@@ -168,6 +170,7 @@ impl Daemon {
                 tracing::info!(
                     blocks = ?info.blocks, device = %info.device,
                     tps = format!("{:.1}", info.decode_tokens_per_second),
+                    ciphers = ?self.me.cipher_suites,
                     "blocks loaded; serving /cocoon/infer/1"
                 );
                 if self.me.throughput_milli_tps == 0 {
@@ -199,11 +202,15 @@ impl Daemon {
                         Err(e) => tracing::error!(error = %e, "cannot open the stream tap"),
                     }
                 }
-                match self.stream_control.accept(INFER_PROTOCOL) {
-                    Ok(incoming) => {
-                        tokio::spawn(Arc::new(service).serve(incoming));
+                // One listener per suite offered: the stream's protocol id names the suite.
+                let service = Arc::new(service);
+                for &suite in &self.me.cipher_suites {
+                    match self.stream_control.accept(infer_protocol(suite)) {
+                        Ok(incoming) => {
+                            tokio::spawn(service.clone().serve(suite, incoming));
+                        }
+                        Err(_) => tracing::error!("{} registered twice", infer_protocol(suite)),
                     }
-                    Err(_) => tracing::error!("/cocoon/infer/1 registered twice"),
                 }
                 self.infer.engine = Some(engine);
                 self.schedule_announce(Duration::ZERO);
@@ -262,6 +269,7 @@ impl Daemon {
                     noise_key: a.noise_static_key,
                     node_key: a.node_key,
                     wallet: a.ton_wallet.clone(),
+                    cipher_suites: a.cipher_suites.clone(),
                 })
             })
             .collect()

@@ -32,6 +32,7 @@ use cocoon_protocol::announce::{
 };
 use cocoon_protocol::identity::NodeIdentity;
 use cocoon_protocol::peers::{BanAction, PeerTable, ScorePolicy};
+use cocoon_protocol::session::CipherSuite;
 use cocoon_protocol::units::{BlockRange, ModelId, NanoTon, Role, SeqNo, UnixMillis};
 
 use crate::config::{NodeConfig, RelayServerMode, files};
@@ -91,6 +92,8 @@ struct SelfDescription {
     free_kv_tokens: u64,
     ton_wallet: String,
     ttl_ms: u64,
+    /// Session cipher suites accepted as a worker and usable as a client.
+    cipher_suites: Vec<CipherSuite>,
 }
 
 struct Daemon {
@@ -180,6 +183,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         free_kv_tokens: config.free_kv_tokens,
         ton_wallet: config.ton_wallet.clone(),
         ttl_ms: config.announce_ttl_secs.max(10) * 1000,
+        cipher_suites: config.session_cipher.suites(),
     };
     let api_listen: std::net::SocketAddr = config
         .api_listen
@@ -492,6 +496,7 @@ impl Daemon {
             seqno,
             issued_at: now,
             expires_at: now.plus_ms(self.me.ttl_ms),
+            cipher_suites: self.me.cipher_suites.clone(),
         }
     }
 

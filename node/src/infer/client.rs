@@ -16,7 +16,9 @@ use cocoon_protocol::channel::metering::{check_receipt, check_terms, forward_usa
 use cocoon_protocol::channel::{NanoTon as ChannelNanoTon, Price};
 use cocoon_protocol::failover::{FailedHop, FailoverDecision, Fault};
 use cocoon_protocol::route::{self, CostModel, Route, RouteRequest};
-use cocoon_protocol::session::{ClientEvent, ClientSession, OpenSession, SessionLimits, WireDtype};
+use cocoon_protocol::session::{
+    CipherSuite, ClientEvent, ClientSession, OpenSession, SessionLimits, WireDtype,
+};
 use cocoon_protocol::units::{BlockRange, ModelId, NanoTon};
 use cocoon_shaders::engine::{BlockChain, EngineError};
 use futures::{AsyncReadExt, AsyncWriteExt};
@@ -24,7 +26,7 @@ use libp2p::PeerId;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::{INFER_PROTOCOL, MeshLink, WorkerView};
+use super::{MeshLink, WorkerView, infer_protocol};
 use crate::daemon::channel_price;
 use crate::pay::Channels;
 use crate::pay::meter::{PayerMeter, Shared, lock};
@@ -50,6 +52,9 @@ pub struct ChainOptions {
     /// Pay workers that charge, through this node's channels; `None`: only free workers
     /// serve (a charging one refuses the session).
     pub pay: Option<ClientPay>,
+    /// Cipher suites this client may use; each hop runs the one
+    /// [`CipherSuite::choose`] picks with the worker's announced list.
+    pub cipher_suites: Vec<CipherSuite>,
 }
 
 /// How the client pays: its channels, and the deposit of a channel it opens on demand.
@@ -81,11 +86,14 @@ pub struct Failover {
 pub struct HopInfo {
     pub peer: String,
     pub blocks: String,
+    /// The session's cipher suite.
+    pub cipher: CipherSuite,
 }
 
 struct HopConn {
     peer: PeerId,
     blocks: BlockRange,
+    suite: CipherSuite,
     session: ClientSession,
     stream: libp2p::Stream,
     /// The channel's meter when the worker charges.
@@ -191,6 +199,7 @@ impl RemoteChain {
             .map(|h| HopInfo {
                 peer: h.peer.to_string(),
                 blocks: h.blocks.to_string(),
+                cipher: h.suite,
             })
             .collect()
     }
@@ -352,7 +361,8 @@ impl RemoteChain {
     async fn connect(&self, view: &WorkerView, blocks: BlockRange) -> Result<HopConn, HopError> {
         let peer = view.candidate.peer;
         let paid = self.payment_channel(view).await?;
-        let stream = self.open_stream(peer).await?;
+        let suite = CipherSuite::choose(&self.opts.cipher_suites, &view.cipher_suites);
+        let stream = self.open_stream(peer, suite).await?;
         let open = OpenSession {
             model_id: self.opts.model.0,
             blocks,
@@ -362,6 +372,7 @@ impl RemoteChain {
             channel: paid.as_ref().map(|(addr, _, _)| addr.clone()),
         };
         let (session, hello) = ClientSession::start(
+            suite,
             &self.noise_secret,
             &view.noise_key,
             open,
@@ -370,6 +381,7 @@ impl RemoteChain {
         let mut conn = HopConn {
             peer,
             blocks,
+            suite,
             session,
             stream,
             pay: None,
@@ -410,13 +422,18 @@ impl RemoteChain {
 
     /// A stream to `peer`, asking the daemon to connect first; a dial still in flight
     /// (through a relay, say) is waited for until the open timeout.
-    async fn open_stream(&self, peer: PeerId) -> Result<libp2p::Stream, HopError> {
+    async fn open_stream(
+        &self,
+        peer: PeerId,
+        suite: CipherSuite,
+    ) -> Result<libp2p::Stream, HopError> {
         let mut control = self.mesh.control.clone();
         let deadline = tokio::time::Instant::now() + self.opts.open_timeout;
         loop {
             self.mesh.dial(peer);
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match tokio::time::timeout(left, control.open_stream(peer, INFER_PROTOCOL)).await {
+            match tokio::time::timeout(left, control.open_stream(peer, infer_protocol(suite))).await
+            {
                 Err(_) => return Err(HopError::Timeout(self.opts.open_timeout)),
                 Ok(Ok(s)) => return Ok(s),
                 Ok(Err(e)) if tokio::time::Instant::now() + RETRY_DIAL >= deadline => {

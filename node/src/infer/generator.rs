@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use cocoon_protocol::session::WireDtype;
+use cocoon_protocol::session::{CipherSuite, WireDtype};
 use cocoon_protocol::units::{BlockRange as Span, ModelId, NanoTon};
 use cocoon_shaders::engine::{
     BlockBackend, BlockChain, BlockRange, EngineError, GenerateOptions, Head, HeadBackend, Sampler,
@@ -114,6 +114,8 @@ pub struct Generator {
     pub forward_timeout: Duration,
     /// How workers that charge are paid (a client with a chain).
     pub pay: Option<ClientPay>,
+    /// Session cipher suites this client may use (AES-GCM with workers that offer it).
+    pub cipher_suites: Vec<CipherSuite>,
 }
 
 impl Generator {
@@ -176,6 +178,7 @@ impl Generator {
             price_cap: None,
             forward_timeout: Duration::from_secs(60),
             pay: None,
+            cipher_suites: crate::config::SessionCipher::Auto.suites(),
         })
     }
 
@@ -244,6 +247,7 @@ impl Generator {
             open_timeout: Duration::from_secs(15),
             forward_timeout: self.forward_timeout,
             pay: self.pay.clone(),
+            cipher_suites: self.cipher_suites.clone(),
         };
         let started = Instant::now();
         let mut chain = RemoteChain::open(

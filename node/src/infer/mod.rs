@@ -10,12 +10,24 @@ pub mod worker;
 
 use cocoon_protocol::failover::{FailedHop, FailoverDecision, Fault, GiveUpReason};
 use cocoon_protocol::route::Candidate;
+use cocoon_protocol::session::CipherSuite;
 use cocoon_protocol::units::ModelId;
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::{mpsc, oneshot};
 
-/// Inference streams: one end-to-end Noise session per stream.
+/// Inference streams: one end-to-end Noise session per stream, in ChaChaPoly
+/// (`Noise_IK_25519_ChaChaPoly_BLAKE2s`), which every worker serves.
 pub const INFER_PROTOCOL: StreamProtocol = StreamProtocol::new("/cocoon/infer/1");
+/// The same sessions in `Noise_IK_25519_AESGCM_BLAKE2s`, for workers that announce it.
+pub const INFER_PROTOCOL_AESGCM: StreamProtocol = StreamProtocol::new("/cocoon/infer/1/aesgcm");
+
+/// The stream protocol of sessions in `suite`: the protocol id tells the worker the suite.
+pub fn infer_protocol(suite: CipherSuite) -> StreamProtocol {
+    match suite {
+        CipherSuite::ChaChaPoly => INFER_PROTOCOL,
+        CipherSuite::AesGcm => INFER_PROTOCOL_AESGCM,
+    }
+}
 
 /// A worker as the client sees it, all from its verified announcement: its route
 /// candidate, its Noise static key, and for payments its node key (its channel key) and
@@ -26,6 +38,8 @@ pub struct WorkerView {
     pub noise_key: [u8; 32],
     pub node_key: [u8; 32],
     pub wallet: String,
+    /// Session cipher suites the worker accepts.
+    pub cipher_suites: Vec<CipherSuite>,
 }
 
 /// What inference asks of the daemon, which owns the peer table.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use cocoon_protocol::channel::metering::forward_usage;
 use cocoon_protocol::channel::{NanoTon, Price};
 use cocoon_protocol::session::{
-    ErrorCode, OpenAccepted, OpenSession, Receipt, SessionLimits, WorkerEvent, WorkerSession,
+    CipherSuite, ErrorCode, OpenAccepted, OpenSession, Receipt, SessionLimits, WorkerEvent,
+    WorkerSession,
 };
 use cocoon_protocol::units::{BlockRange, ModelId};
 use cocoon_shaders::engine::{EngineError, SessionId};
@@ -71,13 +72,18 @@ impl WorkerService {
         }
     }
 
-    /// Serves every inbound inference stream until the swarm goes away.
-    pub async fn serve(self: Arc<Self>, mut incoming: libp2p_stream::IncomingStreams) {
+    /// Serves every inbound inference stream of `suite`'s protocol until the swarm goes
+    /// away.
+    pub async fn serve(
+        self: Arc<Self>,
+        suite: CipherSuite,
+        mut incoming: libp2p_stream::IncomingStreams,
+    ) {
         while let Some((peer, stream)) = incoming.next().await {
             let me = self.clone();
             tokio::spawn(async move {
                 let id = SessionId(me.next_session.fetch_add(1, Ordering::Relaxed));
-                match me.serve_stream(peer, stream, id).await {
+                match me.serve_stream(suite, peer, stream, id).await {
                     Ok(()) => tracing::debug!(%peer, "inference session ended"),
                     Err(e) => tracing::info!(%peer, error = %e, "inference session ended"),
                 }
@@ -88,11 +94,12 @@ impl WorkerService {
 
     async fn serve_stream(
         &self,
+        suite: CipherSuite,
         peer: PeerId,
         mut stream: libp2p::Stream,
         id: SessionId,
     ) -> anyhow::Result<()> {
-        let mut session = WorkerSession::new(&self.noise_secret, self.limits.clone());
+        let mut session = WorkerSession::new(suite, &self.noise_secret, self.limits.clone());
         let mut buf = vec![0u8; 64 * 1024];
         // The reply being sent (a result goes one frame at a time), kept between replies
         // so that a result allocates nothing.

@@ -112,6 +112,9 @@ fn gossipsub(key: &libp2p::identity::Keypair) -> anyhow::Result<gossipsub::Behav
 }
 
 /// Builds the swarm over TCP+Noise+Yamux, QUIC, DNS and relayed circuits.
+/// How long a QUIC connection may go without a packet before it counts as lost.
+const QUIC_IDLE_TIMEOUT_MS: u32 = 3_000;
+
 pub fn build(
     key: libp2p::identity::Keypair,
     opts: &SwarmOptions,
@@ -125,7 +128,15 @@ pub fn build(
             yamux::Config::default,
         )
         .context("tcp transport")?
-        .with_quic()
+        .with_quic_config(|mut c| {
+            // libp2p-quic's defaults (10 s idle, 5 s keep-alive) leave a peer that died
+            // without closing (kill -9, power loss) looking alive for 10 s, and a client
+            // mid-generation waiting that long to fail over; TCP learns it at once from
+            // the reset. A keep-alive every second keeps live idle connections open.
+            c.max_idle_timeout = QUIC_IDLE_TIMEOUT_MS;
+            c.keep_alive_interval = Duration::from_secs(1);
+            c
+        })
         .with_dns()
         .context("dns")?
         .with_relay_client(noise::Config::new, yamux::Config::default)

@@ -7,7 +7,7 @@
 
 use cocoon_protocol::proto::infer::Envelope;
 use cocoon_protocol::session::{
-    ClientSession, FrameDecoder, MAX_NOISE_MESSAGE, OpenAccepted, OpenSession, SessionError,
+    CipherSuite, ClientSession, FrameDecoder, MAX_NOISE_MESSAGE, OpenAccepted, OpenSession, SessionError,
     SessionLimits, WireDtype, WorkerSession,
 };
 use cocoon_protocol::tensor::{ChunkHeader, Reassembler, TensorLimits, decode_values};
@@ -82,8 +82,13 @@ fn reassembly(data: &[u8]) {
     }
 }
 
+/// Either suite, chosen by the input's length, so both decoders get fuzzed.
+fn suite_of(data: &[u8]) -> CipherSuite {
+    CipherSuite::ALL[data.len() % CipherSuite::ALL.len()]
+}
+
 fn fresh_worker(data: &[u8]) {
-    let mut w = WorkerSession::new(&WORKER_SECRET, SessionLimits::default());
+    let mut w = WorkerSession::new(suite_of(data), &WORKER_SECRET, SessionLimits::default());
     let mid = data.len() / 2;
     if w.on_bytes(&data[..mid]).is_err() {
         assert_eq!(w.on_bytes(&data[mid..]).unwrap_err(), SessionError::Dead);
@@ -110,11 +115,13 @@ fn open_worker(data: &[u8]) {
         rekey_every: 2,
         ..SessionLimits::default()
     };
-    let Ok((mut client, m1)) = ClientSession::start(&CLIENT_SECRET, &worker_public, open, limits)
+    let suite = suite_of(data);
+    let Ok((mut client, m1)) =
+        ClientSession::start(suite, &CLIENT_SECRET, &worker_public, open, limits)
     else {
         return;
     };
-    let mut w = WorkerSession::new(&WORKER_SECRET, SessionLimits::default());
+    let mut w = WorkerSession::new(suite, &WORKER_SECRET, SessionLimits::default());
     w.on_bytes(&m1).expect("a real open request");
     let m2 = w
         .accept(OpenAccepted {

@@ -6,7 +6,9 @@ use snow::HandshakeState;
 use super::established::{Established, TensorFrames, TensorKind};
 use super::frame::FrameDecoder;
 use super::noise::{self, Transport, TransportStats};
-use super::{ErrorCode, OpenAccepted, OpenSession, Receipt, SessionError, SessionLimits, wire};
+use super::{
+    CipherSuite, ErrorCode, OpenAccepted, OpenSession, Receipt, SessionError, SessionLimits, wire,
+};
 use crate::proto::infer as pb;
 
 /// What the worker's bytes amounted to.
@@ -63,8 +65,10 @@ impl std::fmt::Debug for ClientSession {
 }
 
 impl ClientSession {
-    /// Handshake message 1 carries the encoded OpenSession. Returns framed bytes to write.
+    /// Handshake message 1, in `suite`, carries the encoded OpenSession. Returns framed
+    /// bytes to write.
     pub fn start(
+        suite: CipherSuite,
         client_static_secret: &[u8; 32],
         worker_static_public: &[u8; 32],
         open: OpenSession,
@@ -79,7 +83,7 @@ impl ClientSession {
                 super::MAX_CHANNEL_LEN
             )));
         }
-        let mut hs = noise::initiator(client_static_secret, worker_static_public)?;
+        let mut hs = noise::initiator(suite, client_static_secret, worker_static_public)?;
         let payload = wire::encode(pb::envelope::Body::Open(wire::open_to_pb(
             &open,
             limits.rekey_every.max(1),

@@ -1,7 +1,9 @@
 //! End-to-end inference sessions between a client and one worker, sans-IO: the client's
-//! and the worker's state machines over `Noise_IK_25519_ChaChaPoly_BLAKE2s`. Bytes read
-//! from the stream go in (`on_bytes`), events come out; calls return the framed
-//! ciphertext to write. The driver (node or simulator) owns the stream.
+//! and the worker's state machines over `Noise_IK_25519_ChaChaPoly_BLAKE2s` (or, where
+//! both ends run AES in hardware, `Noise_IK_25519_AESGCM_BLAKE2s`: see [`CipherSuite`]).
+//! Bytes read from the stream go in (`on_bytes`), events come out; calls return the
+//! framed ciphertext to write. The driver (node or simulator) owns the stream, and tells
+//! both ends the session's suite (the node through the stream's protocol id).
 //!
 //! The conversation: the client's handshake message 1 carries an `OpenSession`; the
 //! worker answers with message 2 carrying an accept (`kv_positions`, `d_model`) or a
@@ -19,6 +21,7 @@ mod client;
 mod established;
 pub mod frame;
 pub mod noise;
+mod suite;
 mod wire;
 mod worker;
 
@@ -30,14 +33,13 @@ pub use client::{ClientEvent, ClientSession};
 pub use established::TensorFrames;
 pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use noise::{NoiseError, TransportStats};
+pub use suite::{CipherSuite, aes_hardware};
 pub use worker::{WorkerEvent, WorkerSession};
 
 use crate::channel::Usage;
 use crate::tensor::{ReassemblyError, TensorError};
 use crate::units::BlockRange;
 
-/// The Noise protocol of every session.
-pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 /// Largest Noise message, and so largest frame body.
 pub const MAX_NOISE_MESSAGE: usize = 65535;
 /// Tensor bytes carried by one chunk: a full chunk's envelope plus the AEAD tag stays

@@ -4,14 +4,14 @@
 //! and dies on the first message that does not decrypt.
 //!
 //! Crypto comes from snow's `ring-accelerated` resolver, as in libp2p-noise on native
-//! targets: ChaCha20-Poly1305 and the ephemeral keys' randomness (the OS source) from
-//! ring, X25519 and BLAKE2s from snow's default resolver. Nothing else here reads the
+//! targets: ChaCha20-Poly1305, AES-256-GCM and the ephemeral keys' randomness (the OS
+//! source) from ring, X25519 and BLAKE2s from snow's default resolver. Nothing else here reads the
 //! outside world.
 
 use snow::{Builder, HandshakeState, TransportState};
 
 use super::frame::{FRAME_HEADER, encode_frame_into};
-use super::{MAX_NOISE_MESSAGE, NOISE_PARAMS, SessionError};
+use super::{CipherSuite, MAX_NOISE_MESSAGE, SessionError};
 
 /// Bytes the AEAD tag adds to each Noise message.
 pub const TAG_LEN: usize = 16;
@@ -27,20 +27,22 @@ pub enum NoiseError {
     Other(String),
 }
 
-fn builder() -> Builder<'static> {
+fn builder(suite: CipherSuite) -> Builder<'static> {
     Builder::new(
-        NOISE_PARAMS
+        suite
+            .noise_params()
             .parse()
-            .expect("NOISE_PARAMS is a valid pattern"),
+            .expect("every suite names a valid Noise protocol"),
     )
 }
 
 /// The initiator's side of the IK handshake, to a responder whose static key is known.
 pub fn initiator(
+    suite: CipherSuite,
     local_secret: &[u8; 32],
     remote_public: &[u8; 32],
 ) -> Result<HandshakeState, NoiseError> {
-    builder()
+    builder(suite)
         .local_private_key(local_secret)
         .and_then(|b| b.remote_public_key(remote_public))
         .and_then(|b| b.build_initiator())
@@ -48,8 +50,8 @@ pub fn initiator(
 }
 
 /// The responder's side of the IK handshake.
-pub fn responder(local_secret: &[u8; 32]) -> HandshakeState {
-    builder()
+pub fn responder(suite: CipherSuite, local_secret: &[u8; 32]) -> HandshakeState {
+    builder(suite)
         .local_private_key(local_secret)
         .and_then(|b| b.build_responder())
         .expect("a 32-byte key and fixed parameters always build a responder")
@@ -234,7 +236,11 @@ mod tests {
 
     /// A handshake with fixed ephemeral keys, so two runs derive the same keys.
     fn fixed_pair(rekey_every: u64) -> (Transport, Transport) {
-        let mut i = builder()
+        fixed_pair_in(CipherSuite::ChaChaPoly, rekey_every)
+    }
+
+    fn fixed_pair_in(suite: CipherSuite, rekey_every: u64) -> (Transport, Transport) {
+        let mut i = builder(suite)
             .local_private_key(&CLIENT)
             .unwrap()
             .remote_public_key(&public(&WORKER))
@@ -242,7 +248,7 @@ mod tests {
             .fixed_ephemeral_key_for_testing_only(&[3; 32])
             .build_initiator()
             .unwrap();
-        let mut r = builder()
+        let mut r = builder(suite)
             .local_private_key(&WORKER)
             .unwrap()
             .fixed_ephemeral_key_for_testing_only(&[4; 32])
@@ -266,19 +272,40 @@ mod tests {
 
     #[test]
     fn rekeying_changes_the_keys_from_the_agreed_message_on() {
-        let (mut a_send, mut a_recv) = fixed_pair(3);
-        let (mut b_send, _) = fixed_pair(u64::MAX);
-        let text = [0x5au8; 64];
-        for n in 0..9u64 {
-            let a = a_send.seal_frame(&text).unwrap();
-            let b = b_send.seal_frame(&text).unwrap();
-            // Same keys and nonces until the first rekey (after message 3), then not.
-            assert_eq!(a == b, n < 3, "message {n}");
-            assert_eq!(a_recv.open(&unframe(&a)).unwrap(), text);
+        for suite in CipherSuite::ALL {
+            let (mut a_send, mut a_recv) = fixed_pair_in(suite, 3);
+            let (mut b_send, _) = fixed_pair_in(suite, u64::MAX);
+            let text = [0x5au8; 64];
+            for n in 0..9u64 {
+                let a = a_send.seal_frame(&text).unwrap();
+                let b = b_send.seal_frame(&text).unwrap();
+                // Same keys and nonces until the first rekey (after message 3), then not.
+                assert_eq!(a == b, n < 3, "{suite} message {n}");
+                assert_eq!(a_recv.open(&unframe(&a)).unwrap(), text);
+            }
+            assert_eq!(a_send.stats().rekeys_sent, 3);
+            assert_eq!(a_recv.stats().rekeys_received, 3);
+            assert_eq!(b_send.stats().rekeys_sent, 0);
         }
-        assert_eq!(a_send.stats().rekeys_sent, 3);
-        assert_eq!(a_recv.stats().rekeys_received, 3);
-        assert_eq!(b_send.stats().rekeys_sent, 0);
+    }
+
+    #[test]
+    fn the_suites_seal_differently() {
+        let (mut chacha, _) = fixed_pair_in(CipherSuite::ChaChaPoly, 10);
+        let (mut aes, mut aes_recv) = fixed_pair_in(CipherSuite::AesGcm, 10);
+        let text = [0x33u8; 100];
+        let a = aes.seal_frame(&text).unwrap();
+        assert_ne!(a, chacha.seal_frame(&text).unwrap());
+        assert_eq!(aes_recv.open(&unframe(&a)).unwrap(), text);
+    }
+
+    #[test]
+    fn ends_in_different_suites_fail_the_handshake() {
+        let mut i = initiator(CipherSuite::AesGcm, &CLIENT, &public(&WORKER)).unwrap();
+        let mut r = responder(CipherSuite::ChaChaPoly, &WORKER);
+        let m1 = write_handshake(&mut i, b"open").unwrap();
+        let err = read_handshake(&mut r, &m1).unwrap_err().to_string();
+        assert!(err.contains("handshake failed: decrypt failed"), "{err}");
     }
 
     #[test]
@@ -299,8 +326,8 @@ mod tests {
 
     #[test]
     fn wrong_static_key_fails_the_handshake() {
-        let mut i = initiator(&CLIENT, &public(&[9; 32])).unwrap();
-        let mut r = responder(&WORKER);
+        let mut i = initiator(CipherSuite::ChaChaPoly, &CLIENT, &public(&[9; 32])).unwrap();
+        let mut r = responder(CipherSuite::ChaChaPoly, &WORKER);
         let m1 = write_handshake(&mut i, b"open").unwrap();
         let err = read_handshake(&mut r, &m1).unwrap_err().to_string();
         assert!(err.contains("handshake failed: decrypt failed"), "{err}");

@@ -91,6 +91,7 @@ struct Wire {
 
 /// An accepted session; `wire` holds the handshake bytes.
 fn open_pair(
+    suite: CipherSuite,
     dtype: WireDtype,
     client_limits: SessionLimits,
     worker_limits: SessionLimits,
@@ -98,6 +99,7 @@ fn open_pair(
 ) -> (ClientSession, WorkerSession) {
     let (c, w) = (client_id(), worker_id());
     let (mut client, m1) = ClientSession::start(
+        suite,
         c.noise_secret(),
         &w.noise_public_key(),
         open_req(dtype),
@@ -105,7 +107,7 @@ fn open_pair(
     )
     .unwrap();
     assert!(!client.is_open());
-    let mut worker = WorkerSession::new(w.noise_secret(), worker_limits);
+    let mut worker = WorkerSession::new(suite, w.noise_secret(), worker_limits);
     let events = worker.on_bytes(&m1).unwrap();
     assert_eq!(
         events,
@@ -136,7 +138,12 @@ fn open_pair(
 }
 
 fn default_pair(wire: &mut Wire) -> (ClientSession, WorkerSession) {
+    pair_in(CipherSuite::ChaChaPoly, wire)
+}
+
+fn pair_in(suite: CipherSuite, wire: &mut Wire) -> (ClientSession, WorkerSession) {
     open_pair(
+        suite,
         WireDtype::F32,
         SessionLimits::default(),
         SessionLimits::default(),
@@ -192,86 +199,91 @@ fn round_trip(
 
 #[test]
 fn many_forwards_under_random_splits() {
-    let mut rng = Rng(1);
-    let mut wire = Wire::default();
-    let (mut client, mut worker) = default_pair(&mut wire);
-    let mut pos = 0;
-    for id in 0..60u64 {
-        let n = 1 + rng.below(6) as u32;
-        let hidden = rng.values((n * D) as usize);
-        let out = round_trip(
-            &mut rng,
-            &mut client,
-            &mut worker,
-            &mut wire,
-            id,
-            pos,
-            &hidden,
-        );
-        assert_eq!(out, blocks(&hidden));
-        pos += n;
-    }
-    assert_eq!(client.stats().sent, 60);
-    assert_eq!(worker.stats().received, 60);
-    assert_eq!(worker.stats().sent, 60);
+    for suite in CipherSuite::ALL {
+        let mut rng = Rng(1);
+        let mut wire = Wire::default();
+        let (mut client, mut worker) = pair_in(suite, &mut wire);
+        let mut pos = 0;
+        for id in 0..60u64 {
+            let n = 1 + rng.below(6) as u32;
+            let hidden = rng.values((n * D) as usize);
+            let out = round_trip(
+                &mut rng,
+                &mut client,
+                &mut worker,
+                &mut wire,
+                id,
+                pos,
+                &hidden,
+            );
+            assert_eq!(out, blocks(&hidden));
+            pos += n;
+        }
+        assert_eq!(client.stats().sent, 60);
+        assert_eq!(worker.stats().received, 60);
+        assert_eq!(worker.stats().sent, 60);
 
-    // Both directions close cleanly.
-    let bye = client.close().unwrap();
-    assert!(!client.is_open());
-    assert_eq!(worker.on_bytes(&bye).unwrap(), vec![WorkerEvent::Close]);
-    assert!(matches!(
-        client.forward(99, 0, &[0.0; D as usize]),
-        Err(SessionError::WrongState {
-            call: "forward",
-            ..
-        })
-    ));
+        // Both directions close cleanly.
+        let bye = client.close().unwrap();
+        assert!(!client.is_open());
+        assert_eq!(worker.on_bytes(&bye).unwrap(), vec![WorkerEvent::Close]);
+        assert!(matches!(
+            client.forward(99, 0, &[0.0; D as usize]),
+            Err(SessionError::WrongState {
+                call: "forward",
+                ..
+            })
+        ));
+    }
 }
 
 #[test]
 fn large_tensors_are_chunked_and_round_trip_exactly() {
-    let mut rng = Rng(2);
-    let mut wire = Wire::default();
-    let (c, w) = (client_id(), worker_id());
-    let (mut client, m1) = ClientSession::start(
-        c.noise_secret(),
-        &w.noise_public_key(),
-        open_req(WireDtype::F32),
-        SessionLimits::default(),
-    )
-    .unwrap();
-    let mut worker = WorkerSession::new(w.noise_secret(), SessionLimits::default());
-    worker.on_bytes(&m1).unwrap();
-    let m2 = worker
-        .accept(OpenAccepted {
-            kv_positions: 4096,
-            d_model: 576,
-            payment: None,
-        })
+    for suite in CipherSuite::ALL {
+        let mut rng = Rng(2);
+        let mut wire = Wire::default();
+        let (c, w) = (client_id(), worker_id());
+        let (mut client, m1) = ClientSession::start(
+            suite,
+            c.noise_secret(),
+            &w.noise_public_key(),
+            open_req(WireDtype::F32),
+            SessionLimits::default(),
+        )
         .unwrap();
-    client.on_bytes(&m2).unwrap();
+        let mut worker = WorkerSession::new(suite, w.noise_secret(), SessionLimits::default());
+        worker.on_bytes(&m1).unwrap();
+        let m2 = worker
+            .accept(OpenAccepted {
+                kv_positions: 4096,
+                d_model: 576,
+                payment: None,
+            })
+            .unwrap();
+        client.on_bytes(&m2).unwrap();
 
-    let hidden = rng.values(128 * 576);
-    let fwd = client.forward(7, 0, &hidden).unwrap();
-    // 294,912 bytes of tensor: 4 full chunks and a tail, each one Noise message.
-    let lens = frame_lengths(&fwd);
-    assert_eq!(lens.len(), 5);
-    assert!(lens.iter().all(|&l| l <= MAX_NOISE_MESSAGE));
-    assert!(lens[0] > MAX_CHUNK_DATA);
-    let events = feed_split(&mut rng, &fwd, |b| worker.on_bytes(b));
-    let [WorkerEvent::Forward { hidden: got, .. }] = &events[..] else {
-        panic!("expected one forward, got {} events", events.len());
-    };
-    assert_eq!(got, &hidden);
-    let res = worker.result(7, 0, &blocks(&hidden)).unwrap();
-    let events = feed_split(&mut rng, &res, |b| client.on_bytes(b));
-    let [ClientEvent::Result { hidden: back, .. }] = &events[..] else {
-        panic!("expected one result, got {} events", events.len());
-    };
-    assert_eq!(back, &blocks(&hidden));
-    // Exactly one tensor worth of chunk frames went each way.
-    wire.to_worker.extend_from_slice(&fwd);
-    assert_eq!(frame_lengths(&res).len(), 5);
+        let hidden = rng.values(128 * 576);
+        let fwd = client.forward(7, 0, &hidden).unwrap();
+        // 294,912 bytes of tensor: 4 full chunks and a tail, each one Noise message.
+        let lens = frame_lengths(&fwd);
+        assert_eq!(lens.len(), 5);
+        assert!(lens.iter().all(|&l| l <= MAX_NOISE_MESSAGE));
+        assert!(lens[0] > MAX_CHUNK_DATA);
+        let events = feed_split(&mut rng, &fwd, |b| worker.on_bytes(b));
+        let [WorkerEvent::Forward { hidden: got, .. }] = &events[..] else {
+            panic!("expected one forward, got {} events", events.len());
+        };
+        assert_eq!(got, &hidden);
+        let res = worker.result(7, 0, &blocks(&hidden)).unwrap();
+        let events = feed_split(&mut rng, &res, |b| client.on_bytes(b));
+        let [ClientEvent::Result { hidden: back, .. }] = &events[..] else {
+            panic!("expected one result, got {} events", events.len());
+        };
+        assert_eq!(back, &blocks(&hidden));
+        // Exactly one tensor worth of chunk frames went each way.
+        wire.to_worker.extend_from_slice(&fwd);
+        assert_eq!(frame_lengths(&res).len(), 5);
+    }
 }
 
 #[test]
@@ -279,6 +291,7 @@ fn f16_sessions_round_trip_within_f16_precision() {
     let mut rng = Rng(3);
     let mut wire = Wire::default();
     let (mut client, mut worker) = open_pair(
+        CipherSuite::ChaChaPoly,
         WireDtype::F16,
         SessionLimits::default(),
         SessionLimits::default(),
@@ -312,13 +325,18 @@ fn wrong_worker_key_fails_the_handshake_cleanly() {
     let c = client_id();
     let stranger = NodeIdentity::from_secrets(&[9; 32], &[10; 32]);
     let (_client, m1) = ClientSession::start(
+        CipherSuite::ChaChaPoly,
         c.noise_secret(),
         &stranger.noise_public_key(),
         open_req(WireDtype::F32),
         SessionLimits::default(),
     )
     .unwrap();
-    let mut worker = WorkerSession::new(worker_id().noise_secret(), SessionLimits::default());
+    let mut worker = WorkerSession::new(
+        CipherSuite::ChaChaPoly,
+        worker_id().noise_secret(),
+        SessionLimits::default(),
+    );
     let err = worker.on_bytes(&m1).unwrap_err();
     assert!(matches!(err, SessionError::Noise(NoiseError::Handshake(_))));
     assert!(err.to_string().contains("decrypt failed"), "{err}");
@@ -375,8 +393,13 @@ fn sessions_rekey_on_the_agreed_schedule_and_keep_working() {
         rekey_every: 3,
         ..SessionLimits::default()
     };
-    let (mut client, mut worker) =
-        open_pair(WireDtype::F32, small, SessionLimits::default(), &mut wire);
+    let (mut client, mut worker) = open_pair(
+        CipherSuite::ChaChaPoly,
+        WireDtype::F32,
+        small,
+        SessionLimits::default(),
+        &mut wire,
+    );
     for id in 0..20u64 {
         let hidden = rng.values(D as usize);
         let out = round_trip(
@@ -397,6 +420,7 @@ fn sessions_rekey_on_the_agreed_schedule_and_keep_working() {
 
     // The worker may lower the client's proposal; both ends then use its value.
     let (mut client, mut worker) = open_pair(
+        CipherSuite::ChaChaPoly,
         WireDtype::F32,
         SessionLimits {
             rekey_every: 5,
@@ -451,13 +475,18 @@ fn replayed_and_reordered_frames_are_rejected() {
     // replayer cannot read message 2 or go on: the old forwards do not decrypt in it.
     let (c, w) = (client_id(), worker_id());
     let (_client, m1) = ClientSession::start(
+        CipherSuite::ChaChaPoly,
         c.noise_secret(),
         &w.noise_public_key(),
         open_req(WireDtype::F32),
         SessionLimits::default(),
     )
     .unwrap();
-    let mut worker = WorkerSession::new(w.noise_secret(), SessionLimits::default());
+    let mut worker = WorkerSession::new(
+        CipherSuite::ChaChaPoly,
+        w.noise_secret(),
+        SessionLimits::default(),
+    );
     worker.on_bytes(&m1).unwrap();
     worker
         .accept(OpenAccepted {
@@ -508,6 +537,7 @@ fn bad_lengths_and_oversize_tensors_are_rejected() {
         ..SessionLimits::default()
     };
     let (mut client, mut worker) = open_pair(
+        CipherSuite::ChaChaPoly,
         WireDtype::F32,
         SessionLimits::default(),
         strict.clone(),
@@ -523,8 +553,13 @@ fn bad_lengths_and_oversize_tensors_are_rejected() {
             limit: 2
         })
     );
-    let (mut client, mut worker) =
-        open_pair(WireDtype::F32, SessionLimits::default(), strict, &mut wire);
+    let (mut client, mut worker) = open_pair(
+        CipherSuite::ChaChaPoly,
+        WireDtype::F32,
+        SessionLimits::default(),
+        strict,
+        &mut wire,
+    );
     let err = worker
         .on_bytes(&client.forward(1, 0, &rng.values(2 * D as usize)).unwrap())
         .unwrap_err();
@@ -537,6 +572,7 @@ fn bad_lengths_and_oversize_tensors_are_rejected() {
     );
     // The client applies its own limits before sending.
     let (mut client, _) = open_pair(
+        CipherSuite::ChaChaPoly,
         WireDtype::F32,
         SessionLimits {
             max_tokens_per_forward: 1,
@@ -587,6 +623,7 @@ fn wrong_shapes_are_local_errors_naming_expected_and_got() {
 fn reject_error_and_close_reach_the_client() {
     let (c, w) = (client_id(), worker_id());
     let (mut client, m1) = ClientSession::start(
+        CipherSuite::ChaChaPoly,
         c.noise_secret(),
         &w.noise_public_key(),
         open_req(WireDtype::F32),
@@ -600,7 +637,11 @@ fn reject_error_and_close_reach_the_client() {
             ..
         })
     ));
-    let mut worker = WorkerSession::new(w.noise_secret(), SessionLimits::default());
+    let mut worker = WorkerSession::new(
+        CipherSuite::ChaChaPoly,
+        w.noise_secret(),
+        SessionLimits::default(),
+    );
     worker.on_bytes(&m1).unwrap();
     let m2 = worker
         .reject(ErrorCode::WrongBlocks, "I hold blocks 0..4")
@@ -652,49 +693,51 @@ fn reject_error_and_close_reach_the_client() {
 
 #[test]
 fn a_relay_sees_neither_the_open_request_nor_the_hidden_states() {
-    let mut rng = Rng(9);
-    let mut wire = Wire::default();
-    let (mut client, mut worker) = default_pair(&mut wire);
-    let mut hiddens = Vec::new();
-    for id in 0..5u64 {
-        let hidden = rng.values(20 * D as usize);
-        let out = round_trip(
-            &mut rng,
-            &mut client,
-            &mut worker,
-            &mut wire,
-            id,
-            id as u32 * 20,
-            &hidden,
-        );
-        hiddens.push(hidden);
-        hiddens.push(out);
-    }
-    let open_plain = wire::encode(Body::Open(wire::open_to_pb(
-        &open_req(WireDtype::F32),
-        4096,
-    )));
-    let tag_varint = {
-        let mut v = Vec::new();
-        prost::encoding::encode_varint(TAG, &mut v);
-        v
-    };
-    let secrets: Vec<Vec<u8>> = vec![
-        TAG.to_le_bytes().to_vec(),
-        TAG.to_be_bytes().to_vec(),
-        tag_varint.clone(),
-        open_req(WireDtype::F32).model_id.to_vec(),
-        b"EQD4FPq-PRDieyQKkizFTRtSDyucUIqrj0v".to_vec(),
-        crate::tensor::encode_values(&hiddens[0], WireDtype::F32).unwrap()[128..192].to_vec(),
-        crate::tensor::encode_values(&hiddens[9], WireDtype::F32).unwrap()[4000..4064].to_vec(),
-    ];
-    // The checks can fail: each secret is in the plaintext the session encrypts.
-    assert!(contains(&open_plain, &tag_varint));
-    assert!(contains(&open_plain, &secrets[3]));
-    for stream in [&wire.to_worker, &wire.to_client] {
-        assert!(stream.len() > 25_000, "{}", stream.len());
-        for s in &secrets {
-            assert!(!contains(stream, s), "{} plaintext bytes leaked", s.len());
+    for suite in CipherSuite::ALL {
+        let mut rng = Rng(9);
+        let mut wire = Wire::default();
+        let (mut client, mut worker) = pair_in(suite, &mut wire);
+        let mut hiddens = Vec::new();
+        for id in 0..5u64 {
+            let hidden = rng.values(20 * D as usize);
+            let out = round_trip(
+                &mut rng,
+                &mut client,
+                &mut worker,
+                &mut wire,
+                id,
+                id as u32 * 20,
+                &hidden,
+            );
+            hiddens.push(hidden);
+            hiddens.push(out);
+        }
+        let open_plain = wire::encode(Body::Open(wire::open_to_pb(
+            &open_req(WireDtype::F32),
+            4096,
+        )));
+        let tag_varint = {
+            let mut v = Vec::new();
+            prost::encoding::encode_varint(TAG, &mut v);
+            v
+        };
+        let secrets: Vec<Vec<u8>> = vec![
+            TAG.to_le_bytes().to_vec(),
+            TAG.to_be_bytes().to_vec(),
+            tag_varint.clone(),
+            open_req(WireDtype::F32).model_id.to_vec(),
+            b"EQD4FPq-PRDieyQKkizFTRtSDyucUIqrj0v".to_vec(),
+            crate::tensor::encode_values(&hiddens[0], WireDtype::F32).unwrap()[128..192].to_vec(),
+            crate::tensor::encode_values(&hiddens[9], WireDtype::F32).unwrap()[4000..4064].to_vec(),
+        ];
+        // The checks can fail: each secret is in the plaintext the session encrypts.
+        assert!(contains(&open_plain, &tag_varint));
+        assert!(contains(&open_plain, &secrets[3]));
+        for stream in [&wire.to_worker, &wire.to_client] {
+            assert!(stream.len() > 25_000, "{}", stream.len());
+            for s in &secrets {
+                assert!(!contains(stream, s), "{} plaintext bytes leaked", s.len());
+            }
         }
     }
 }
@@ -710,8 +753,12 @@ struct RawClient {
 
 impl RawClient {
     fn open(worker: &mut WorkerSession, kv_positions: u32) -> RawClient {
-        let mut hs =
-            noise::initiator(client_id().noise_secret(), &worker_id().noise_public_key()).unwrap();
+        let mut hs = noise::initiator(
+            CipherSuite::ChaChaPoly,
+            client_id().noise_secret(),
+            &worker_id().noise_public_key(),
+        )
+        .unwrap();
         let open = wire::encode(Body::Open(wire::open_to_pb(&open_req(WireDtype::F32), 16)));
         let m1 = noise::write_handshake(&mut hs, &open).unwrap();
         worker
@@ -740,7 +787,11 @@ impl RawClient {
 }
 
 fn worker() -> WorkerSession {
-    WorkerSession::new(worker_id().noise_secret(), SessionLimits::default())
+    WorkerSession::new(
+        CipherSuite::ChaChaPoly,
+        worker_id().noise_secret(),
+        SessionLimits::default(),
+    )
 }
 
 fn chunk(n_tokens: u32, index: u32, count: u32, data: Vec<u8>) -> pb::TensorChunk {
@@ -831,8 +882,12 @@ fn protocol_violations_from_a_client_are_fatal_errors() {
 
     // Anything before accept.
     let mut w = worker();
-    let mut hs =
-        noise::initiator(client_id().noise_secret(), &worker_id().noise_public_key()).unwrap();
+    let mut hs = noise::initiator(
+        CipherSuite::ChaChaPoly,
+        client_id().noise_secret(),
+        &worker_id().noise_public_key(),
+    )
+    .unwrap();
     let open = wire::encode(Body::Open(wire::open_to_pb(&open_req(WireDtype::F32), 16)));
     let mut bytes =
         noise::frame_handshake(&noise::write_handshake(&mut hs, &open).unwrap()).unwrap();
@@ -842,8 +897,12 @@ fn protocol_violations_from_a_client_are_fatal_errors() {
 
     // An open request that is not an OpenSession, or a malformed one.
     let mut w = worker();
-    let mut hs =
-        noise::initiator(client_id().noise_secret(), &worker_id().noise_public_key()).unwrap();
+    let mut hs = noise::initiator(
+        CipherSuite::ChaChaPoly,
+        client_id().noise_secret(),
+        &worker_id().noise_public_key(),
+    )
+    .unwrap();
     let mut bad = wire::open_to_pb(&open_req(WireDtype::F32), 16);
     bad.model_id.truncate(31);
     let m1 = noise::write_handshake(&mut hs, &wire::encode(Body::Open(bad))).unwrap();
@@ -874,13 +933,18 @@ fn a_full_chunk_fits_one_noise_message() {
 fn paid_session_carries_terms_receipts_and_payments() {
     let (c, w) = (client_id(), worker_id());
     let (mut client, m1) = ClientSession::start(
+        CipherSuite::ChaChaPoly,
         c.noise_secret(),
         &w.noise_public_key(),
         open_req(WireDtype::F32),
         SessionLimits::default(),
     )
     .unwrap();
-    let mut worker = WorkerSession::new(w.noise_secret(), SessionLimits::default());
+    let mut worker = WorkerSession::new(
+        CipherSuite::ChaChaPoly,
+        w.noise_secret(),
+        SessionLimits::default(),
+    );
     worker.on_bytes(&m1).unwrap();
     let terms = PaymentTerms {
         price_prompt_nanoton: 1_000,

@@ -8,7 +8,8 @@ use super::established::{Established, TensorFrames, TensorKind};
 use super::frame::FrameDecoder;
 use super::noise::{self, Transport, TransportStats};
 use super::{
-    ErrorCode, OpenAccepted, OpenSession, Receipt, SessionError, SessionLimits, WireDtype, wire,
+    CipherSuite, ErrorCode, OpenAccepted, OpenSession, Receipt, SessionError, SessionLimits,
+    WireDtype, wire,
 };
 use crate::proto::infer as pb;
 
@@ -66,11 +67,15 @@ impl std::fmt::Debug for WorkerSession {
 }
 
 impl WorkerSession {
-    /// A session waiting for a client's handshake message 1.
-    pub fn new(worker_static_secret: &[u8; 32], limits: SessionLimits) -> WorkerSession {
+    /// A session in `suite` waiting for a client's handshake message 1.
+    pub fn new(
+        suite: CipherSuite,
+        worker_static_secret: &[u8; 32],
+        limits: SessionLimits,
+    ) -> WorkerSession {
         WorkerSession {
             frames: FrameDecoder::new(),
-            state: State::AwaitingOpen(Box::new(noise::responder(worker_static_secret))),
+            state: State::AwaitingOpen(Box::new(noise::responder(suite, worker_static_secret))),
             limits,
             closed_here: false,
             dead: false,
