@@ -29,8 +29,8 @@ struct Step {
 }
 
 @group(0) @binding(0) var<uniform> st: Step;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> wq: array<vec4<u32>>;
+// Bindings 1 (x) and 2 (wq) and their accessors xq, quad: linear_words32.wgsl or
+// linear_words64.wgsl.
 @group(0) @binding(3) var<storage, read> ws: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> nw: array<vec4<f32>>;
@@ -40,9 +40,9 @@ struct Step {
 
 fn xv(xi: u32, ni: u32) -> vec4<f32> {
     if NORM {
-        return x[xi] * nw[ni];
+        return xq(xi) * nw[ni];
     }
-    return x[xi];
+    return xq(xi);
 }
 
 fn hsum(v: vec4<f32>) -> f32 {
@@ -96,28 +96,28 @@ fn group_dot(row: u32, g: u32, x: XGroup) -> f32 {
         case 0u: {
             let b = gi * 8u;
             for (var i = 0u; i < 8u; i++) {
-                s += bitcast<vec4<f32>>(wq[b + i]) * xg[i];
+                s += bitcast<vec4<f32>>(quad(b + i)) * xg[i];
             }
             return hsum(s);
         }
         case 1u: {
             let b = gi * 4u;
             for (var i = 0u; i < 4u; i++) {
-                let q = wq[b + i];
+                let q = quad(b + i);
                 s += vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)) * xg[2u * i];
                 s += vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)) * xg[2u * i + 1u];
             }
             return hsum(s);
         }
         case 2u: {
-            let q0 = wq[gi * 2u];
-            let q1 = wq[gi * 2u + 1u];
+            let q0 = quad(gi * 2u);
+            let q1 = quad(gi * 2u + 1u);
             s = i8x4(q0.x) * xg[0] + i8x4(q0.y) * xg[1] + i8x4(q0.z) * xg[2] + i8x4(q0.w) * xg[3];
             s += i8x4(q1.x) * xg[4] + i8x4(q1.y) * xg[5] + i8x4(q1.z) * xg[6] + i8x4(q1.w) * xg[7];
             return unpack2x16float(ws[gi >> 1u])[gi & 1u] * hsum(s);
         }
         case 3u, 4u: {
-            let q = wq[gi];
+            let q = quad(gi);
             s = nib_scaled(q.x) * xg[0] + nib_scaled(q.y) * xg[1] + nib_scaled(q.z) * xg[2] + nib_scaled(q.w) * xg[3];
             s += nib_scaled(q.x >> 4u) * xg[4] + nib_scaled(q.y >> 4u) * xg[5] + nib_scaled(q.z >> 4u) * xg[6] + nib_scaled(q.w >> 4u) * xg[7];
             var dm: vec2<f32>;
@@ -129,8 +129,8 @@ fn group_dot(row: u32, g: u32, x: XGroup) -> f32 {
             return dm.x * hsum(s) + dm.y * x.s;
         }
         case 5u: {
-            let q0 = wq[gi * 2u];
-            let q1 = wq[gi * 2u + 1u];
+            let q0 = quad(gi * 2u);
+            let q1 = quad(gi * 2u + 1u);
             s = i8x4(q0.x) * xg[0] + i8x4(q0.y) * xg[1] + i8x4(q0.z) * xg[2] + i8x4(q0.w) * xg[3];
             let s1 = i8x4(q1.x) * xg[4] + i8x4(q1.y) * xg[5] + i8x4(q1.z) * xg[6] + i8x4(q1.w) * xg[7];
             return bitcast<f32>(ws[2u * gi]) * hsum(s) + bitcast<f32>(ws[2u * gi + 1u]) * hsum(s1);
@@ -148,7 +148,7 @@ fn sum_sq(t: u32, i0: u32, step: u32) -> f32 {
     let xt = t * (K / 4u);
     var ss = vec4<f32>(0.0);
     for (var i = i0; i < K / 4u; i += step) {
-        let v = x[xt + i];
+        let v = xq(xt + i);
         ss += v * v;
     }
     return hsum(ss);
