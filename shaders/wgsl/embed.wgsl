@@ -17,6 +17,14 @@ fn quad(i: u32) -> vec4<u32> {
     return wq[i];
 }
 
+fn ws_word(i: u32) -> u32 {
+    return ws[i];
+}
+
+fn ws_pair(i: u32) -> vec2<u32> {
+    return vec2<u32>(ws[2u * i], ws[2u * i + 1u]);
+}
+
 @compute @workgroup_size(8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let g = gid.x;

@@ -5,6 +5,8 @@
 // registers. Same buffers, same bytes as linear_words32.wgsl.
 @group(0) @binding(1) var<storage, read> x: array<vec2<u64>>;
 @group(0) @binding(2) var<storage, read> wq: array<vec2<u64>>;
+// Padded to whole 64-bit words at upload (PackedWeight::upload).
+@group(0) @binding(3) var<storage, read> ws: array<u64>;
 
 fn split(q: vec2<u64>) -> vec4<u32> {
     return vec4<u32>(u32(q.x), u32(q.x >> 32u), u32(q.y), u32(q.y >> 32u));
@@ -18,4 +20,15 @@ fn xq(i: u32) -> vec4<f32> {
 // Bytes 16i..16i+15 of the quants as four words.
 fn quad(i: u32) -> vec4<u32> {
     return split(wq[i]);
+}
+
+// Word i of the scales.
+fn ws_word(i: u32) -> u32 {
+    return u32(ws[i >> 1u] >> ((i & 1u) * 32u));
+}
+
+// Words 2i and 2i + 1 of the scales, one load.
+fn ws_pair(i: u32) -> vec2<u32> {
+    let q = ws[i];
+    return vec2<u32>(u32(q), u32(q >> 32u));
 }

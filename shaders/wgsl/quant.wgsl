@@ -1,7 +1,7 @@
 // Dequantization of one 32-element group of a weight row, prepended to the kernels that
 // read quantized weights (linear, embed). The including kernel declares `quad(i)`, the
-// i-th 16 bytes of the quants (every format's group starts on a 16-byte boundary), and
-// `ws` (scales, array<u32>). Upload layouts (see ops/linear.rs, `pack`):
+// i-th 16 bytes of the quants (every format's group starts on a 16-byte boundary),
+// `ws_word(i)`, the i-th 32-bit word of the scales, and `ws_pair(i)`, words 2i, 2i + 1. Upload layouts (see ops/linear.rs, `pack`):
 //   FMT 0 F32: 32 f32 per group          FMT 1 F16: 16 words of two f16
 //   FMT 2 i8 quants + f16 scale (Q8_0)   FMT 3 nibbles + f16 (d, m) (Q4_1)
 //   FMT 4 nibbles + f32 (d, m) (Q4_0, Q4_K)
@@ -57,7 +57,7 @@ fn load_group(row: u32, g: u32) -> Group {
                 r.w[4u * j + 2u] = i8x4(q.z);
                 r.w[4u * j + 3u] = i8x4(q.w);
             }
-            r.d = unpack2x16float(ws[gi >> 1u])[gi & 1u];
+            r.d = unpack2x16float(ws_word(gi >> 1u))[gi & 1u];
         }
         case 3u, 4u: {
             let q = quad(gi);
@@ -70,17 +70,19 @@ fn load_group(row: u32, g: u32) -> Group {
             r.w[6] = nib_hi(q.z);
             r.w[7] = nib_hi(q.w);
             if FMT == 3u {
-                let dm = unpack2x16float(ws[gi]);
+                let dm = unpack2x16float(ws_word(gi));
                 r.d = dm.x;
                 r.m = dm.y;
             } else {
-                r.d = bitcast<f32>(ws[2u * gi]);
-                r.m = bitcast<f32>(ws[2u * gi + 1u]);
+                let dm = bitcast<vec2<f32>>(ws_pair(gi));
+                r.d = dm.x;
+                r.m = dm.y;
             }
         }
         case 5u: {
-            let s0 = bitcast<f32>(ws[2u * gi]);
-            let s1 = bitcast<f32>(ws[2u * gi + 1u]);
+            let sc = bitcast<vec2<f32>>(ws_pair(gi));
+            let s0 = sc.x;
+            let s1 = sc.y;
             let q0 = quad(gi * 2u);
             let q1 = quad(gi * 2u + 1u);
             r.w[0] = i8x4(q0.x) * s0;

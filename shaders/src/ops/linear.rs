@@ -472,9 +472,21 @@ impl PackedWeight {
             cols: self.cols,
             bytes: self.gpu_bytes(),
             quants: ctx.storage_init(&format!("{label} quants"), &self.quants)?,
-            scales: ctx.storage_init(&format!("{label} scales"), &self.scales)?,
+            scales: ctx.storage_init(&format!("{label} scales"), &pad8(&self.scales))?,
         })
     }
+}
+
+/// `b` padded with zeros to whole 64-bit words (at least one): the 64-bit kernels bind
+/// the scales as `array<u64>`.
+fn pad8(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let len = b.len().max(8).next_multiple_of(8);
+    if len == b.len() {
+        return b.into();
+    }
+    let mut v = b.to_vec();
+    v.resize(len, 0);
+    v.into()
 }
 
 /// A packed matrix resident on the GPU (cloning shares the buffers).
