@@ -40,6 +40,20 @@
 //! nibble of a uniformly loaded word measured 0.4-0.5 GB/s per CPU-second (its inputs
 //! sat in private arrays indexed by loop counters, which llvmpipe keeps in per-lane
 //! scratch memory, every access a gather or scatter).
+//!
+//! Why 64-bit words ([`Words`]): llvmpipe (Mesa 25.0) takes its cheap scalar-load path
+//! only for addresses that are compile-time constants (`nir_src_is_always_uniform`);
+//! every other storage load becomes a loop over the 8 lanes and over the components,
+//! one bounds-checked scalar load each, whatever the component's width. So a
+//! `vec2<u64>` brings the 16 bytes of a `vec4<u32>` in half the iterations: the load
+//! probe measured ~17-23 CPU-ns against ~28-33 (a `vec4<u64>` cost more than two
+//! `vec2<u64>`s, ~45-70). Where the device has `SHADER_INT64` the input, the quants and
+//! the scales are read as 64-bit words (`linear_words64.wgsl`) and split in registers,
+//! and a row's groups are taken in pairs (`GS`) so that two groups' scales come from
+//! one load. With the attention's KV caches read the same way (`ops::attention`), the
+//! default model's decode went from ~9.5 to ~11.5-17.7 tok/s and its prefill from
+//! ~15-22 to ~25-33 tok/s on a 2-core machine under load ~5 (`cargo bench --bench
+//! decode`, old and new binaries interleaved).
 
 use std::sync::Arc;
 
