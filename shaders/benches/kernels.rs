@@ -727,6 +727,65 @@ fn load_patterns(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
         ],
         &[&wb, &ob, &wb],
     );
+    // 64-bit components (SHADER_INT64): llvmpipe loads each component of each lane on its
+    // own, whatever its width, so a vec4<u64> may bring twice the bytes of a vec4<u32>
+    // for the same cost. Each lane its own run, as the weights are read.
+    const PROBE_64: KernelSpec = KernelSpec {
+        name: "load probe (u64)",
+        source: "override MODE: u32 = 0u;\n\
+            override N: u32 = 1024u;\n\
+            @group(0) @binding(0) var<storage, read> w1: array<u64>;\n\
+            @group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\
+            @group(0) @binding(2) var<storage, read> w2: array<vec2<u64>>;\n\
+            @group(0) @binding(3) var<storage, read> w4: array<vec4<u64>>;\n\
+            @compute @workgroup_size(8) fn main(@builtin(local_invocation_index) l: u32,\n\
+                @builtin(workgroup_id) wid: vec3<u32>) {\n\
+              let base = wid.x * N * 8u + l * N;\n\
+              var s = 0lu;\n\
+              var s2 = vec2<u64>(0lu);\n\
+              var s4 = vec4<u64>(0lu);\n\
+              for (var i = 0u; i < N; i += 8u) {\n\
+                if MODE == 0u {\n\
+                  let b = (base + i * 2u) / 2u;\n\
+                  s ^= w1[b] ^ w1[b + 1u] ^ w1[b + 2u] ^ w1[b + 3u] ^ w1[b + 4u] ^ w1[b + 5u] ^ w1[b + 6u] ^ w1[b + 7u];\n\
+                } else if MODE == 1u {\n\
+                  let b = (base + i * 4u) / 4u;\n\
+                  s2 ^= w2[b] ^ w2[b + 1u] ^ w2[b + 2u] ^ w2[b + 3u] ^ w2[b + 4u] ^ w2[b + 5u] ^ w2[b + 6u] ^ w2[b + 7u];\n\
+                } else {\n\
+                  let b = (base + i * 8u) / 8u;\n\
+                  s4 ^= w4[b] ^ w4[b + 1u] ^ w4[b + 2u] ^ w4[b + 3u] ^ w4[b + 4u] ^ w4[b + 5u] ^ w4[b + 6u] ^ w4[b + 7u];\n\
+                }\n\
+              }\n\
+              let t = s ^ s2.x ^ s2.y ^ s4.x ^ s4.y ^ s4.z ^ s4.w;\n\
+              o[wid.x * 8u + l] = u32(t) ^ u32(t >> 32u);\n\
+            }",
+        bindings: &[
+            Binding::Read,
+            Binding::ReadWrite,
+            Binding::Read,
+            Binding::Read,
+        ],
+    };
+    if ctx.has_int64() {
+        // Each lane reads up to 8 words per load from a run of N * 8 words.
+        let big = ctx
+            .storage_init(
+                "words64",
+                bytemuck::cast_slice(&vec![3u32; (n * 8 * wgs * 2 + 64) as usize]),
+            )
+            .expect("words64");
+        probe.modes(
+            &PROBE_64,
+            &[
+                (0, "strided u64"),
+                (1, "strided vec2<u64>"),
+                (2, "strided vec4<u64>"),
+            ],
+            &[&big, &ob, &big, &big],
+        );
+    } else {
+        println!("(no SHADER_INT64 on this adapter: no 64-bit load probe)");
+    }
     // The same vec4 loads from a uniform buffer and from workgroup memory (filled once,
     // one barrier): lane-uniform addresses, then each lane its own run.
     const PROBE_U: KernelSpec = KernelSpec {

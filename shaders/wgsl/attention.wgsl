@@ -17,8 +17,8 @@ struct Step {
 
 @group(0) @binding(0) var<uniform> st: Step;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
+// Bindings 2 (kc) and 3 (vc), the K and V caches, and their accessors kq, vq:
+// attention_kv32.wgsl or attention_kv64.wgsl.
 @group(0) @binding(4) var<storage, read_write> dst: array<vec4<f32>>;
 
 // The grouped layouts (CPU adapters) run a workgroup per (KV head, `gc` of its query

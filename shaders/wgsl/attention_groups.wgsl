@@ -40,7 +40,7 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
         let kb = (p * NKV + kvh) * hv;
         var s: array<vec4<f32>, 8>;
         for (var i = 0u; i < hv; i++) {
-            let k = kc[kb + i];
+            let k = kq(kb + i);
             for (var hq = 0u; hq < GC; hq++) {
                 s[hq] += q[hq * hv + i] * k;
             }
@@ -56,7 +56,7 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
             m[hq] = mn;
         }
         for (var i = 0u; i < hv; i++) {
-            let v = vc[kb + i];
+            let v = vq(kb + i);
             for (var hq = 0u; hq < GC; hq++) {
                 acc[hq * hv + i] = acc[hq * hv + i] * corr[hq] + e[hq] * v;
             }

@@ -28,7 +28,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let kb = (p * NKV * HD + kvh * HD) / 4u;
         var s4 = vec4<f32>(0.0);
         for (var i = 0u; i < hv; i++) {
-            s4 += qkv[qb + i] * kc[kb + i];
+            s4 += qkv[qb + i] * kq(kb + i);
         }
         let s = (s4.x + s4.y + s4.z + s4.w) * SCALE;
         let mn = max(m, s);
@@ -36,7 +36,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let e = exp(s - mn);
         l = l * corr + e;
         for (var i = 0u; i < hv; i++) {
-            acc[i] = acc[i] * corr + e * vc[kb + i];
+            acc[i] = acc[i] * corr + e * vq(kb + i);
         }
         m = mn;
     }

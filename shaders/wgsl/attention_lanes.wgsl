@@ -48,8 +48,8 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
         var k: array<vec4<f32>, MAXD>;
         var v: array<vec4<f32>, MAXD>;
         for (var d = 0u; d < dv; d++) {
-            k[d] = kc[kb + col[d]];
-            v[d] = vc[kb + col[d]];
+            k[d] = kq(kb + col[d]);
+            v[d] = vq(kb + col[d]);
         }
         for (var hq = 0u; hq < GC; hq++) {
             var s = vec4<f32>(0.0);

@@ -13,6 +13,18 @@ struct Step {
 @group(0) @binding(3) var<storage, read> ws: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;
 
+fn quad(i: u32) -> vec4<u32> {
+    return wq[i];
+}
+
+fn ws_word(i: u32) -> u32 {
+    return ws[i];
+}
+
+fn ws_pair(i: u32) -> vec2<u32> {
+    return vec2<u32>(ws[2u * i], ws[2u * i + 1u]);
+}
+
 @compute @workgroup_size(8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let g = gid.x;

@@ -29,9 +29,8 @@ struct Step {
 }
 
 @group(0) @binding(0) var<uniform> st: Step;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> wq: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> ws: array<u32>;
+// Bindings 1 (x), 2 (wq) and 3 (ws) and their accessors xq, quad, ws_word, ws_pair:
+// linear_words32.wgsl or linear_words64.wgsl.
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> nw: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> cs: array<vec2<f32>>;
@@ -40,9 +39,9 @@ struct Step {
 
 fn xv(xi: u32, ni: u32) -> vec4<f32> {
     if NORM {
-        return x[xi] * nw[ni];
+        return xq(xi) * nw[ni];
     }
-    return x[xi];
+    return xq(xi);
 }
 
 fn hsum(v: vec4<f32>) -> f32 {
@@ -84,61 +83,119 @@ fn nib_scaled(q: u32) -> vec4<f32> {
     return vec4<f32>(vec4<u32>(q) & NIB_MASK);
 }
 
-// The dot product of group g of row `row` with the group's inputs xg, decoding
-// straight into the products (constant indices only, so everything stays in registers).
-// Quants are read 16 bytes at a time: on llvmpipe a load instruction costs about the
-// same whatever its width, so a vec4 load of a group's quants beats four word loads.
-fn group_dot(row: u32, g: u32, x: XGroup) -> f32 {
+// Groups per step of the kernels' group loops: 2 where a row has an even number of
+// groups, so that both groups' scales come from one load (span_scales).
+override GS: u32 = 2u - NG % 2u;
+
+// The scales of group gi: (d, m) for FMTs 2 to 4 (m = 0 for FMT 2), the two half-group
+// scales for FMT 5, (1, 0) for the float formats.
+fn group_scales(gi: u32) -> vec2<f32> {
+    switch FMT {
+        case 2u: {
+            return vec2<f32>(unpack2x16float(ws_word(gi >> 1u))[gi & 1u], 0.0);
+        }
+        case 3u: {
+            return unpack2x16float(ws_word(gi));
+        }
+        case 4u, 5u: {
+            return bitcast<vec2<f32>>(ws_pair(gi));
+        }
+        default: {
+            return vec2<f32>(1.0, 0.0);
+        }
+    }
+}
+
+// The scales of groups gi and gi + 1 (xy, zw) when GS is 2 (gi even: the pair shares a
+// word of f16 scales for FMT 2, a 64-bit word for FMT 3), else of group gi (xy).
+fn span_scales(gi: u32) -> vec4<f32> {
+    if GS == 1u {
+        return vec4<f32>(group_scales(gi), 0.0, 0.0);
+    }
+    switch FMT {
+        case 2u: {
+            let d = unpack2x16float(ws_word(gi >> 1u));
+            return vec4<f32>(d.x, 0.0, d.y, 0.0);
+        }
+        case 3u: {
+            let p = ws_pair(gi >> 1u);
+            return vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y));
+        }
+        default: {
+            return vec4<f32>(group_scales(gi), group_scales(gi + 1u));
+        }
+    }
+}
+
+// The dot product of group gi (row * NG + g) with the group's inputs xg, its scales sc
+// (group_scales), decoding straight into the products (constant indices only, so
+// everything stays in registers). Quants are read 16 bytes at a time: on llvmpipe a
+// load instruction costs about the same whatever its width, so a vec4 load of a
+// group's quants beats four word loads.
+fn group_dot(gi: u32, x: XGroup, sc: vec2<f32>) -> f32 {
     let xg = x.v;
-    let gi = row * NG + g;
     var s = vec4<f32>(0.0);
     switch FMT {
         case 0u: {
             let b = gi * 8u;
             for (var i = 0u; i < 8u; i++) {
-                s += bitcast<vec4<f32>>(wq[b + i]) * xg[i];
+                s += bitcast<vec4<f32>>(quad(b + i)) * xg[i];
             }
             return hsum(s);
         }
         case 1u: {
             let b = gi * 4u;
             for (var i = 0u; i < 4u; i++) {
-                let q = wq[b + i];
+                let q = quad(b + i);
                 s += vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)) * xg[2u * i];
                 s += vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)) * xg[2u * i + 1u];
             }
             return hsum(s);
         }
         case 2u: {
-            let q0 = wq[gi * 2u];
-            let q1 = wq[gi * 2u + 1u];
+            let q0 = quad(gi * 2u);
+            let q1 = quad(gi * 2u + 1u);
             s = i8x4(q0.x) * xg[0] + i8x4(q0.y) * xg[1] + i8x4(q0.z) * xg[2] + i8x4(q0.w) * xg[3];
             s += i8x4(q1.x) * xg[4] + i8x4(q1.y) * xg[5] + i8x4(q1.z) * xg[6] + i8x4(q1.w) * xg[7];
-            return unpack2x16float(ws[gi >> 1u])[gi & 1u] * hsum(s);
+            return sc.x * hsum(s);
         }
         case 3u, 4u: {
-            let q = wq[gi];
+            let q = quad(gi);
             s = nib_scaled(q.x) * xg[0] + nib_scaled(q.y) * xg[1] + nib_scaled(q.z) * xg[2] + nib_scaled(q.w) * xg[3];
             s += nib_scaled(q.x >> 4u) * xg[4] + nib_scaled(q.y >> 4u) * xg[5] + nib_scaled(q.z >> 4u) * xg[6] + nib_scaled(q.w >> 4u) * xg[7];
-            var dm: vec2<f32>;
-            if FMT == 3u {
-                dm = unpack2x16float(ws[gi]);
-            } else {
-                dm = vec2<f32>(bitcast<f32>(ws[2u * gi]), bitcast<f32>(ws[2u * gi + 1u]));
-            }
-            return dm.x * hsum(s) + dm.y * x.s;
+            return sc.x * hsum(s) + sc.y * x.s;
         }
         case 5u: {
-            let q0 = wq[gi * 2u];
-            let q1 = wq[gi * 2u + 1u];
+            let q0 = quad(gi * 2u);
+            let q1 = quad(gi * 2u + 1u);
             s = i8x4(q0.x) * xg[0] + i8x4(q0.y) * xg[1] + i8x4(q0.z) * xg[2] + i8x4(q0.w) * xg[3];
             let s1 = i8x4(q1.x) * xg[4] + i8x4(q1.y) * xg[5] + i8x4(q1.z) * xg[6] + i8x4(q1.w) * xg[7];
-            return bitcast<f32>(ws[2u * gi]) * hsum(s) + bitcast<f32>(ws[2u * gi + 1u]) * hsum(s1);
+            return sc.x * hsum(s) + sc.y * hsum(s1);
         }
         default: {
             return 0.0;
         }
     }
+}
+
+// acc plus the dot products of groups g .. g + GS - 1 of row `row` with their inputs x0
+// (and x1), added one group at a time (the order of a loop over single groups).
+fn span_dot(acc: f32, row: u32, g: u32, x0: XGroup, x1: XGroup) -> f32 {
+    let gi = row * NG + g;
+    let sc = span_scales(gi);
+    var a = acc + group_dot(gi, x0, sc.xy);
+    if GS == 2u {
+        a += group_dot(gi + 1u, x1, sc.zw);
+    }
+    return a;
+}
+
+// The inputs of the second group of the span at g (x0 again when GS is 1).
+fn x_group2(xt: u32, g: u32, x0: XGroup) -> XGroup {
+    if GS == 2u {
+        return x_group(xt, g + 1u);
+    }
+    return x0;
 }
 
 
@@ -148,7 +205,7 @@ fn sum_sq(t: u32, i0: u32, step: u32) -> f32 {
     let xt = t * (K / 4u);
     var ss = vec4<f32>(0.0);
     for (var i = i0; i < K / 4u; i += step) {
-        let v = x[xt + i];
+        let v = xq(xt + i);
         ss += v * v;
     }
     return hsum(ss);

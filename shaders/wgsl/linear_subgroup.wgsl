@@ -1,9 +1,9 @@
 // The subgroup shape of the linear kernel (after quant.wgsl and linear.wgsl), for
 // adapters with the SUBGROUP feature. A subgroup owns one row slot at a time: lane l
-// takes the row's groups l, l + S, ... (S the subgroup size), so consecutive lanes read
-// consecutive words of the same row (coalesced on GPUs; on llvmpipe the 8 lanes of a
-// CPU thread's SIMD vector share cache lines instead of touching 8 rows), and
-// subgroupAdd sums the lanes. A workgroup owns RPW consecutive slots, which its
+// takes the row's spans of GS groups (linear.wgsl) l, l + S, ... (S the subgroup size),
+// so consecutive lanes read consecutive words of the same row (coalesced on GPUs; on
+// llvmpipe the 8 lanes of a CPU thread's SIMD vector share cache lines instead of
+// touching 8 rows), and subgroupAdd sums the lanes. A workgroup owns RPW consecutive slots, which its
 // subgroups take in turn. Every subgroupAdd is reached by the whole subgroup: the slot
 // loop's bounds are the same for all its lanes, an out-of-range slot computes the last
 // row again and only skips the store, and the lane-dependent group loop closes before
@@ -31,10 +31,12 @@ fn main(
             let xt = t * (K / 4u);
             var a = 0.0;
             var b = 0.0;
-            for (var g = lane; g < NG; g += sgs) {
-                a += group_dot(r.x, g, x_group(xt, g));
+            for (var g = lane * GS; g < NG; g += sgs * GS) {
+                let x0 = x_group(xt, g);
+                let x1 = x_group2(xt, g, x0);
+                a = span_dot(a, r.x, g, x0, x1);
                 if MODE >= 2u {
-                    b += group_dot(r.y, g, x_group(xt, g));
+                    b = span_dot(b, r.y, g, x0, x1);
                 }
             }
             a = subgroupAdd(a);

@@ -22,13 +22,14 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         // Slots past the end compute the last row again and skip the store: no branch
         // around the loads.
         var acc: array<vec2<f32>, 32>;
-        for (var g = lane; g < NG; g += TPR) {
-            let xg = x_group(xt, g);
+        for (var g = lane * GS; g < NG; g += TPR * GS) {
+            let x0 = x_group(xt, g);
+            let x1 = x_group2(xt, g, x0);
             for (var s = 0u; s < RPI; s++) {
                 let r = slot_rows(min(j0 + s, ROWS - 1u));
-                acc[s].x += group_dot(r.x, g, xg);
+                acc[s].x = span_dot(acc[s].x, r.x, g, x0, x1);
                 if MODE >= 2u {
-                    acc[s].y += group_dot(r.y, g, xg);
+                    acc[s].y = span_dot(acc[s].y, r.y, g, x0, x1);
                 }
             }
         }

@@ -1,7 +1,7 @@
 // Dequantization of one 32-element group of a weight row, prepended to the kernels that
-// read quantized weights (linear, embed). The including kernel declares `wq` (quants,
-// array<vec4<u32>>: every format's group starts on a 16-byte boundary) and `ws` (scales,
-// array<u32>). Upload layouts (see ops/linear.rs, `pack`):
+// read quantized weights (linear, embed). The including kernel declares `quad(i)`, the
+// i-th 16 bytes of the quants (every format's group starts on a 16-byte boundary),
+// `ws_word(i)`, the i-th 32-bit word of the scales, and `ws_pair(i)`, words 2i, 2i + 1. Upload layouts (see ops/linear.rs, `pack`):
 //   FMT 0 F32: 32 f32 per group          FMT 1 F16: 16 words of two f16
 //   FMT 2 i8 quants + f16 scale (Q8_0)   FMT 3 nibbles + f16 (d, m) (Q4_1)
 //   FMT 4 nibbles + f32 (d, m) (Q4_0, Q4_K)
@@ -39,28 +39,28 @@ fn load_group(row: u32, g: u32) -> Group {
     switch FMT {
         case 0u: {
             for (var i = 0u; i < 8u; i++) {
-                r.w[i] = bitcast<vec4<f32>>(wq[gi * 8u + i]);
+                r.w[i] = bitcast<vec4<f32>>(quad(gi * 8u + i));
             }
         }
         case 1u: {
             for (var i = 0u; i < 4u; i++) {
-                let q = wq[gi * 4u + i];
+                let q = quad(gi * 4u + i);
                 r.w[2u * i] = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
                 r.w[2u * i + 1u] = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
             }
         }
         case 2u: {
             for (var j = 0u; j < 2u; j++) {
-                let q = wq[gi * 2u + j];
+                let q = quad(gi * 2u + j);
                 r.w[4u * j] = i8x4(q.x);
                 r.w[4u * j + 1u] = i8x4(q.y);
                 r.w[4u * j + 2u] = i8x4(q.z);
                 r.w[4u * j + 3u] = i8x4(q.w);
             }
-            r.d = unpack2x16float(ws[gi >> 1u])[gi & 1u];
+            r.d = unpack2x16float(ws_word(gi >> 1u))[gi & 1u];
         }
         case 3u, 4u: {
-            let q = wq[gi];
+            let q = quad(gi);
             r.w[0] = nib_lo(q.x);
             r.w[1] = nib_lo(q.y);
             r.w[2] = nib_lo(q.z);
@@ -70,19 +70,21 @@ fn load_group(row: u32, g: u32) -> Group {
             r.w[6] = nib_hi(q.z);
             r.w[7] = nib_hi(q.w);
             if FMT == 3u {
-                let dm = unpack2x16float(ws[gi]);
+                let dm = unpack2x16float(ws_word(gi));
                 r.d = dm.x;
                 r.m = dm.y;
             } else {
-                r.d = bitcast<f32>(ws[2u * gi]);
-                r.m = bitcast<f32>(ws[2u * gi + 1u]);
+                let dm = bitcast<vec2<f32>>(ws_pair(gi));
+                r.d = dm.x;
+                r.m = dm.y;
             }
         }
         case 5u: {
-            let s0 = bitcast<f32>(ws[2u * gi]);
-            let s1 = bitcast<f32>(ws[2u * gi + 1u]);
-            let q0 = wq[gi * 2u];
-            let q1 = wq[gi * 2u + 1u];
+            let sc = bitcast<vec2<f32>>(ws_pair(gi));
+            let s0 = sc.x;
+            let s1 = sc.y;
+            let q0 = quad(gi * 2u);
+            let q1 = quad(gi * 2u + 1u);
             r.w[0] = i8x4(q0.x) * s0;
             r.w[1] = i8x4(q0.y) * s0;
             r.w[2] = i8x4(q0.z) * s0;

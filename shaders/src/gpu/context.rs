@@ -26,7 +26,7 @@ impl std::fmt::Debug for GpuContext {
 
 impl GpuContext {
     /// Opens the first Vulkan adapter (lavapipe on a machine without a GPU), asking for
-    /// `SHADER_F16` and `SUBGROUP` only where the adapter has them, and the adapter's own
+    /// `SHADER_F16`, `SUBGROUP` and `SHADER_INT64` only where the adapter has them, and the adapter's own
     /// limits (so large storage bindings are allowed up to what it supports).
     pub fn new() -> Result<Arc<Self>, GpuError> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
@@ -40,7 +40,8 @@ impl GpuContext {
         }))
         .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let wanted =
+            wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_INT64;
         let features = adapter.features() & wanted;
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -86,6 +87,13 @@ impl GpuContext {
     pub fn subgroup_sizes(&self) -> Option<(u32, u32)> {
         self.has_subgroups()
             .then_some((self.info.subgroup_min_size, self.info.subgroup_max_size))
+    }
+
+    /// Whether kernels may use 64-bit integers (`u64`): on llvmpipe a 64-bit component of
+    /// a storage load costs what a 32-bit one does, so weights read as `u64` take half
+    /// the load instructions (see `ops::linear`).
+    pub fn has_int64(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_INT64)
     }
 
     pub fn has_f16(&self) -> bool {

@@ -15,6 +15,7 @@ pub const SPEC: KernelSpec = KernelSpec {
     name: "attention",
     source: concat!(
         include_str!("../../wgsl/attention.wgsl"),
+        include_str!("../../wgsl/attention_kv32.wgsl"),
         include_str!("../../wgsl/attention_heads.wgsl")
     ),
     bindings: BINDINGS,
@@ -26,6 +27,19 @@ pub const LANES_SPEC: KernelSpec = KernelSpec {
     name: "attention_lanes",
     source: concat!(
         include_str!("../../wgsl/attention.wgsl"),
+        include_str!("../../wgsl/attention_kv32.wgsl"),
+        include_str!("../../wgsl/attention_lanes.wgsl")
+    ),
+    bindings: BINDINGS,
+};
+
+/// [`LANES_SPEC`] reading the KV caches as 64-bit words, on devices with
+/// [`wgpu::Features::SHADER_INT64`] (half the load instructions on llvmpipe).
+pub const LANES_SPEC64: KernelSpec = KernelSpec {
+    name: "attention_lanes64",
+    source: concat!(
+        include_str!("../../wgsl/attention.wgsl"),
+        include_str!("../../wgsl/attention_kv64.wgsl"),
         include_str!("../../wgsl/attention_lanes.wgsl")
     ),
     bindings: BINDINGS,
@@ -36,6 +50,7 @@ pub const GROUPS_SPEC: KernelSpec = KernelSpec {
     name: "attention_groups",
     source: concat!(
         include_str!("../../wgsl/attention.wgsl"),
+        include_str!("../../wgsl/attention_kv32.wgsl"),
         include_str!("../../wgsl/attention_groups.wgsl")
     ),
     bindings: BINDINGS,
@@ -107,6 +122,18 @@ pub fn kernel_in(
     n_heads: usize,
     n_kv_heads: usize,
 ) -> Result<Arc<Kernel>, GpuError> {
+    kernel_words(ctx, layout, head_dim, n_heads, n_kv_heads, ctx.has_int64())
+}
+
+/// [`kernel_in`], reading the KV caches as 64-bit words in the lanes layout when `wide`.
+fn kernel_words(
+    ctx: &GpuContext,
+    layout: Layout,
+    head_dim: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    wide: bool,
+) -> Result<Arc<Kernel>, GpuError> {
     if head_dim > MAX_HEAD_DIM
         || !head_dim.is_multiple_of(4)
         || n_kv_heads == 0
@@ -136,7 +163,7 @@ pub fn kernel_in(
             if layout == Layout::GroupPerWorkgroup {
                 &GROUPS_SPEC
             } else if ctx.subgroup_sizes() == Some((8, 8)) {
-                &LANES_SPEC
+                if wide { &LANES_SPEC64 } else { &LANES_SPEC }
             } else {
                 return Err(GpuError::Kernel {
                     kernel: LANES_SPEC.name.into(),
@@ -261,12 +288,21 @@ mod tests {
             );
             let ob = upload_f32(&ctx, &vec![0.0; n * nh * hd]);
             let st = step(&ctx, n as u32, start as u32);
-            let k = kernel_in(&ctx, layout, hd, nh, nkv).expect("kernel");
-            let wg = groups(layout, hd, nh, nkv, n);
-            crate::ops::run_once(&ctx, &k, &[&st, &qb, &kb, &vb, &ob], wg);
-            let got = ctx.read_f32(&ob, n * nh * hd).expect("readback");
-            let what = format!("attention {layout:?} {nh}/{nkv}x{hd} start={start} n={n}");
-            assert_close(&what, &got, &want, 1e-5);
+            // The KV caches read as 64-bit words and as f32 vec4s, where that differs.
+            let wide: &[bool] = if layout == Layout::LanesOverDims && ctx.has_int64() {
+                &[true, false]
+            } else {
+                &[false]
+            };
+            for &wide in wide {
+                let k = kernel_words(&ctx, layout, hd, nh, nkv, wide).expect("kernel");
+                let wg = groups(layout, hd, nh, nkv, n);
+                crate::ops::run_once(&ctx, &k, &[&st, &qb, &kb, &vb, &ob], wg);
+                let got = ctx.read_f32(&ob, n * nh * hd).expect("readback");
+                let what =
+                    format!("attention {layout:?} {nh}/{nkv}x{hd} start={start} n={n} wide={wide}");
+                assert_close(&what, &got, &want, 1e-5);
+            }
         }
     }
 

@@ -40,6 +40,20 @@
 //! nibble of a uniformly loaded word measured 0.4-0.5 GB/s per CPU-second (its inputs
 //! sat in private arrays indexed by loop counters, which llvmpipe keeps in per-lane
 //! scratch memory, every access a gather or scatter).
+//!
+//! Why 64-bit words ([`Words`]): llvmpipe (Mesa 25.0) takes its cheap scalar-load path
+//! only for addresses that are compile-time constants (`nir_src_is_always_uniform`);
+//! every other storage load becomes a loop over the 8 lanes and over the components,
+//! one bounds-checked scalar load each, whatever the component's width. So a
+//! `vec2<u64>` brings the 16 bytes of a `vec4<u32>` in half the iterations: the load
+//! probe measured ~17-23 CPU-ns against ~28-33 (a `vec4<u64>` cost more than two
+//! `vec2<u64>`s, ~45-70). Where the device has `SHADER_INT64` the input, the quants and
+//! the scales are read as 64-bit words (`linear_words64.wgsl`) and split in registers,
+//! and a row's groups are taken in pairs (`GS`) so that two groups' scales come from
+//! one load. With the attention's KV caches read the same way (`ops::attention`), the
+//! default model's decode went from ~9.5 to ~11.5-17.7 tok/s and its prefill from
+//! ~15-22 to ~25-33 tok/s on a 2-core machine under load ~5 (`cargo bench --bench
+//! decode`, old and new binaries interleaved).
 
 use std::sync::Arc;
 
@@ -49,11 +63,25 @@ use crate::gpu::{Binding, GpuContext, GpuError, Kernel, KernelSpec};
 use crate::model::quant::{dequantize, q4_k_scale_min};
 use crate::model::{GgmlType, ModelError};
 
-/// The linear kernel in its thread shapes ([`Shape::Threads`]).
+/// The linear kernel in its thread shapes ([`Shape::Threads`]), reading 32-bit words.
 pub const SPEC: KernelSpec = KernelSpec {
     name: "linear",
     source: concat!(
         include_str!("../../wgsl/quant.wgsl"),
+        include_str!("../../wgsl/linear_words32.wgsl"),
+        include_str!("../../wgsl/linear.wgsl"),
+        include_str!("../../wgsl/linear_threads.wgsl")
+    ),
+    bindings: BINDINGS,
+};
+
+/// [`SPEC`] reading 64-bit words ([`Words::Widest`] on a device with
+/// [`wgpu::Features::SHADER_INT64`]).
+pub const SPEC64: KernelSpec = KernelSpec {
+    name: "linear64",
+    source: concat!(
+        include_str!("../../wgsl/quant.wgsl"),
+        include_str!("../../wgsl/linear_words64.wgsl"),
         include_str!("../../wgsl/linear.wgsl"),
         include_str!("../../wgsl/linear_threads.wgsl")
     ),
@@ -66,6 +94,19 @@ pub const SUBGROUP_SPEC: KernelSpec = KernelSpec {
     name: "linear_subgroup",
     source: concat!(
         include_str!("../../wgsl/quant.wgsl"),
+        include_str!("../../wgsl/linear_words32.wgsl"),
+        include_str!("../../wgsl/linear.wgsl"),
+        include_str!("../../wgsl/linear_subgroup.wgsl")
+    ),
+    bindings: BINDINGS,
+};
+
+/// [`SUBGROUP_SPEC`] reading 64-bit words.
+pub const SUBGROUP_SPEC64: KernelSpec = KernelSpec {
+    name: "linear_subgroup64",
+    source: concat!(
+        include_str!("../../wgsl/quant.wgsl"),
+        include_str!("../../wgsl/linear_words64.wgsl"),
         include_str!("../../wgsl/linear.wgsl"),
         include_str!("../../wgsl/linear_subgroup.wgsl")
     ),
@@ -107,6 +148,17 @@ pub struct Rope {
     pub style: crate::model::RopeStyle,
 }
 
+/// The word size a linear kernel reads its input and quants in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Words {
+    /// 64-bit words where the device has [`wgpu::Features::SHADER_INT64`], else 32-bit:
+    /// on llvmpipe a vec2<u64> load costs ~0.6 of a vec4<u32> load of the same 16 bytes.
+    #[default]
+    Widest,
+    /// 32-bit words whatever the device has.
+    Narrow,
+}
+
 /// A linear kernel's specialization.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Variant {
@@ -118,6 +170,7 @@ pub struct Variant {
     pub norm_eps: Option<f32>,
     /// Required for [`Mode::QkvRope`].
     pub rope: Option<Rope>,
+    pub words: Words,
 }
 
 impl Variant {
@@ -128,6 +181,7 @@ impl Variant {
             shape,
             norm_eps: None,
             rope: None,
+            words: Words::Widest,
         }
     }
 }
@@ -432,9 +486,21 @@ impl PackedWeight {
             cols: self.cols,
             bytes: self.gpu_bytes(),
             quants: ctx.storage_init(&format!("{label} quants"), &self.quants)?,
-            scales: ctx.storage_init(&format!("{label} scales"), &self.scales)?,
+            scales: ctx.storage_init(&format!("{label} scales"), &pad8(&self.scales))?,
         })
     }
+}
+
+/// `b` padded with zeros to whole 64-bit words (at least one): the 64-bit kernels bind
+/// the scales as `array<u64>`.
+fn pad8(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let len = b.len().max(8).next_multiple_of(8);
+    if len == b.len() {
+        return b.into();
+    }
+    let mut v = b.to_vec();
+    v.resize(len, 0);
+    v.into()
 }
 
 /// A packed matrix resident on the GPU (cloning shares the buffers).
@@ -457,6 +523,7 @@ pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel
         ("MODE", v.mode as u32 as f64),
         ("TT", v.tokens_per_invocation.clamp(1, 4) as f64),
     ];
+    let wide = v.words == Words::Widest && ctx.has_int64();
     let spec = match v.shape {
         Shape::Threads {
             threads_per_row,
@@ -466,7 +533,7 @@ pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel
             c.push(("TPR", threads_per_row.max(1) as f64));
             c.push(("RPI", rows_per_thread.clamp(1, 32) as f64));
             c.push(("WG", workgroup as f64));
-            &SPEC
+            if wide { &SPEC64 } else { &SPEC }
         }
         Shape::Subgroup {
             workgroup,
@@ -486,7 +553,11 @@ pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel
             }
             c.push(("WG", workgroup as f64));
             c.push(("RPW", rows_per_workgroup.max(1) as f64));
-            &SUBGROUP_SPEC
+            if wide {
+                &SUBGROUP_SPEC64
+            } else {
+                &SUBGROUP_SPEC
+            }
         }
     };
     if let Some(eps) = v.norm_eps {
@@ -644,30 +715,42 @@ mod tests {
             .expect("pack")
             .upload(&ctx, "w")
             .expect("upload");
-        let v = Variant {
-            tokens_per_invocation: tt,
-            norm_eps: norm.then_some(1e-5),
-            ..Variant::new(mode, shape)
+        // Both word sizes where the device reads 64-bit words (the default there).
+        let words: &[Words] = if ctx.has_int64() {
+            &[Words::Widest, Words::Narrow]
+        } else {
+            &[Words::Widest]
         };
-        let k = kernel(&ctx, &gw, &v).expect("kernel");
-        let xb = upload_f32(&ctx, &x);
-        let gb = upload_f32(&ctx, &g);
-        let yb = upload_f32(&ctx, &y0);
-        let st = step(&ctx, n as u32, 0);
-        let extras = Extras {
-            norm: norm.then_some(&gb),
-            ..Default::default()
-        };
-        let bg = bind(&ctx, &k, &st, &xb, &gw, &yb, extras);
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            crate::gpu::pipeline::dispatch(&mut pass, &k, &bg, groups(rows, n, &v));
+        for &words in words {
+            let v = Variant {
+                tokens_per_invocation: tt,
+                norm_eps: norm.then_some(1e-5),
+                words,
+                ..Variant::new(mode, shape)
+            };
+            let k = kernel(&ctx, &gw, &v).expect("kernel");
+            let xb = upload_f32(&ctx, &x);
+            let gb = upload_f32(&ctx, &g);
+            let yb = upload_f32(&ctx, &y0);
+            let st = step(&ctx, n as u32, 0);
+            let extras = Extras {
+                norm: norm.then_some(&gb),
+                ..Default::default()
+            };
+            let bg = bind(&ctx, &k, &st, &xb, &gw, &yb, extras);
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                crate::gpu::pipeline::dispatch(&mut pass, &k, &bg, groups(rows, n, &v));
+            }
+            ctx.queue.submit([enc.finish()]);
+            let got = ctx.read_f32(&yb, n * out_rows).expect("readback");
+            let what = format!(
+                "{} {mode:?} n={n} tt={tt} norm={norm} {shape:?} {words:?}",
+                ty.name()
+            );
+            assert_close(&what, &got, &want, 2e-4);
         }
-        ctx.queue.submit([enc.finish()]);
-        let got = ctx.read_f32(&yb, n * out_rows).expect("readback");
-        let what = format!("{} {mode:?} n={n} tt={tt} norm={norm} {shape:?}", ty.name());
-        assert_close(&what, &got, &want, 2e-4);
     }
 
     /// Every shape the tests cover: the two thread shapes, a thread shape with 4
