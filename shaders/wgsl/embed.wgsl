@@ -1,5 +1,6 @@
 // Embedding lookup: rows `tokens[t]` of a (quantized) table, one invocation per
-// 32-element group of one token's row. Dequantization comes from quant.wgsl.
+// 32-element group of one token's row. Dequantization comes from quant.wgsl, the
+// table's bindings (wq, ws: 2 and 3) and accessors from quant_words32.wgsl.
 struct Step {
     n_tokens: u32,
     start_pos: u32,
@@ -9,21 +10,7 @@ struct Step {
 
 @group(0) @binding(0) var<uniform> st: Step;
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;
-@group(0) @binding(2) var<storage, read> wq: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> ws: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;
-
-fn quad(i: u32) -> vec4<u32> {
-    return wq[i];
-}
-
-fn ws_word(i: u32) -> u32 {
-    return ws[i];
-}
-
-fn ws_pair(i: u32) -> vec2<u32> {
-    return vec2<u32>(ws[2u * i], ws[2u * i + 1u]);
-}
 
 @compute @workgroup_size(8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

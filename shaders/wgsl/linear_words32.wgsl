@@ -1,25 +1,8 @@
 // The linear kernel's input and quants read as 32-bit words (adapters without 64-bit
-// integers): quants 16 bytes per vec4<u32> load.
+// integers): quants 16 bytes per vec4<u32> load, through quant_words32.wgsl.
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> wq: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> ws: array<u32>;
 
 // Input vec4 i.
 fn xq(i: u32) -> vec4<f32> {
     return x[i];
-}
-
-// Bytes 16i..16i+15 of the quants as four words.
-fn quad(i: u32) -> vec4<u32> {
-    return wq[i];
-}
-
-// Word i of the scales.
-fn ws_word(i: u32) -> u32 {
-    return ws[i];
-}
-
-// Words 2i and 2i + 1 of the scales.
-fn ws_pair(i: u32) -> vec2<u32> {
-    return vec2<u32>(ws[2u * i], ws[2u * i + 1u]);
 }

@@ -12,6 +12,7 @@ pub const SPEC: KernelSpec = KernelSpec {
     name: "embed",
     source: concat!(
         include_str!("../../wgsl/quant.wgsl"),
+        include_str!("../../wgsl/quant_words32.wgsl"),
         include_str!("../../wgsl/embed.wgsl")
     ),
     bindings: &[

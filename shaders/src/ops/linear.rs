@@ -68,6 +68,7 @@ pub const SPEC: KernelSpec = KernelSpec {
     name: "linear",
     source: concat!(
         include_str!("../../wgsl/quant.wgsl"),
+        include_str!("../../wgsl/quant_words32.wgsl"),
         include_str!("../../wgsl/linear_words32.wgsl"),
         include_str!("../../wgsl/linear.wgsl"),
         include_str!("../../wgsl/linear_threads.wgsl")
@@ -94,6 +95,7 @@ pub const SUBGROUP_SPEC: KernelSpec = KernelSpec {
     name: "linear_subgroup",
     source: concat!(
         include_str!("../../wgsl/quant.wgsl"),
+        include_str!("../../wgsl/quant_words32.wgsl"),
         include_str!("../../wgsl/linear_words32.wgsl"),
         include_str!("../../wgsl/linear.wgsl"),
         include_str!("../../wgsl/linear_subgroup.wgsl")
