@@ -134,43 +134,50 @@ fn span_scales(gi: u32) -> vec4<f32> {
 // group's quants beats four word loads.
 fn group_dot(gi: u32, x: XGroup, sc: vec2<f32>) -> f32 {
     let xg = x.v;
+    // Explicit fma: llvmpipe keeps a separate multiply and add for `s += a * b`. Two
+    // chains (elements 0-15, 16-31) keep the adds' latency off the critical path.
     var s = vec4<f32>(0.0);
+    var t = vec4<f32>(0.0);
     switch FMT {
         case 0u: {
             let b = gi * 8u;
-            for (var i = 0u; i < 8u; i++) {
-                s += bitcast<vec4<f32>>(quad(b + i)) * xg[i];
+            for (var i = 0u; i < 4u; i++) {
+                s = fma(bitcast<vec4<f32>>(quad(b + i)), xg[i], s);
+                t = fma(bitcast<vec4<f32>>(quad(b + 4u + i)), xg[4u + i], t);
             }
-            return hsum(s);
+            return hsum(s + t);
         }
         case 1u: {
             let b = gi * 4u;
-            for (var i = 0u; i < 4u; i++) {
+            for (var i = 0u; i < 2u; i++) {
                 let q = quad(b + i);
-                s += vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)) * xg[2u * i];
-                s += vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)) * xg[2u * i + 1u];
+                s = fma(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), xg[2u * i], s);
+                s = fma(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), xg[2u * i + 1u], s);
+                let r = quad(b + 2u + i);
+                t = fma(vec4<f32>(unpack2x16float(r.x), unpack2x16float(r.y)), xg[4u + 2u * i], t);
+                t = fma(vec4<f32>(unpack2x16float(r.z), unpack2x16float(r.w)), xg[5u + 2u * i], t);
             }
-            return hsum(s);
+            return hsum(s + t);
         }
         case 2u: {
             let q0 = quad(gi * 2u);
             let q1 = quad(gi * 2u + 1u);
-            s = i8x4(q0.x) * xg[0] + i8x4(q0.y) * xg[1] + i8x4(q0.z) * xg[2] + i8x4(q0.w) * xg[3];
-            s += i8x4(q1.x) * xg[4] + i8x4(q1.y) * xg[5] + i8x4(q1.z) * xg[6] + i8x4(q1.w) * xg[7];
-            return sc.x * hsum(s);
+            s = fma(i8x4(q0.x), xg[0], fma(i8x4(q0.y), xg[1], fma(i8x4(q0.z), xg[2], i8x4(q0.w) * xg[3])));
+            t = fma(i8x4(q1.x), xg[4], fma(i8x4(q1.y), xg[5], fma(i8x4(q1.z), xg[6], i8x4(q1.w) * xg[7])));
+            return sc.x * hsum(s + t);
         }
         case 3u, 4u: {
             let q = quad(gi);
-            s = nib_scaled(q.x) * xg[0] + nib_scaled(q.y) * xg[1] + nib_scaled(q.z) * xg[2] + nib_scaled(q.w) * xg[3];
-            s += nib_scaled(q.x >> 4u) * xg[4] + nib_scaled(q.y >> 4u) * xg[5] + nib_scaled(q.z >> 4u) * xg[6] + nib_scaled(q.w >> 4u) * xg[7];
-            return sc.x * hsum(s) + sc.y * x.s;
+            s = fma(nib_scaled(q.x), xg[0], fma(nib_scaled(q.y), xg[1], fma(nib_scaled(q.z), xg[2], nib_scaled(q.w) * xg[3])));
+            t = fma(nib_scaled(q.x >> 4u), xg[4], fma(nib_scaled(q.y >> 4u), xg[5], fma(nib_scaled(q.z >> 4u), xg[6], nib_scaled(q.w >> 4u) * xg[7])));
+            return fma(sc.x, hsum(s + t), sc.y * x.s);
         }
         case 5u: {
             let q0 = quad(gi * 2u);
             let q1 = quad(gi * 2u + 1u);
-            s = i8x4(q0.x) * xg[0] + i8x4(q0.y) * xg[1] + i8x4(q0.z) * xg[2] + i8x4(q0.w) * xg[3];
-            let s1 = i8x4(q1.x) * xg[4] + i8x4(q1.y) * xg[5] + i8x4(q1.z) * xg[6] + i8x4(q1.w) * xg[7];
-            return sc.x * hsum(s) + sc.y * hsum(s1);
+            s = fma(i8x4(q0.x), xg[0], fma(i8x4(q0.y), xg[1], fma(i8x4(q0.z), xg[2], i8x4(q0.w) * xg[3])));
+            t = fma(i8x4(q1.x), xg[4], fma(i8x4(q1.y), xg[5], fma(i8x4(q1.z), xg[6], i8x4(q1.w) * xg[7])));
+            return fma(sc.x, hsum(s), sc.y * hsum(t));
         }
         default: {
             return 0.0;
