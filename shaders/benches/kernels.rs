@@ -555,12 +555,34 @@ fn breakdown(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
         );
     };
     let reps = 30;
+    // Where norms are not fused the residual kernels (o, down) feed the next normed
+    // kernel through partial sums of squares (as the engine's norm chain does): one
+    // partials RMSNorm for the first block and the head's own RMSNorm per token.
+    let residual = Variant {
+        norm_out: !fuse,
+        ..Variant::new(Mode::Accumulate, shape.fitted(d))
+    };
+    let partials = linear::norm_out_partials(d, &residual);
+    let ssq = ctx
+        .storage("sums of squares", (partials as usize * 4).max(16) as u64)
+        .expect("ssq");
+    let xn = ctx.storage("normed", (d * 4) as u64).expect("normed");
     if !fuse {
         let k = rmsnorm::kernel(ctx, d, 1e-5).expect("rmsnorm");
         let t = gpu_time(ctx, min, &k, &[&st, &x, &g, &big], rmsnorm::groups(1), reps);
+        line("rmsnorm (head)", 1.0, t, last_cpu() / reps as f64);
+        let k = rmsnorm::partials_kernel(ctx, d, partials).expect("rmsnorm partials");
+        let t = gpu_time(
+            ctx,
+            min,
+            &k,
+            &[&st, &x, &g, &xn, &ssq],
+            rmsnorm::groups(1),
+            reps,
+        );
         line(
-            "rmsnorm (x2 per block)",
-            2.0 * blocks + 1.0,
+            "rmsnorm partials (first block)",
+            1.0,
             t,
             last_cpu() / reps as f64,
         );
@@ -613,15 +635,20 @@ fn breakdown(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
             .expect("pack")
             .upload(ctx, name)
             .expect("upload");
+        let normed = matches!(mode, Mode::QkvRope | Mode::SwiGlu);
         let v = Variant {
-            norm_eps: (fuse && matches!(mode, Mode::QkvRope | Mode::SwiGlu)).then_some(1e-5),
+            norm_eps: normed.then_some(1e-5),
+            norm_partials: if normed && !fuse { partials } else { 0 },
+            norm_out: mode == Mode::Accumulate && !fuse,
             rope: (mode == Mode::QkvRope).then_some(rope_shape),
             // As the engine does: rows per invocation fitted to the matrix.
             ..Variant::new(mode, shape.fitted(linear::invocation_rows(out, mode)))
         };
         let k = linear::kernel(ctx, &gw, &v).expect("kernel");
         let extras = Extras {
-            norm: v.norm_eps.map(|_| &g),
+            norm: (v.norm_eps.is_some() && fuse || v.norm_out).then_some(&g),
+            partials: (v.norm_partials > 0 || v.norm_out).then_some(&ssq),
+            norm_out: v.norm_out.then_some(&xn),
             rope_kv: (mode == Mode::QkvRope).then_some((&cs, &kc, &vc)),
         };
         let bg = linear::bind(ctx, &k, &st, &x, &gw, &big, extras);

@@ -54,7 +54,7 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
         for (var hq = 0u; hq < GC; hq++) {
             var s = vec4<f32>(0.0);
             for (var d = 0u; d < dv; d++) {
-                s += q[hq * MAXD + d] * k[d];
+                s = fma(q[hq * MAXD + d], k[d], s);
             }
             let sc = subgroupAdd((s.x + s.y) + (s.z + s.w));
             // One exp, not two: of exp(m - max) and exp(sc - max) one is exp(0) = 1.
@@ -62,10 +62,10 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
             let ex = exp(select(m[hq] - sc, sc - m[hq], below));
             let corr = select(ex, 1.0, below);
             let e = select(1.0, ex, below);
-            l[hq] = l[hq] * corr + e;
+            l[hq] = fma(l[hq], corr, e);
             m[hq] = max(m[hq], sc);
             for (var d = 0u; d < dv; d++) {
-                acc[hq * MAXD + d] = acc[hq * MAXD + d] * corr + e * v[d];
+                acc[hq * MAXD + d] = fma(vec4<f32>(e), v[d], acc[hq * MAXD + d] * corr);
             }
         }
     }

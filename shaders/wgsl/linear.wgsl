@@ -7,6 +7,12 @@
 //           pair of rows ((2i, 2i+1), or (i, i + HD/2) when NEOX), rotates q and k with
 //           the host's (cos, sin) table, writes q to y and k, v into the KV cache.
 // NORM: the input is RMSNorm(x) * nw, the norm computed in the kernel (saves a dispatch).
+// NORM_IN (> 0): the input is already x * nw (rmsnorm_partials.wgsl, or the previous
+//   residual kernel's NORM_OUT); 1/rms comes from its sum of squares, NORM_IN partials
+//   per token in `ssq`.
+// NORM_OUT (MODE 1): also writes the new residual times the next norm's weight (`nw`)
+//   to `xn` and each invocation's sum of squares of its rows to `ssq` (partial
+//   j0 / RPI): the next normed kernel's input, with no RMSNorm dispatch between them.
 // Tokens are looped inside a row: a prefill re-reads each row's weights from cache, not
 // from memory, and nothing needs a per-token array.
 // ROWS counts row slots: output rows (MODEs 0, 1, 2) or RoPE pairs (MODE 3).
@@ -15,6 +21,8 @@ override MODE: u32 = 0u;
 override TT: u32 = 1u;
 override WG: u32 = 64u;
 override NORM: bool = false;
+override NORM_IN: u32 = 0u;
+override NORM_OUT: bool = false;
 override EPS: f32 = 1e-5;
 override HD: u32 = 64u;
 override NH: u32 = 4u;
@@ -36,6 +44,8 @@ struct Step {
 @group(0) @binding(6) var<storage, read> cs: array<vec2<f32>>;
 @group(0) @binding(7) var<storage, read_write> kc: array<f32>;
 @group(0) @binding(8) var<storage, read_write> vc: array<f32>;
+@group(0) @binding(9) var<storage, read_write> ssq: array<f32>;
+@group(0) @binding(10) var<storage, read_write> xn: array<f32>;
 
 fn xv(xi: u32, ni: u32) -> vec4<f32> {
     if NORM {
@@ -222,6 +232,22 @@ fn inv_rms_of(ss: f32) -> f32 {
     return 1.0 / sqrt(ss / f32(K) + EPS);
 }
 
+// Token t's sum of squares from its NORM_IN partials.
+fn partials_sum(t: u32) -> f32 {
+    var s = 0.0;
+    for (var p = 0u; p < NORM_IN; p++) {
+        s += ssq[t * NORM_IN + p];
+    }
+    return s;
+}
+
+// NORM_OUT's per-row part: the residual v times the next norm's weight into xn; returns
+// v² for the invocation's partial.
+fn norm_out_row(j: u32, t: u32, v: f32) -> f32 {
+    xn[t * ROWS + j] = v * nw[j >> 2u][j & 3u];
+    return v * v;
+}
+
 // The weight rows of slot j: (a, b); b is read in MODEs 2 and 3 only.
 fn slot_rows(j: u32) -> vec2<u32> {
     if MODE == 3u {
@@ -237,13 +263,17 @@ fn slot_rows(j: u32) -> vec2<u32> {
 }
 
 // Writes slot j's results for token t: a = W[ra] x, b = W[rb] x (already normed).
-fn store(j: u32, t: u32, a_in: f32, b_in: f32) {
+// Returns the value now at y[t * ROWS + j] in MODEs 0 and 1 (NORM_OUT's residual).
+fn store(j: u32, t: u32, a_in: f32, b_in: f32) -> f32 {
     var a = a_in;
     var b = b_in;
     if MODE == 0u {
         y[t * ROWS + j] = a;
+        return a;
     } else if MODE == 1u {
-        y[t * ROWS + j] += a;
+        let v = y[t * ROWS + j] + a;
+        y[t * ROWS + j] = v;
+        return v;
     } else if MODE == 2u {
         y[t * ROWS + j] = a / (1.0 + exp(-a)) * b;
     } else {
@@ -274,4 +304,5 @@ fn store(j: u32, t: u32, a_in: f32, b_in: f32) {
             vc[o + r.y] = b;
         }
     }
+    return 0.0;
 }

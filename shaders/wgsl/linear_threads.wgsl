@@ -36,7 +36,10 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         var inv = 1.0;
         if NORM {
             inv = inv_rms_of(sum_sq(t, 0u, 1u));
+        } else if NORM_IN > 0u {
+            inv = inv_rms_of(partials_sum(t));
         }
+        var ss = 0.0;
         for (var s = 0u; s < RPI; s++) {
             var a = acc[s].x;
             var b = acc[s].y;
@@ -53,8 +56,15 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
                 workgroupBarrier();
             }
             if j0 + s < ROWS && lane == 0u {
-                store(j0 + s, t, a * inv, b * inv);
+                let v = store(j0 + s, t, a * inv, b * inv);
+                if NORM_OUT {
+                    ss += norm_out_row(j0 + s, t, v);
+                }
             }
+        }
+        // One partial per invocation's run of RPI slots: (ROWS + RPI - 1) / RPI a token.
+        if NORM_OUT && lane == 0u && j0 < ROWS {
+            ssq[t * ((ROWS + RPI - 1u) / RPI) + j0 / RPI] = ss;
         }
     }
 }

@@ -88,8 +88,8 @@ fn pack_tensor(
 
 struct Block {
     attn_norm: wgpu::Buffer,
-    /// Separate RMSNorm dispatches (unfused): before q/k/v and before gate/up.
-    norms: Option<(wgpu::BindGroup, wgpu::BindGroup)>,
+    /// The norm chain's first dispatch when a span starts at this block.
+    prenorm: Option<wgpu::BindGroup>,
     qkv: Linear,
     o: Linear,
     o_bind: wgpu::BindGroup,
@@ -107,6 +107,17 @@ struct Session {
     attn: Vec<wgpu::BindGroup>,
 }
 
+/// Where one invocation per row makes an in-kernel RMSNorm dear (CPU adapters): the
+/// residual kernels (o, down) also write the residual `⊙` the next norm's weight to `xn`
+/// and partial sums of squares to `ssq`, and the normed kernels (q/k/v, gate/up) read
+/// those and apply `1 / rms` to their sums. Only a span's first block needs a norm
+/// dispatch of its own (`prenorm`, the partials RMSNorm): 5 dispatches a block, not 7.
+struct NormChain {
+    prenorm: Arc<Kernel>,
+    xn: wgpu::Buffer,
+    ssq: wgpu::Buffer,
+}
+
 /// Blocks `[start, end)` on the GPU.
 pub struct GpuBlocks {
     ctx: Arc<GpuContext>,
@@ -121,8 +132,8 @@ pub struct GpuBlocks {
     readback: Readback,
     attention: Arc<Kernel>,
     attention_layout: attention::Layout,
-    /// RMSNorm kernel and the normed-input buffer, when norms are not fused.
-    norm: Option<(Arc<Kernel>, wgpu::Buffer)>,
+    /// The norm chain, when norms are not fused into the linear kernels.
+    norm: Option<NormChain>,
     blocks: Vec<Block>,
     sessions: HashMap<SessionId, Session>,
     weight_bytes: usize,
@@ -168,32 +179,62 @@ impl GpuBlocks {
             style: c.rope_style,
         };
         let fuse_norm = shape.fuses_norm();
+        // The residual kernels' variant, whose partials the normed kernels read.
+        let residual = Variant {
+            norm_out: !fuse_norm,
+            ..Variant::new(Mode::Accumulate, shape.fitted(d))
+        };
+        let partials = linear::norm_out_partials(d, &residual);
         let norm = if fuse_norm {
             None
         } else {
-            Some((
-                rmsnorm::kernel(g, d, c.rms_eps)?,
-                g.storage("normed", (MAX_BATCH * d * 4) as u64)?,
-            ))
+            Some(NormChain {
+                prenorm: rmsnorm::partials_kernel(g, d, partials)?,
+                xn: g.storage("normed", (MAX_BATCH * d * 4) as u64)?,
+                ssq: g.storage(
+                    "sums of squares",
+                    (MAX_BATCH * partials as usize * 4) as u64,
+                )?,
+            })
         };
         let normed = |mode| Variant {
-            norm_eps: fuse_norm.then_some(c.rms_eps),
+            norm_eps: Some(c.rms_eps),
+            norm_partials: if fuse_norm { 0 } else { partials },
             ..Variant::new(mode, shape)
         };
-        // The input of the normed linears: the hidden state (fused) or its norm.
-        let norm_in = norm.as_ref().map_or(&x, |(_, xn)| xn);
-        let mut out = Vec::new();
-        let mut weight_bytes = 0;
+        // The input of the normed linears: the hidden state (fused) or x ⊙ weight.
+        let norm_in = norm.as_ref().map_or(&x, |n| &n.xn);
+        let mut norm_weights = Vec::new();
         for b in blocks.clone() {
             let name = |w: &str| block_tensor(b, w);
-            let attn_norm = g.storage_init(
-                "attn_norm",
-                f32_bytes(&llama::norm(src, &name("attn_norm"), d)?),
-            )?;
-            let ffn_norm = g.storage_init(
-                "ffn_norm",
-                f32_bytes(&llama::norm(src, &name("ffn_norm"), d)?),
-            )?;
+            norm_weights.push((
+                g.storage_init(
+                    "attn_norm",
+                    f32_bytes(&llama::norm(src, &name("attn_norm"), d)?),
+                )?,
+                g.storage_init(
+                    "ffn_norm",
+                    f32_bytes(&llama::norm(src, &name("ffn_norm"), d)?),
+                )?,
+            ));
+        }
+        // The residual kernels' extras: the next norm's weight and where its input goes.
+        let chain_out = |next_norm| match &norm {
+            Some(n) => Extras {
+                norm: Some(next_norm),
+                partials: Some(&n.ssq),
+                norm_out: Some(&n.xn),
+                ..Default::default()
+            },
+            None => Extras::default(),
+        };
+        let mut out = Vec::new();
+        let mut weight_bytes = 0;
+        for (i, b) in blocks.clone().enumerate() {
+            let name = |w: &str| block_tensor(b, w);
+            let (attn_norm, ffn_norm) = &norm_weights[i];
+            // After the range's last block nothing reads the down kernel's norm output.
+            let next_attn_norm = &norm_weights.get(i + 1).unwrap_or(&norm_weights[i]).0;
             let qkv_w = PackedWeight::concat(&[
                 pack_tensor(src, &name("attn_q"), d, qd)?,
                 pack_tensor(src, &name("attn_k"), d, kvd)?,
@@ -215,42 +256,39 @@ impl GpuBlocks {
                     ..normed(Mode::QkvRope)
                 },
             )?;
-            let o = Linear::new(
-                g,
-                o_w.upload(g, &name("attn_output"))?,
-                Variant::new(Mode::Accumulate, shape),
-            )?;
+            let o = Linear::new(g, o_w.upload(g, &name("attn_output"))?, residual)?;
             let gate_up = Linear::new(
                 g,
                 gu_w.upload(g, &name("ffn_gate_up"))?,
                 normed(Mode::SwiGlu),
             )?;
-            let down = Linear::new(
-                g,
-                down_w.upload(g, &name("ffn_down"))?,
-                Variant::new(Mode::Accumulate, shape),
-            )?;
-            let norms = norm.as_ref().map(|(k, xn)| {
-                (
-                    g.bind_group(k, &[&step, &x, &attn_norm, xn]),
-                    g.bind_group(k, &[&step, &x, &ffn_norm, xn]),
-                )
-            });
+            let down = Linear::new(g, down_w.upload(g, &name("ffn_down"))?, residual)?;
+            for l in [&o, &down] {
+                let p = linear::norm_out_partials(d, &l.decode.1);
+                if l.decode.1.norm_out && p != partials {
+                    return Err(EngineError::Gpu(format!(
+                        "linear: {p} norm partials where {partials} are read"
+                    )));
+                }
+            }
             out.push(Block {
-                norms,
-                o_bind: o.bind(g, &step, &att, &x, Extras::default()),
+                prenorm: norm
+                    .as_ref()
+                    .map(|n| g.bind_group(&n.prenorm, &[&step, &x, attn_norm, &n.xn, &n.ssq])),
+                o_bind: o.bind(g, &step, &att, &x, chain_out(ffn_norm)),
                 gate_up_bind: gate_up.bind(
                     g,
                     &step,
                     norm_in,
                     &ffh,
                     Extras {
-                        norm: fuse_norm.then_some(&ffn_norm),
+                        norm: fuse_norm.then_some(ffn_norm),
+                        partials: norm.as_ref().map(|n| &n.ssq),
                         ..Default::default()
                     },
                 ),
-                down_bind: down.bind(g, &step, &ffh, &x, Extras::default()),
-                attn_norm,
+                down_bind: down.bind(g, &step, &ffh, &x, chain_out(next_attn_norm)),
+                attn_norm: attn_norm.clone(),
                 qkv: qkv_l,
                 o,
                 gate_up,
@@ -313,7 +351,11 @@ impl GpuBlocks {
         let mut enc = g.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            let norm = self.norm.as_ref().map(|(k, _)| k);
+            if let (Some(chain), Some(first)) = (&self.norm, self.blocks.get(span.start))
+                && let Some(bg) = &first.prenorm
+            {
+                dispatch(&mut pass, &chain.prenorm, bg, rmsnorm::groups(n));
+            }
             for (i, b) in self
                 .blocks
                 .iter()
@@ -321,9 +363,6 @@ impl GpuBlocks {
                 .take(span.end)
                 .skip(span.start)
             {
-                if let (Some(k), Some((n1, _))) = (norm, &b.norms) {
-                    dispatch(&mut pass, k, n1, rmsnorm::groups(n));
-                }
                 b.qkv.record(&mut pass, &s.qkv[i], n);
                 dispatch(
                     &mut pass,
@@ -338,9 +377,6 @@ impl GpuBlocks {
                     ),
                 );
                 b.o.record(&mut pass, &b.o_bind, n);
-                if let (Some(k), Some((_, n2))) = (norm, &b.norms) {
-                    dispatch(&mut pass, k, n2, rmsnorm::groups(n));
-                }
                 b.gate_up.record(&mut pass, &b.gate_up_bind, n);
                 b.down.record(&mut pass, &b.down_bind, n);
             }
@@ -379,9 +415,11 @@ impl BlockBackend for GpuBlocks {
             let blk = &self.blocks[i];
             let extras = Extras {
                 norm: self.norm.is_none().then_some(&blk.attn_norm),
+                partials: self.norm.as_ref().map(|n| &n.ssq),
                 rope_kv: Some((&self.rope_table, &k, &v)),
+                ..Default::default()
             };
-            let input = self.norm.as_ref().map_or(&self.x, |(_, xn)| xn);
+            let input = self.norm.as_ref().map_or(&self.x, |n| &n.xn);
             qkv_bg.push(blk.qkv.bind(g, &self.step, input, &self.qkv, extras));
             attn_bg
                 .push(g.bind_group(&self.attention, &[&self.step, &self.qkv, &k, &v, &self.att]));

@@ -67,8 +67,8 @@ impl GpuContext {
     }
 
     /// Small buffers bound where a kernel's specialization ignores a binding: one for
-    /// read-only bindings and two distinct ones for read-write bindings.
-    pub fn unused_buffers(&self) -> &[wgpu::Buffer; 3] {
+    /// read-only bindings and four distinct ones for read-write bindings.
+    pub fn unused_buffers(&self) -> &[wgpu::Buffer; 5] {
         self.unused.get_or_init(|| {
             let make = |label| {
                 self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -82,6 +82,8 @@ impl GpuContext {
                 make("unused read"),
                 make("unused write 0"),
                 make("unused write 1"),
+                make("unused write 2"),
+                make("unused write 3"),
             ]
         })
     }

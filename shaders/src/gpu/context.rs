@@ -13,7 +13,7 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     features: wgpu::Features,
     pub(crate) pipelines: PipelineCache,
-    pub(crate) unused: std::sync::OnceLock<[wgpu::Buffer; 3]>,
+    pub(crate) unused: std::sync::OnceLock<[wgpu::Buffer; 5]>,
 }
 
 impl std::fmt::Debug for GpuContext {

@@ -125,6 +125,8 @@ const BINDINGS: &[Binding] = &[
     Binding::Read,
     Binding::ReadWrite,
     Binding::ReadWrite,
+    Binding::ReadWrite,
+    Binding::ReadWrite,
 ];
 
 /// What the kernel does with `W x`.
@@ -170,6 +172,14 @@ pub struct Variant {
     pub shape: Shape,
     /// Apply RMSNorm (with this epsilon, weight bound at binding 5) to the input first.
     pub norm_eps: Option<f32>,
+    /// With `norm_eps`: the input is already `x ⊙ weight` and its sums of squares come
+    /// as this many partials per token ([`Extras::partials`]), so the kernel only
+    /// applies `1 / rms` (0: the kernel computes the norm itself).
+    pub norm_partials: u32,
+    /// [`Mode::Accumulate`] in a [`Shape::Threads`] shape: also writes the new residual
+    /// `⊙` the next norm's weight and [`norm_out_partials`] sums of squares per token
+    /// ([`Extras::norm_out`]), the input of a kernel with `norm_partials`.
+    pub norm_out: bool,
     /// Required for [`Mode::QkvRope`].
     pub rope: Option<Rope>,
     pub words: Words,
@@ -182,10 +192,24 @@ impl Variant {
             tokens_per_invocation: 1,
             shape,
             norm_eps: None,
+            norm_partials: 0,
+            norm_out: false,
             rope: None,
             words: Words::Widest,
         }
     }
+}
+
+/// Partials per token a [`Variant::norm_out`] kernel over `w_rows` rows writes: one per
+/// invocation's run of rows.
+pub fn norm_out_partials(w_rows: usize, v: &Variant) -> u32 {
+    let rpi = match v.shape {
+        Shape::Threads {
+            rows_per_thread, ..
+        } => rows_per_thread.clamp(1, 32) as usize,
+        Shape::Subgroup { .. } => 1,
+    };
+    invocation_rows(w_rows, v.mode).div_ceil(rpi) as u32
 }
 
 /// Rows the invocations of `mode` cover over a matrix of `w_rows` rows: output rows, or
@@ -563,8 +587,21 @@ pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel
         }
     };
     if let Some(eps) = v.norm_eps {
-        c.push(("NORM", 1.0));
+        if v.norm_partials > 0 {
+            c.push(("NORM_IN", v.norm_partials as f64));
+        } else {
+            c.push(("NORM", 1.0));
+        }
         c.push(("EPS", eps as f64));
+    }
+    if v.norm_out {
+        if v.mode != Mode::Accumulate || !matches!(v.shape, Shape::Threads { .. }) {
+            return Err(GpuError::Kernel {
+                kernel: "linear".into(),
+                reason: format!("norm output needs the residual mode in a thread shape: {v:?}"),
+            });
+        }
+        c.push(("NORM_OUT", 1.0));
     }
     if v.mode == Mode::QkvRope {
         let r = v.rope.ok_or_else(|| GpuError::Kernel {
@@ -591,8 +628,14 @@ pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel
 /// The optional inputs of a linear kernel's bind group.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Extras<'a> {
-    /// RMSNorm weight (with [`Variant::norm_eps`]).
+    /// RMSNorm weight (with [`Variant::norm_eps`]); with [`Variant::norm_out`], the next
+    /// norm's weight.
     pub norm: Option<&'a wgpu::Buffer>,
+    /// The sums of squares: read with [`Variant::norm_partials`], written with
+    /// [`Variant::norm_out`].
+    pub partials: Option<&'a wgpu::Buffer>,
+    /// Where a [`Variant::norm_out`] kernel writes the residual `⊙` the next norm's weight.
+    pub norm_out: Option<&'a wgpu::Buffer>,
     /// RoPE (cos, sin) table, K cache, V cache (with [`Mode::QkvRope`]).
     pub rope_kv: Option<(&'a wgpu::Buffer, &'a wgpu::Buffer, &'a wgpu::Buffer)>,
 }
@@ -607,12 +650,14 @@ pub fn bind(
     y: &wgpu::Buffer,
     extras: Extras<'_>,
 ) -> wgpu::BindGroup {
-    let [ur, uw0, uw1] = ctx.unused_buffers();
+    let [ur, uw0, uw1, uw2, uw3] = ctx.unused_buffers();
     let norm = extras.norm.unwrap_or(ur);
     let (cs, kc, vc) = extras.rope_kv.unwrap_or((ur, uw0, uw1));
+    let ssq = extras.partials.unwrap_or(uw2);
+    let xn = extras.norm_out.unwrap_or(uw3);
     ctx.bind_group(
         kernel,
-        &[step, x, &w.quants, &w.scales, y, norm, cs, kc, vc],
+        &[step, x, &w.quants, &w.scales, y, norm, cs, kc, vc, ssq, xn],
     )
 }
 
@@ -802,6 +847,114 @@ mod tests {
     /// Every weight format in every shape, decode (n=1) and prefill (n=5, 4 tokens per
     /// invocation), GPU within 2e-4·(1+|y|) of the CPU reference. 40 rows of 288: 9
     /// groups, so a subgroup's lanes get unequal numbers of groups.
+    /// The norm chain: a residual kernel with `norm_out` (576 rows over inputs of 1536,
+    /// as the down projection) leaves the new residual, its product with the next norm's
+    /// weight and partial sums of squares; a SwiGLU kernel with `norm_partials` reads
+    /// them. Against the CPU composition (residual add, RMSNorm, SwiGLU), for decode and
+    /// a prefill of 5 tokens (4 a thread, a partial run), both word sizes.
+    #[test]
+    fn norm_chain_matches_residual_then_rmsnorm_then_linear() {
+        let ctx = ctx();
+        let (d, f, ty) = (576, 1536, GgmlType::Q4_1);
+        let down = quantize(ty, &pseudo_random(d * f, 21, 1.0)).expect("blocks");
+        let gate_up = quantize(ty, &pseudo_random(2 * f * d, 22, 0.25)).expect("blocks");
+        let g = pseudo_random(d, 23, 2.0);
+        let down_w = pack(ty, &down, d, f)
+            .expect("pack")
+            .upload(&ctx, "down")
+            .expect("up");
+        let gu_w = pack(ty, &gate_up, 2 * f, d)
+            .expect("pack")
+            .upload(&ctx, "gu")
+            .expect("up");
+        let words: &[Words] = if ctx.has_int64() {
+            &[Words::Widest, Words::Narrow]
+        } else {
+            &[Words::Widest]
+        };
+        for (n, tt) in [(1, 1), (5, 4)] {
+            let h = pseudo_random(n * f, 24, 1.0);
+            let x0 = pseudo_random(n * d, 25, 3.0);
+            let mut x1 = x0.clone();
+            reference(ty, &down, d, f, Mode::Accumulate, &h, &mut x1).expect("reference");
+            let mut normed = vec![0f32; n * d];
+            crate::ops::rmsnorm::reference(&x1, &g, 1e-5, &mut normed);
+            let mut want = vec![0f32; n * f];
+            reference(ty, &gate_up, 2 * f, d, Mode::SwiGlu, &normed, &mut want).expect("ref");
+            for &words in words {
+                let residual = Variant {
+                    tokens_per_invocation: tt,
+                    norm_out: true,
+                    words,
+                    ..Variant::new(Mode::Accumulate, Shape::ROW_PER_INVOCATION.fitted(d))
+                };
+                let partials = norm_out_partials(d, &residual);
+                let normed_v = Variant {
+                    tokens_per_invocation: tt,
+                    norm_eps: Some(1e-5),
+                    norm_partials: partials,
+                    words,
+                    ..Variant::new(Mode::SwiGlu, Shape::ROW_PER_INVOCATION.fitted(f))
+                };
+                let (hb, xb, gb) = (
+                    upload_f32(&ctx, &h),
+                    upload_f32(&ctx, &x0),
+                    upload_f32(&ctx, &g),
+                );
+                let xn = upload_f32(&ctx, &vec![0.0; n * d]);
+                let ssq = upload_f32(&ctx, &vec![0.0; n * partials as usize]);
+                let yb = upload_f32(&ctx, &vec![0.0; n * f]);
+                let st = step(&ctx, n as u32, 0);
+                let k1 = kernel(&ctx, &down_w, &residual).expect("kernel");
+                let k2 = kernel(&ctx, &gu_w, &normed_v).expect("kernel");
+                let chain = Extras {
+                    norm: Some(&gb),
+                    partials: Some(&ssq),
+                    norm_out: Some(&xn),
+                    ..Default::default()
+                };
+                let reads = Extras {
+                    partials: Some(&ssq),
+                    ..Default::default()
+                };
+                let bg1 = bind(&ctx, &k1, &st, &hb, &down_w, &xb, chain);
+                let bg2 = bind(&ctx, &k2, &st, &xn, &gu_w, &yb, reads);
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    let groups1 = groups(d, n, &residual);
+                    crate::gpu::pipeline::dispatch(&mut pass, &k1, &bg1, groups1);
+                    crate::gpu::pipeline::dispatch(
+                        &mut pass,
+                        &k2,
+                        &bg2,
+                        groups(2 * f, n, &normed_v),
+                    );
+                }
+                ctx.queue.submit([enc.finish()]);
+                let what = format!("norm chain n={n} {words:?}");
+                let got_x = ctx.read_f32(&xb, n * d).expect("readback");
+                assert_close(&format!("{what} residual"), &got_x, &x1, 2e-4);
+                let want_xn: Vec<f32> = x1
+                    .chunks(d)
+                    .flat_map(|r| r.iter().zip(&g).map(|(a, b)| a * b))
+                    .collect();
+                let got_xn = ctx.read_f32(&xn, n * d).expect("readback");
+                assert_close(&format!("{what} x * weight"), &got_xn, &want_xn, 2e-4);
+                let got_ss = ctx.read_f32(&ssq, n * partials as usize).expect("readback");
+                for (t, row) in x1.chunks(d).enumerate() {
+                    let ss: f32 = row.iter().map(|v| v * v).sum();
+                    let p: f32 = got_ss[t * partials as usize..][..partials as usize]
+                        .iter()
+                        .sum();
+                    assert!((p - ss).abs() <= 1e-4 * ss, "{what} token {t}: {p} vs {ss}");
+                }
+                let got = ctx.read_f32(&yb, n * f).expect("readback");
+                assert_close(&format!("{what} swiglu"), &got, &want, 2e-4);
+            }
+        }
+    }
+
     #[test]
     fn gpu_matches_cpu_for_every_format() {
         for shape in all_shapes() {

@@ -1,5 +1,6 @@
 //! RMSNorm (`wgsl/rmsnorm.wgsl`): `y = x / sqrt(mean(x²) + eps) * g`, a workgroup of 8 per
-//! token row.
+//! token row; and its first half (`wgsl/rmsnorm_partials.wgsl`), `x ⊙ g` and the sum of
+//! squares, for linear kernels that apply `1 / rms` themselves.
 
 use std::sync::Arc;
 
@@ -18,6 +19,28 @@ pub const SPEC: KernelSpec = KernelSpec {
 
 pub fn kernel(ctx: &GpuContext, d: usize, eps: f32) -> Result<Arc<Kernel>, GpuError> {
     ctx.kernel(&SPEC, &[("D", d as f64), ("EPS", eps as f64)])
+}
+
+/// `y = x ⊙ g` and each row's sum of squares in a buffer of `partials` floats per token
+/// (the total first, then zeros): the input of a linear kernel with
+/// [`super::linear::Variant::norm_partials`] set to `partials`.
+pub const PARTIALS_SPEC: KernelSpec = KernelSpec {
+    name: "rmsnorm_partials",
+    source: include_str!("../../wgsl/rmsnorm_partials.wgsl"),
+    bindings: &[
+        Binding::Uniform,
+        Binding::Read,
+        Binding::Read,
+        Binding::ReadWrite,
+        Binding::ReadWrite,
+    ],
+};
+
+pub fn partials_kernel(ctx: &GpuContext, d: usize, partials: u32) -> Result<Arc<Kernel>, GpuError> {
+    ctx.kernel(
+        &PARTIALS_SPEC,
+        &[("D", d as f64), ("NP", partials.max(1) as f64)],
+    )
 }
 
 pub fn groups(n_tokens: usize) -> (u32, u32, u32) {
@@ -66,6 +89,38 @@ mod tests {
                 &want,
                 1e-5,
             );
+        }
+    }
+
+    /// The partials kernel: x ⊙ g exactly, and the sum of squares first among `np`
+    /// partials (zeros after it), for np below, at and above the workgroup's 8 lanes.
+    #[test]
+    fn partials_give_the_weighted_input_and_the_sum_of_squares() {
+        let ctx = ctx();
+        for (d, n, np) in [(576, 3, 32u32), (100, 2, 1), (64, 2, 8)] {
+            let x = pseudo_random(n * d, 5, 2.0);
+            let g = pseudo_random(d, 6, 1.5);
+            let (xb, gb, yb, sb) = (
+                upload_f32(&ctx, &x),
+                upload_f32(&ctx, &g),
+                upload_f32(&ctx, &vec![0.0; n * d]),
+                upload_f32(&ctx, &vec![7.0; n * np as usize]),
+            );
+            let k = partials_kernel(&ctx, d, np).expect("kernel");
+            let st = step(&ctx, n as u32, 0);
+            crate::ops::run_once(&ctx, &k, &[&st, &xb, &gb, &yb, &sb], groups(n));
+            let want: Vec<f32> = x
+                .chunks(d)
+                .flat_map(|r| r.iter().zip(&g).map(|(a, b)| a * b))
+                .collect();
+            assert_eq!(ctx.read_f32(&yb, n * d).expect("readback"), want);
+            let got = ctx.read_f32(&sb, n * np as usize).expect("readback");
+            for (t, row) in x.chunks(d).enumerate() {
+                let ss: f32 = row.iter().map(|v| v * v).sum();
+                let p = &got[t * np as usize..(t + 1) * np as usize];
+                assert!((p[0] - ss).abs() <= 1e-5 * ss, "row {t}: {} vs {ss}", p[0]);
+                assert!(p[1..].iter().all(|&v| v == 0.0), "row {t}: {p:?}");
+            }
         }
     }
 }
