@@ -38,7 +38,8 @@ struct Step {
 
 @group(0) @binding(0) var<uniform> st: Step;
 // Bindings 1 (x), 2 (wq) and 3 (ws) and their accessors xq, quad, ws_word, ws_pair:
-// linear_words32.wgsl or linear_words64.wgsl.
+// linear_words32.wgsl or linear_words64.wgsl. The input loads x_raw: linear_x_each.wgsl
+// or linear_x_shared.wgsl.
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> nw: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> cs: array<vec2<f32>>;
@@ -73,11 +74,13 @@ struct XGroup {
 const NIB_SCALE = vec4<f32>(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0);
 const NIB_MASK = vec4<u32>(0xfu, 0xf00u, 0xf0000u, 0xf000000u);
 
+// This invocation's lane in its subgroup, modulo 8 (set by the thread shape's entry
+// point; linear_x_shared.wgsl loads the input vec4 of this index).
+var<private> x_lane: u32;
+
 fn x_group(xt: u32, g: u32) -> XGroup {
     var r: XGroup;
-    for (var i = 0u; i < 8u; i++) {
-        r.v[i] = xv(xt + g * 8u + i, g * 8u + i);
-    }
+    r.v = x_raw(xt, g);
     if FMT == 3u || FMT == 4u {
         let v = r.v;
         r.s = hsum((v[0] + v[1]) + (v[2] + v[3]) + ((v[4] + v[5]) + (v[6] + v[7])));

@@ -12,6 +12,7 @@ var<workgroup> partial: array<vec2<f32>, 256>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    x_lane = lid.x % 8u;
     let j0 = (wid.x * (WG / TPR) + lid.x / TPR) * RPI;
     let lane = lid.x % TPR;
     let t0 = wid.y * TT;

@@ -4,13 +4,16 @@
 //! Weights are uploaded once, packed but still quantized; q/k/v are stacked into one
 //! matrix and gate/up into another so a block is 5 dispatches: RMSNorm + q/k/v + RoPE +
 //! KV-cache write, attention, o (+ residual), RMSNorm + gate/up + SwiGLU, down
-//! (+ residual). On CPU adapters the RMSNorms stay separate dispatches (7 per block):
-//! there every row recomputing its input's norm costs more than a dispatch does (an
-//! empty dispatch measured ~7 CPU-us on lavapipe, ~1.5 ms of a decode token's 213
-//! dispatches; the kernels themselves are the rest). Pipelines, bind
-//! groups and buffers are created at construction (KV buffers and their bind groups at
-//! `open_session`); a forward writes the input rows and one [`Step`] uniform, records
-//! every block into one command encoder, submits once and reads back only the output.
+//! (+ residual). On GPUs the normed kernels compute the norm themselves. On CPU adapters,
+//! where one invocation per row would recompute it for every row, the norms ride on a
+//! chain ([`NormChain`]): o and down also leave the residual `⊙` the next norm's weight
+//! and partial sums of squares, and q/k/v and gate/up only apply `1 / rms`; a span's
+//! first block gets one norm dispatch of its own. (Before the chain, the 2 RMSNorm
+//! dispatches a block cost ~42 us each on lavapipe, ~2.5 ms of a decode token.)
+//! Pipelines, bind groups and buffers are created at construction (KV buffers and their
+//! bind groups at `open_session`); a forward writes the input rows and one [`Step`]
+//! uniform, records every block into one command encoder, submits once and reads back
+//! only the output.
 
 use std::collections::HashMap;
 use std::ops::Range;

@@ -54,6 +54,16 @@
 //! default model's decode went from ~9.5 to ~11.5-17.7 tok/s and its prefill from
 //! ~15-22 to ~25-33 tok/s on a 2-core machine under load ~5 (`cargo bench --bench
 //! decode`, old and new binaries interleaved).
+//!
+//! What the compiled kernels look like (`GALLIVM_DEBUG=asm` with
+//! `MESA_SHADER_CACHE_DISABLE=true` prints llvmpipe's x86 code, also from Debian's
+//! release build): each lane of each storage load tests its exec-mask bit (every load
+//! sits in a loop, and llvmpipe 25.0 masks all loops), reloads the buffer's base and size
+//! from the descriptor, then per 64-bit component compares, branches, loads and blends
+//! into the vector: ~19 instructions and 3 branches a lane for a `vec2<u64>`, about three
+//! quarters of a Q4_1 group's instructions. The group dot products are explicit `fma`s:
+//! written as `s += a * b` they compiled to a separate `vmulps` and `vaddps` (the Q8_0 LM
+//! head went from ~13-19 to ~11-12 CPU-ms a token in `kernels -- breakdown`).
 
 use std::sync::Arc;
 
@@ -70,6 +80,7 @@ pub const SPEC: KernelSpec = KernelSpec {
         include_str!("../../wgsl/quant.wgsl"),
         include_str!("../../wgsl/quant_words32.wgsl"),
         include_str!("../../wgsl/linear_words32.wgsl"),
+        include_str!("../../wgsl/linear_x_each.wgsl"),
         include_str!("../../wgsl/linear.wgsl"),
         include_str!("../../wgsl/linear_threads.wgsl")
     ),
@@ -83,11 +94,55 @@ pub const SPEC64: KernelSpec = KernelSpec {
     source: concat!(
         include_str!("../../wgsl/quant.wgsl"),
         include_str!("../../wgsl/linear_words64.wgsl"),
+        include_str!("../../wgsl/linear_x_each.wgsl"),
         include_str!("../../wgsl/linear.wgsl"),
         include_str!("../../wgsl/linear_threads.wgsl")
     ),
     bindings: BINDINGS,
 };
+
+/// [`SPEC`] with the inputs loaded once per subgroup and shared by `subgroupBroadcast`
+/// (`wgsl/linear_x_shared.wgsl`): for one invocation per row slots in a workgroup that is
+/// one subgroup of 8 or more lanes ([`shares_inputs`]).
+pub const SHARED_X_SPEC: KernelSpec = KernelSpec {
+    name: "linear_shared_x",
+    source: concat!(
+        include_str!("../../wgsl/quant.wgsl"),
+        include_str!("../../wgsl/quant_words32.wgsl"),
+        include_str!("../../wgsl/linear_words32.wgsl"),
+        include_str!("../../wgsl/linear_x_shared.wgsl"),
+        include_str!("../../wgsl/linear.wgsl"),
+        include_str!("../../wgsl/linear_threads.wgsl")
+    ),
+    bindings: BINDINGS,
+};
+
+/// [`SHARED_X_SPEC`] reading 64-bit words.
+pub const SHARED_X_SPEC64: KernelSpec = KernelSpec {
+    name: "linear_shared_x64",
+    source: concat!(
+        include_str!("../../wgsl/quant.wgsl"),
+        include_str!("../../wgsl/linear_words64.wgsl"),
+        include_str!("../../wgsl/linear_x_shared.wgsl"),
+        include_str!("../../wgsl/linear.wgsl"),
+        include_str!("../../wgsl/linear_threads.wgsl")
+    ),
+    bindings: BINDINGS,
+};
+
+/// Whether a [`Shape::Threads`] kernel on `ctx` loads its inputs once per subgroup
+/// ([`SHARED_X_SPEC`]): one invocation per row slots, and the workgroup one subgroup of
+/// 8 or more lanes (llvmpipe's). Elsewhere every invocation loads them ([`SPEC`]).
+pub fn shares_inputs(ctx: &GpuContext, shape: &Shape) -> bool {
+    match *shape {
+        Shape::Threads {
+            threads_per_row: 1,
+            workgroup,
+            ..
+        } => workgroup >= 8 && ctx.subgroup_sizes() == Some((workgroup, workgroup)),
+        _ => false,
+    }
+}
 
 /// The linear kernel in its subgroup shape ([`Shape::Subgroup`]); compiles only on a
 /// device with [`wgpu::Features::SUBGROUP`].
@@ -97,6 +152,7 @@ pub const SUBGROUP_SPEC: KernelSpec = KernelSpec {
         include_str!("../../wgsl/quant.wgsl"),
         include_str!("../../wgsl/quant_words32.wgsl"),
         include_str!("../../wgsl/linear_words32.wgsl"),
+        include_str!("../../wgsl/linear_x_each.wgsl"),
         include_str!("../../wgsl/linear.wgsl"),
         include_str!("../../wgsl/linear_subgroup.wgsl")
     ),
@@ -109,6 +165,7 @@ pub const SUBGROUP_SPEC64: KernelSpec = KernelSpec {
     source: concat!(
         include_str!("../../wgsl/quant.wgsl"),
         include_str!("../../wgsl/linear_words64.wgsl"),
+        include_str!("../../wgsl/linear_x_each.wgsl"),
         include_str!("../../wgsl/linear.wgsl"),
         include_str!("../../wgsl/linear_subgroup.wgsl")
     ),
@@ -559,7 +616,12 @@ pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel
             c.push(("TPR", threads_per_row.max(1) as f64));
             c.push(("RPI", rows_per_thread.clamp(1, 32) as f64));
             c.push(("WG", workgroup as f64));
-            if wide { &SPEC64 } else { &SPEC }
+            match (shares_inputs(ctx, &v.shape), wide) {
+                (true, true) => &SHARED_X_SPEC64,
+                (true, false) => &SHARED_X_SPEC,
+                (false, true) => &SPEC64,
+                (false, false) => &SPEC,
+            }
         }
         Shape::Subgroup {
             workgroup,
