@@ -631,10 +631,6 @@ fn breakdown(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
     ];
     for (name, ty, inp, out, mode, per_token) in linears {
         let w = quantize(ty, &pseudo_random(inp * out, 1, 0.05)).expect("quantize");
-        let gw = linear::pack(ty, &w, out, inp)
-            .expect("pack")
-            .upload(ctx, name)
-            .expect("upload");
         let normed = matches!(mode, Mode::QkvRope | Mode::SwiGlu);
         let v = Variant {
             norm_eps: normed.then_some(1e-5),
@@ -644,6 +640,12 @@ fn breakdown(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
             // As the engine does: rows per invocation fitted to the matrix.
             ..Variant::new(mode, shape.fitted(linear::invocation_rows(out, mode)))
         };
+        // As the engine does: the groups tiled as the shape reads them.
+        let gw = linear::pack(ty, &w, out, inp)
+            .and_then(|p| p.tiled(linear::tile_rows(out, &v)))
+            .expect("pack")
+            .upload(ctx, name)
+            .expect("upload");
         let k = linear::kernel(ctx, &gw, &v).expect("kernel");
         let extras = Extras {
             norm: (v.norm_eps.is_some() && fuse || v.norm_out).then_some(&g),

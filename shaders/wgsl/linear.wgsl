@@ -96,9 +96,6 @@ fn nib_scaled(q: u32) -> vec4<f32> {
     return vec4<f32>(vec4<u32>(q) & NIB_MASK);
 }
 
-// Groups per step of the kernels' group loops: 2 where a row has an even number of
-// groups, so that both groups' scales come from one load (span_scales).
-override GS: u32 = 2u - NG % 2u;
 
 // The scales of group gi: (d, m) for FMTs 2 to 4 (m = 0 for FMT 2), the two half-group
 // scales for FMT 5, (1, 0) for the float formats.
@@ -140,7 +137,7 @@ fn span_scales(gi: u32) -> vec4<f32> {
     }
 }
 
-// The dot product of group gi (row * NG + g) with the group's inputs xg, its scales sc
+// The dot product of group gi (gidx(row, g)) with the group's inputs xg, its scales sc
 // (group_scales), decoding straight into the products (constant indices only, so
 // everything stays in registers). Quants are read 16 bytes at a time: on llvmpipe a
 // load instruction costs about the same whatever its width, so a vec4 load of a
@@ -201,7 +198,7 @@ fn group_dot(gi: u32, x: XGroup, sc: vec2<f32>) -> f32 {
 // acc plus the dot products of groups g .. g + GS - 1 of row `row` with their inputs x0
 // (and x1), added one group at a time (the order of a loop over single groups).
 fn span_dot(acc: f32, row: u32, g: u32, x0: XGroup, x1: XGroup) -> f32 {
-    let gi = row * NG + g;
+    let gi = gidx(row, g);
     let sc = span_scales(gi);
     var a = acc + group_dot(gi, x0, sc.xy);
     if GS == 2u {

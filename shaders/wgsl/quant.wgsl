@@ -11,6 +11,25 @@
 override FMT: u32 = 3u;
 override K: u32 = 32u;
 override NG: u32 = K / 32u;
+// Groups per span of the linear kernels' group loops: 2 where a row has an even number
+// of groups, so that both groups' scales come from one load (linear.wgsl, span_scales).
+override GS: u32 = 2u - NG % 2u;
+// Rows per tile of the packed layout (PackedWeight::tiled), 0 for row-major.
+override TILE: u32 = 0u;
+
+// Index (in groups) of group g of row `row` in the packed quants and scales: row-major,
+// or in tiles of TILE rows stored span by span (each row's GS groups of a span kept
+// together, so a span's quants and scales stay adjacent): a linear kernel's workgroup,
+// reading its TILE rows span by span, then streams through one contiguous run of memory
+// instead of TILE runs a row apart.
+fn gidx(row: u32, g: u32) -> u32 {
+    if TILE == 0u {
+        return row * NG + g;
+    }
+    // max(): naga rejects a modulo by the constant 0 even on the branch not taken.
+    let r = row % max(TILE, 1u);
+    return (row - r) * NG + (g - g % GS) * TILE + r * GS + g % GS;
+}
 
 struct Group {
     w: array<vec4<f32>, 8>,
@@ -35,7 +54,7 @@ fn load_group(row: u32, g: u32) -> Group {
     var r: Group;
     r.d = 1.0;
     r.m = 0.0;
-    let gi = row * NG + g;
+    let gi = gidx(row, g);
     switch FMT {
         case 0u: {
             for (var i = 0u; i < 8u; i++) {

@@ -46,7 +46,24 @@ struct Linear {
 }
 
 impl Linear {
-    fn new(ctx: &GpuContext, w: GpuWeight, v: Variant) -> Result<Self, EngineError> {
+    /// Uploads `w` for kernels of `v` fitted to it, its groups tiled as the fitted shape
+    /// reads them ([`linear::tile_rows`]).
+    fn new(
+        ctx: &GpuContext,
+        w: PackedWeight,
+        label: &str,
+        v: Variant,
+    ) -> Result<Self, EngineError> {
+        let v = Variant {
+            shape: v.shape.fitted(linear::invocation_rows(w.rows, v.mode)),
+            ..v
+        };
+        let tile = linear::tile_rows(w.rows, &v);
+        Self::with_weight(ctx, w.tiled(tile)?.upload(ctx, label)?, v)
+    }
+
+    /// Kernels of `v` over a weight already on the GPU, in whatever layout it has.
+    fn with_weight(ctx: &GpuContext, w: GpuWeight, v: Variant) -> Result<Self, EngineError> {
         let v = Variant {
             shape: v.shape.fitted(linear::invocation_rows(w.rows, v.mode)),
             ..v
@@ -253,19 +270,16 @@ impl GpuBlocks {
                 qkv_w.gpu_bytes() + gu_w.gpu_bytes() + o_w.gpu_bytes() + down_w.gpu_bytes();
             let qkv_l = Linear::new(
                 g,
-                qkv_w.upload(g, &name("attn_qkv"))?,
+                qkv_w,
+                &name("attn_qkv"),
                 Variant {
                     rope: Some(rope),
                     ..normed(Mode::QkvRope)
                 },
             )?;
-            let o = Linear::new(g, o_w.upload(g, &name("attn_output"))?, residual)?;
-            let gate_up = Linear::new(
-                g,
-                gu_w.upload(g, &name("ffn_gate_up"))?,
-                normed(Mode::SwiGlu),
-            )?;
-            let down = Linear::new(g, down_w.upload(g, &name("ffn_down"))?, residual)?;
+            let o = Linear::new(g, o_w, &name("attn_output"), residual)?;
+            let gate_up = Linear::new(g, gu_w, &name("ffn_gate_up"), normed(Mode::SwiGlu))?;
+            let down = Linear::new(g, down_w, &name("ffn_down"), residual)?;
             for l in [&o, &down] {
                 let p = linear::norm_out_partials(d, &l.decode.1);
                 if l.decode.1.norm_out && p != partials {
@@ -513,24 +527,33 @@ impl GpuHead {
             "output_norm",
             f32_bytes(&llama::norm(src, "output_norm.weight", d)?),
         )?;
-        let embd_t = llama::linear(src, "token_embd.weight", d, vocab)?;
-        let table = linear::pack(embd_t.ty, embd_t.data, vocab, d)?.upload(g, "token_embd")?;
-        let lm_t = llama::lm_head(src, &c)?;
-        let lm_w = if lm_t.name == "token_embd.weight" {
-            // Tied: the LM head reads the embedding's buffers.
-            table.clone()
-        } else {
-            linear::pack(lm_t.ty, lm_t.data, vocab, d)?.upload(g, "output")?
-        };
         let fuse_norm = shape.fuses_norm();
-        let lm = Linear::new(
-            g,
-            lm_w,
-            Variant {
-                norm_eps: fuse_norm.then_some(c.rms_eps),
-                ..Variant::new(Mode::Store, shape)
-            },
-        )?;
+        let lm_v = Variant {
+            norm_eps: fuse_norm.then_some(c.rms_eps),
+            ..Variant::new(Mode::Store, shape.fitted(vocab))
+        };
+        let embd_t = llama::linear(src, "token_embd.weight", d, vocab)?;
+        let lm_t = llama::lm_head(src, &c)?;
+        let tied = lm_t.name == "token_embd.weight";
+        // Tied: the LM head reads the embedding's buffers, tiled for the LM head (the
+        // embedding kernel reads any layout).
+        let table = linear::pack(embd_t.ty, embd_t.data, vocab, d)?
+            .tiled(if tied {
+                linear::tile_rows(vocab, &lm_v)
+            } else {
+                0
+            })?
+            .upload(g, "token_embd")?;
+        let lm = if tied {
+            Linear::with_weight(g, table.clone(), lm_v)?
+        } else {
+            Linear::new(
+                g,
+                linear::pack(lm_t.ty, lm_t.data, vocab, d)?,
+                "output",
+                lm_v,
+            )?
+        };
         let (lm_bind, norm) = if fuse_norm {
             let extras = Extras {
                 norm: Some(&norm_w),

@@ -27,7 +27,11 @@ pub const SPEC: KernelSpec = KernelSpec {
 pub fn kernel(ctx: &GpuContext, table: &GpuWeight) -> Result<Arc<Kernel>, GpuError> {
     ctx.kernel(
         &SPEC,
-        &[("FMT", table.fmt as f64), ("K", table.cols as f64)],
+        &[
+            ("FMT", table.fmt as f64),
+            ("K", table.cols as f64),
+            ("TILE", table.tile as f64),
+        ],
     )
 }
 
@@ -69,16 +73,20 @@ mod tests {
         let ctx = ctx();
         let (vocab, d) = (50, 64);
         let tokens = [3u32, 0, 49, 3, 17];
-        for ty in [
-            GgmlType::Q8_0,
-            GgmlType::Q4_1,
-            GgmlType::F32,
-            GgmlType::Q4_0,
+        // Row-major, and tiled as a tied LM head's kernels read it (tiles of 10 rows).
+        for (ty, tile) in [
+            (GgmlType::Q8_0, 0),
+            (GgmlType::Q4_1, 0),
+            (GgmlType::F32, 0),
+            (GgmlType::Q4_0, 0),
+            (GgmlType::Q8_0, 10),
+            (GgmlType::Q4_1, 10),
         ] {
             let table = quantize(ty, &pseudo_random(vocab * d, 21, 1.0)).expect("q");
             let mut want = vec![0f32; tokens.len() * d];
             reference(ty, &table, d, &tokens, &mut want).expect("reference");
             let w = pack(ty, &table, vocab, d)
+                .and_then(|p| p.tiled(tile))
                 .expect("pack")
                 .upload(&ctx, "embd")
                 .expect("upload");
@@ -97,7 +105,7 @@ mod tests {
                 groups(d, tokens.len()),
             );
             let got = ctx.read_f32(&ob, tokens.len() * d).expect("readback");
-            assert_close(ty.name(), &got, &want, 1e-6);
+            assert_close(&format!("{} tile {tile}", ty.name()), &got, &want, 1e-6);
         }
     }
 }

@@ -423,6 +423,8 @@ pub struct PackedWeight {
     pub cols: usize,
     pub quants: Vec<u8>,
     pub scales: Vec<u8>,
+    /// Rows per tile of the group order ([`PackedWeight::tiled`]); 0: row-major.
+    pub tile: usize,
 }
 
 /// Repacks a ggml tensor of `rows × cols` (`cols` a multiple of 32) for the GPU.
@@ -527,7 +529,27 @@ pub fn pack(
         cols,
         quants,
         scales,
+        tile: 0,
     })
+}
+
+/// Rows per tile ([`PackedWeight::tiled`]) for `v` over a matrix of `w_rows` rows: the
+/// rows one workgroup reads (its row slots, twice as many rows for q/k/v's RoPE pairs)
+/// where invocations own whole row slots ([`Shape::Threads`] with one thread per row) and
+/// the matrix is whole tiles; else 0 (row-major).
+pub fn tile_rows(w_rows: usize, v: &Variant) -> usize {
+    let Shape::Threads {
+        threads_per_row: 1, ..
+    } = v.shape
+    else {
+        return 0;
+    };
+    let per_wg =
+        v.shape.rows_per_workgroup() as usize * if v.mode == Mode::QkvRope { 2 } else { 1 };
+    if per_wg == 0 || !w_rows.is_multiple_of(per_wg) {
+        return 0;
+    }
+    per_wg
 }
 
 impl PackedWeight {
@@ -542,8 +564,14 @@ impl PackedWeight {
             cols: first.cols,
             quants: Vec::new(),
             scales: Vec::new(),
+            tile: 0,
         };
         for p in parts {
+            if p.tile != 0 {
+                return Err(ModelError::Malformed(
+                    "stacking a tiled matrix (tile after stacking)".into(),
+                ));
+            }
             if p.fmt != first.fmt || p.cols != first.cols {
                 return Err(ModelError::Malformed(format!(
                     "cannot stack a {}-column format-{} matrix onto {}-column format-{}",
@@ -557,6 +585,48 @@ impl PackedWeight {
         Ok(out)
     }
 
+    /// This matrix with its groups reordered into tiles of `tile` rows (0: unchanged):
+    /// tile by tile, span by span (a span is the kernels' `GS` groups, 2 where a row has
+    /// an even number of groups), the tile's rows in order, each row's span of groups
+    /// together; `gidx` in quant.wgsl is the same map. A linear kernel whose workgroup
+    /// owns a tile then reads one contiguous run of memory, span after span, where the
+    /// row-major order had it read `tile` runs at once, one per row, which the CPU's
+    /// prefetchers do not follow.
+    pub fn tiled(self, tile: usize) -> Result<PackedWeight, ModelError> {
+        if tile == 0 {
+            return Ok(self);
+        }
+        let ng = self.cols / 32;
+        let groups = self.rows * ng;
+        if self.tile != 0 || !self.rows.is_multiple_of(tile) || groups == 0 {
+            return Err(ModelError::Malformed(format!(
+                "cannot tile {} rows (tiled: {}) by {tile}",
+                self.rows, self.tile
+            )));
+        }
+        let gs = 2 - ng % 2;
+        let (qb, sb) = (self.quants.len() / groups, self.scales.len() / groups);
+        let mut quants = vec![0u8; self.quants.len()];
+        let mut scales = vec![0u8; self.scales.len()];
+        for row in 0..self.rows {
+            let r = row % tile;
+            for g in 0..ng {
+                let src = row * ng + g;
+                let dst = (row - r) * ng + (g - g % gs) * tile + r * gs + g % gs;
+                quants[dst * qb..(dst + 1) * qb]
+                    .copy_from_slice(&self.quants[src * qb..(src + 1) * qb]);
+                scales[dst * sb..(dst + 1) * sb]
+                    .copy_from_slice(&self.scales[src * sb..(src + 1) * sb]);
+            }
+        }
+        Ok(PackedWeight {
+            quants,
+            scales,
+            tile,
+            ..self
+        })
+    }
+
     /// Bytes the GPU will read per full pass over the matrix.
     pub fn gpu_bytes(&self) -> usize {
         self.quants.len() + self.scales.len()
@@ -567,6 +637,7 @@ impl PackedWeight {
             fmt: self.fmt,
             rows: self.rows,
             cols: self.cols,
+            tile: self.tile,
             bytes: self.gpu_bytes(),
             quants: ctx.storage_init(&format!("{label} quants"), &self.quants)?,
             scales: ctx.storage_init(&format!("{label} scales"), &pad8(&self.scales))?,
@@ -592,6 +663,8 @@ pub struct GpuWeight {
     pub fmt: u32,
     pub rows: usize,
     pub cols: usize,
+    /// [`PackedWeight::tile`]: the kernels reading it are specialised to the layout.
+    pub tile: usize,
     pub bytes: usize,
     pub quants: wgpu::Buffer,
     pub scales: wgpu::Buffer,
@@ -605,6 +678,7 @@ pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel
         ("ROWS", invocation_rows(w.rows, v.mode) as f64),
         ("MODE", v.mode as u32 as f64),
         ("TT", v.tokens_per_invocation.clamp(1, 4) as f64),
+        ("TILE", w.tile as f64),
     ];
     let wide = v.words == Words::Widest && ctx.has_int64();
     let spec = match v.shape {
@@ -1169,6 +1243,71 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(subgroup_size) sgs: u
             let (wgs, ..) = groups(slots, 1, &v);
             assert_eq!(wgs as usize * v.shape.rows_per_workgroup() as usize, slots);
             assert!(wgs.is_multiple_of(2));
+        }
+    }
+
+    /// Tiled weights ([`PackedWeight::tiled`] by [`tile_rows`]) give the row-major
+    /// results: Q4_1 rows of 576 (spans of 2 groups) and Q8_0 rows of 288 (9 groups,
+    /// spans of 1), storing, SwiGLU and prefill, both word sizes; tiling moves every
+    /// group exactly once, and what cannot be tiled is refused.
+    #[test]
+    fn tiled_weights_match_row_major() {
+        let ctx = ctx();
+        let words: &[Words] = if ctx.has_int64() {
+            &[Words::Widest, Words::Narrow]
+        } else {
+            &[Words::Widest]
+        };
+        let shape = Shape::ROW_PER_INVOCATION;
+        for (ty, rows, cols, mode, n, tt) in [
+            (GgmlType::Q4_1, 384, 576, Mode::Store, 1, 1),
+            (GgmlType::Q8_0, 2 * 192, 288, Mode::SwiGlu, 5, 4),
+        ] {
+            let w = quantize(ty, &pseudo_random(rows * cols, 31, 1.0)).expect("blocks");
+            let x = pseudo_random(n * cols, 32, 1.0);
+            let out_rows = invocation_rows(rows, mode);
+            let mut want = vec![0f32; n * out_rows];
+            reference(ty, &w, rows, cols, mode, &x, &mut want).expect("reference");
+            for &words in words {
+                let v = Variant {
+                    tokens_per_invocation: tt,
+                    words,
+                    ..Variant::new(mode, shape.fitted(out_rows))
+                };
+                let tile = tile_rows(rows, &v);
+                assert!(tile > 0, "{rows} rows tile for {v:?}");
+                let packed = pack(ty, &w, rows, cols).expect("pack");
+                let tiled = packed.clone().tiled(tile).expect("whole tiles");
+                let mut q = tiled.quants.clone();
+                q.sort_unstable();
+                let mut q0 = packed.quants.clone();
+                q0.sort_unstable();
+                assert_eq!(q, q0, "a permutation of the quants");
+                assert!(packed.clone().tiled(tile + 1).is_err());
+                assert!(tiled.clone().tiled(tile).is_err());
+                assert!(PackedWeight::concat(&[tiled.clone()]).is_err());
+                let gw = tiled.upload(&ctx, "w").expect("upload");
+                let k = kernel(&ctx, &gw, &v).expect("kernel");
+                let (xb, yb) = (
+                    upload_f32(&ctx, &x),
+                    upload_f32(&ctx, &vec![0.0; n * out_rows]),
+                );
+                let st = step(&ctx, n as u32, 0);
+                let bg = bind(&ctx, &k, &st, &xb, &gw, &yb, Extras::default());
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    crate::gpu::pipeline::dispatch(&mut pass, &k, &bg, groups(rows, n, &v));
+                }
+                ctx.queue.submit([enc.finish()]);
+                let got = ctx.read_f32(&yb, n * out_rows).expect("readback");
+                assert_close(
+                    &format!("tiled {} {mode:?} {words:?}", ty.name()),
+                    &got,
+                    &want,
+                    2e-4,
+                );
+            }
         }
     }
 
