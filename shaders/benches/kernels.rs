@@ -265,7 +265,15 @@ fn main() {
             f32_buf(&ctx, &g),
             f32_buf(&ctx, &y),
         );
-        let t = gpu_time(&ctx, min, &k, &[&st, &xb, &gb, &yb], rmsnorm::groups(1), 50);
+        let unused = &ctx.unused_buffers()[1];
+        let t = gpu_time(
+            &ctx,
+            min,
+            &k,
+            &[&st, &xb, &gb, &yb, unused],
+            rmsnorm::groups(1),
+            50,
+        );
         rows.push(Row {
             kernel: "rmsnorm 576".into(),
             unit: "us (lower)",
@@ -569,7 +577,15 @@ fn breakdown(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
     let xn = ctx.storage("normed", (d * 4) as u64).expect("normed");
     if !fuse {
         let k = rmsnorm::kernel(ctx, d, 1e-5).expect("rmsnorm");
-        let t = gpu_time(ctx, min, &k, &[&st, &x, &g, &big], rmsnorm::groups(1), reps);
+        let unused = &ctx.unused_buffers()[1];
+        let t = gpu_time(
+            ctx,
+            min,
+            &k,
+            &[&st, &x, &g, &big, unused],
+            rmsnorm::groups(1),
+            reps,
+        );
         line("rmsnorm (head)", 1.0, t, last_cpu() / reps as f64);
         let k = rmsnorm::partials_kernel(ctx, d, partials).expect("rmsnorm partials");
         let t = gpu_time(

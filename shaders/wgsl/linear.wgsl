@@ -7,7 +7,7 @@
 //           pair of rows ((2i, 2i+1), or (i, i + HD/2) when NEOX), rotates q and k with
 //           the host's (cos, sin) table, writes q to y and k, v into the KV cache.
 // NORM: the input is RMSNorm(x) * nw, the norm computed in the kernel (saves a dispatch).
-// NORM_IN (> 0): the input is already x * nw (rmsnorm_partials.wgsl, or the previous
+// NORM_IN (> 0): the input is already x * nw (rmsnorm.wgsl with NP > 0, or the previous
 //   residual kernel's NORM_OUT); 1/rms comes from its sum of squares, NORM_IN partials
 //   per token in `ssq`.
 // NORM_OUT (MODE 1): also writes the new residual times the next norm's weight (`nw`)

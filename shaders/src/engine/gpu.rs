@@ -38,6 +38,14 @@ fn f32_bytes(v: &[f32]) -> &[u8] {
     bytemuck::cast_slice(v)
 }
 
+/// `v` with its shape fitted to a matrix of `rows` rows ([`Shape::fitted`]; idempotent).
+fn fitted(v: Variant, rows: usize) -> Variant {
+    Variant {
+        shape: v.shape.fitted(linear::invocation_rows(rows, v.mode)),
+        ..v
+    }
+}
+
 /// A linear layer on the GPU with its decode and prefill pipelines.
 struct Linear {
     w: GpuWeight,
@@ -54,20 +62,15 @@ impl Linear {
         label: &str,
         v: Variant,
     ) -> Result<Self, EngineError> {
-        let v = Variant {
-            shape: v.shape.fitted(linear::invocation_rows(w.rows, v.mode)),
-            ..v
-        };
+        let v = fitted(v, w.rows);
         let tile = linear::tile_rows(w.rows, &v);
         Self::with_weight(ctx, w.tiled(tile)?.upload(ctx, label)?, v)
     }
 
-    /// Kernels of `v` over a weight already on the GPU, in whatever layout it has.
+    /// Kernels of `v` (fitted to `w`) over a weight already on the GPU, in whatever
+    /// layout it has.
     fn with_weight(ctx: &GpuContext, w: GpuWeight, v: Variant) -> Result<Self, EngineError> {
-        let v = Variant {
-            shape: v.shape.fitted(linear::invocation_rows(w.rows, v.mode)),
-            ..v
-        };
+        let v = fitted(v, w.rows);
         let pv = Variant {
             tokens_per_invocation: PREFILL_TT,
             ..v
@@ -563,7 +566,8 @@ impl GpuHead {
         } else {
             let normed = g.storage("final normed", (d * 4) as u64)?;
             let k = rmsnorm::kernel(g, d, c.rms_eps)?;
-            let bg = g.bind_group(&k, &[&step, &hidden, &norm_w, &normed]);
+            let unused = &g.unused_buffers()[1];
+            let bg = g.bind_group(&k, &[&step, &hidden, &norm_w, &normed, unused]);
             (
                 lm.bind(g, &step, &normed, &logits, Extras::default()),
                 Some((k, bg)),

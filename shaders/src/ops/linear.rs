@@ -931,12 +931,7 @@ mod tests {
                 ..Default::default()
             };
             let bg = bind(&ctx, &k, &st, &xb, &gw, &yb, extras);
-            let mut enc = ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                crate::gpu::pipeline::dispatch(&mut pass, &k, &bg, groups(rows, n, &v));
-            }
-            ctx.queue.submit([enc.finish()]);
+            crate::ops::run_bound(&ctx, &[(&k, &bg, groups(rows, n, &v))]);
             let got = ctx.read_f32(&yb, n * out_rows).expect("readback");
             let what = format!(
                 "{} {mode:?} n={n} tt={tt} norm={norm} {shape:?} {words:?}",
@@ -990,9 +985,6 @@ mod tests {
         }
     }
 
-    /// Every weight format in every shape, decode (n=1) and prefill (n=5, 4 tokens per
-    /// invocation), GPU within 2e-4·(1+|y|) of the CPU reference. 40 rows of 288: 9
-    /// groups, so a subgroup's lanes get unequal numbers of groups.
     /// The norm chain: a residual kernel with `norm_out` (576 rows over inputs of 1536,
     /// as the down projection) leaves the new residual, its product with the next norm's
     /// weight and partial sums of squares; a SwiGLU kernel with `norm_partials` reads
@@ -1065,19 +1057,13 @@ mod tests {
                 };
                 let bg1 = bind(&ctx, &k1, &st, &hb, &down_w, &xb, chain);
                 let bg2 = bind(&ctx, &k2, &st, &xn, &gu_w, &yb, reads);
-                let mut enc = ctx.device.create_command_encoder(&Default::default());
-                {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    let groups1 = groups(d, n, &residual);
-                    crate::gpu::pipeline::dispatch(&mut pass, &k1, &bg1, groups1);
-                    crate::gpu::pipeline::dispatch(
-                        &mut pass,
-                        &k2,
-                        &bg2,
-                        groups(2 * f, n, &normed_v),
-                    );
-                }
-                ctx.queue.submit([enc.finish()]);
+                crate::ops::run_bound(
+                    &ctx,
+                    &[
+                        (&k1, &bg1, groups(d, n, &residual)),
+                        (&k2, &bg2, groups(2 * f, n, &normed_v)),
+                    ],
+                );
                 let what = format!("norm chain n={n} {words:?}");
                 let got_x = ctx.read_f32(&xb, n * d).expect("readback");
                 assert_close(&format!("{what} residual"), &got_x, &x1, 2e-4);
@@ -1101,6 +1087,9 @@ mod tests {
         }
     }
 
+    /// Every weight format in every shape, decode (n=1) and prefill (n=5, 4 tokens per
+    /// invocation), GPU within 2e-4·(1+|y|) of the CPU reference. 40 rows of 288: 9
+    /// groups, so a subgroup's lanes get unequal numbers of groups.
     #[test]
     fn gpu_matches_cpu_for_every_format() {
         for shape in all_shapes() {
@@ -1304,12 +1293,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(subgroup_size) sgs: u
                 );
                 let st = step(&ctx, n as u32, 0);
                 let bg = bind(&ctx, &k, &st, &xb, &gw, &yb, Extras::default());
-                let mut enc = ctx.device.create_command_encoder(&Default::default());
-                {
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    crate::gpu::pipeline::dispatch(&mut pass, &k, &bg, groups(rows, n, &v));
-                }
-                ctx.queue.submit([enc.finish()]);
+                crate::ops::run_bound(&ctx, &[(&k, &bg, groups(rows, n, &v))]);
                 let got = ctx.read_f32(&yb, n * out_rows).expect("readback");
                 assert_close(
                     &format!("tiled {} {mode:?} {words:?}", ty.name()),

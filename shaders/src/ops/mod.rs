@@ -35,10 +35,18 @@ pub fn run_once(
     groups: (u32, u32, u32),
 ) {
     let bg = ctx.bind_group(kernel, buffers);
+    run_bound(ctx, &[(kernel, &bg, groups)]);
+}
+
+/// Encodes dispatches over bind groups already made, in order, in one pass, and submits
+/// them (tests and one-off calls).
+pub fn run_bound(ctx: &GpuContext, dispatches: &[(&Kernel, &wgpu::BindGroup, (u32, u32, u32))]) {
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
-        crate::gpu::pipeline::dispatch(&mut pass, kernel, &bg, groups);
+        for &(kernel, bg, groups) in dispatches {
+            crate::gpu::pipeline::dispatch(&mut pass, kernel, bg, groups);
+        }
     }
     ctx.queue.submit([enc.finish()]);
 }

@@ -1,6 +1,6 @@
 //! RMSNorm (`wgsl/rmsnorm.wgsl`): `y = x / sqrt(mean(x²) + eps) * g`, a workgroup of 8 per
-//! token row; and its first half (`wgsl/rmsnorm_partials.wgsl`), `x ⊙ g` and the sum of
-//! squares, for linear kernels that apply `1 / rms` themselves.
+//! token row; or its first half ([`partials_kernel`]), `x ⊙ g` and the sum of squares,
+//! for linear kernels that apply `1 / rms` themselves.
 
 use std::sync::Arc;
 
@@ -14,33 +14,22 @@ pub const SPEC: KernelSpec = KernelSpec {
         Binding::Read,
         Binding::Read,
         Binding::ReadWrite,
+        // The sums of squares ([`partials_kernel`]; unused by [`kernel`]).
+        Binding::ReadWrite,
     ],
 };
 
+/// The full RMSNorm; bound as `[step, x, g, y, unused]` ([`GpuContext::unused_buffers`]).
 pub fn kernel(ctx: &GpuContext, d: usize, eps: f32) -> Result<Arc<Kernel>, GpuError> {
     ctx.kernel(&SPEC, &[("D", d as f64), ("EPS", eps as f64)])
 }
 
 /// `y = x ⊙ g` and each row's sum of squares in a buffer of `partials` floats per token
 /// (the total first, then zeros): the input of a linear kernel with
-/// [`super::linear::Variant::norm_partials`] set to `partials`.
-pub const PARTIALS_SPEC: KernelSpec = KernelSpec {
-    name: "rmsnorm_partials",
-    source: include_str!("../../wgsl/rmsnorm_partials.wgsl"),
-    bindings: &[
-        Binding::Uniform,
-        Binding::Read,
-        Binding::Read,
-        Binding::ReadWrite,
-        Binding::ReadWrite,
-    ],
-};
-
+/// [`super::linear::Variant::norm_partials`] set to `partials`. Bound as
+/// `[step, x, g, y, sums]`.
 pub fn partials_kernel(ctx: &GpuContext, d: usize, partials: u32) -> Result<Arc<Kernel>, GpuError> {
-    ctx.kernel(
-        &PARTIALS_SPEC,
-        &[("D", d as f64), ("NP", partials.max(1) as f64)],
-    )
+    ctx.kernel(&SPEC, &[("D", d as f64), ("NP", partials.max(1) as f64)])
 }
 
 pub fn groups(n_tokens: usize) -> (u32, u32, u32) {
@@ -82,7 +71,8 @@ mod tests {
             );
             let k = kernel(&ctx, d, 1e-5).expect("kernel");
             let st = step(&ctx, n as u32, 0);
-            crate::ops::run_once(&ctx, &k, &[&st, &xb, &gb, &yb], groups(n));
+            let unused = &ctx.unused_buffers()[1];
+            crate::ops::run_once(&ctx, &k, &[&st, &xb, &gb, &yb, unused], groups(n));
             assert_close(
                 &format!("rmsnorm {n}x{d}"),
                 &ctx.read_f32(&yb, n * d).expect("readback"),
