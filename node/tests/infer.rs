@@ -13,14 +13,14 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cocoon_protocol::session::aes_hardware;
 use common::infer_mesh::{
     Mesh, expected, generate_until_text, model_path, reference, route_peers, span, start_mesh,
     token_ids, wait_until_ready,
 };
-use common::{BIN, LOOPBACK, TestNode};
+use common::{BIN, LOOPBACK, TestNode, wait_for};
 
 static ONE_MESH_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -204,6 +204,31 @@ fn lying_and_faulty_workers_are_rejected_penalised_and_routed_around() {
             ("stall", liar("10..20", &["--dev-misbehave", "stall"])),
         ],
         &["--forward-timeout-secs", "8"],
+    );
+    // The planner charges a hop its lowest recent ping, sampled every 10 s; a liar first
+    // pinged while it compiled its kernels can look slower than an honest worker until
+    // its next ping (CI saw `lies-about-blocks` skipped so). The test is about what
+    // happens when liars are tried, so it starts once the two cheapest routes are all
+    // liars: every liar is then cheaper than the honest worker for its blocks.
+    let liars: Vec<&str> = mesh.workers[3..]
+        .iter()
+        .map(|w| w.peer_id.as_str())
+        .collect();
+    wait_for(
+        Duration::from_secs(120),
+        "the liars to be the cheapest routes",
+        || {
+            let out = mesh.client.cli(&["routes", "-k", "2", "--json"]);
+            let info: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let routes = info["routes"].as_array()?;
+            let all_liars = routes.iter().all(|r| {
+                r["hops"].as_array().is_some_and(|hops| {
+                    hops.iter()
+                        .all(|h| liars.iter().any(|l| h["peer_id"] == *l))
+                })
+            });
+            (routes.len() == 2 && all_liars).then_some(())
+        },
     );
     let p = &reference()["prompts"][1];
     let summary = mesh.generate(p["prompt"].as_str().expect("prompt"), 32);
