@@ -1,8 +1,9 @@
 //! Decode and prefill speed of the default model on one node: wgpu (lavapipe where there
 //! is no GPU) against the CPU reference, and against llama.cpp's `llama-bench` on the same
 //! GGUF when it is on PATH. Prints a table; `cargo bench -p cocoon-shaders --bench decode`.
-//! A last row gives the decode rate of a token that did nothing but read the model's
-//! weights (the floor the kernels' arithmetic and dispatches sit on).
+//! Two more rows give floors under a token on this adapter (floor.rs): the decode rate if
+//! a token did nothing but read the model's weights, and if it also did the arithmetic
+//! of its Q4_1 groups.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -13,10 +14,12 @@ use cocoon_shaders::engine::{
     BlockBackend, BlockRange, GenerateOptions, HeadBackend, LocalChain, Sampler, SamplingParams,
     SessionId, generate,
 };
-use cocoon_shaders::gpu::{Binding, GpuContext, KernelSpec};
+use cocoon_shaders::gpu::GpuContext;
 use cocoon_shaders::model::gguf::GgufFile;
 use cocoon_shaders::model::tokenizer::Tokenizer;
-use cocoon_shaders::model::{WeightSource, default_model_path};
+use cocoon_shaders::model::{GgmlType, WeightSource, default_model_path};
+
+mod floor;
 
 const PREFILL_TOKENS: usize = 128;
 
@@ -117,60 +120,6 @@ fn llama_bench(model: &std::path::Path, decode_tokens: usize) -> Option<Speed> {
     Some(speed)
 }
 
-/// Reads `bytes` once through the cheapest load found for llvmpipe (`kernels -- loads`:
-/// a `vec2<u64>` a lane, each workgroup streaming 64 KiB, one dispatch, no arithmetic
-/// but an XOR) and returns the median seconds of 9 reads. With the model's tensor bytes
-/// this is a floor on a decode token: every token reads every weight once (the LM head
-/// is the tied embedding). `None` where the adapter lacks 64-bit integers.
-fn read_floor(ctx: &GpuContext, bytes: &[u8]) -> Option<f64> {
-    const READ: KernelSpec = KernelSpec {
-        name: "read floor",
-        source: "override N: u32 = 512u;\n\
-            @group(0) @binding(0) var<storage, read> w: array<vec2<u64>>;\n\
-            @group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\
-            @compute @workgroup_size(8) fn main(@builtin(local_invocation_index) l: u32,\n\
-                @builtin(workgroup_id) wid: vec3<u32>) {\n\
-              let base = wid.x * N * 8u + l;\n\
-              var s = vec2<u64>(0lu);\n\
-              for (var i = 0u; i < N; i += 8u) {\n\
-                let b = base + i * 8u;\n\
-                s ^= w[b] ^ w[b + 8u] ^ w[b + 16u] ^ w[b + 24u] ^ w[b + 32u] ^ w[b + 40u]\n\
-                  ^ w[b + 48u] ^ w[b + 56u];\n\
-              }\n\
-              let t = s.x ^ s.y;\n\
-              o[wid.x * 8u + l] = u32(t) ^ u32(t >> 32u);\n\
-            }",
-        bindings: &[Binding::Read, Binding::ReadWrite],
-    };
-    const PER_WORKGROUP: usize = 512 * 8 * 16;
-    if !ctx.has_int64() {
-        return None;
-    }
-    let groups = bytes.len() / PER_WORKGROUP;
-    let w = ctx
-        .storage_init("read floor", &bytes[..groups * PER_WORKGROUP])
-        .expect("weights-sized buffer");
-    let o = ctx
-        .storage("read floor out", (groups * 8 * 4) as u64)
-        .expect("out");
-    let k = ctx.kernel(&READ, &[]).expect("read kernel");
-    let bg = ctx.bind_group(&k, &[&w, &o]);
-    let read = || {
-        cocoon_shaders::ops::run_bound(ctx, &[(&k, &bg, (groups as u32, 1, 1))]);
-        ctx.wait().expect("device wait");
-    };
-    read();
-    let mut times: Vec<f64> = (0..9)
-        .map(|_| {
-            let t = std::time::Instant::now();
-            read();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    Some(times[4])
-}
-
 fn main() {
     // `cargo bench` passes --bench; nothing here takes arguments.
     let path = default_model_path();
@@ -203,7 +152,14 @@ fn main() {
 
     let tensor_start = model.tensor_infos().iter().map(|t| t.offset).min();
     let tensor_bytes = &model.bytes()[tensor_start.unwrap_or(0)..];
-    let floor = read_floor(&ctx, tensor_bytes);
+    let q4_1_groups: usize = model
+        .tensor_infos()
+        .iter()
+        .filter(|t| t.ty == GgmlType::Q4_1)
+        .map(|t| t.dims.iter().product::<usize>() / 32)
+        .sum();
+    let floor = floor::read_seconds(&ctx, tensor_bytes)
+        .map(|read| (read, floor::q4_1_arith_seconds(&ctx, q4_1_groups)));
 
     let llama = llama_bench(&path, decode_tokens);
 
@@ -222,20 +178,28 @@ fn main() {
     };
     row("wgpu", &gpu);
     row("cpu reference (f32)", &cpu);
-    // Not a backend: the decode rate if a token cost only the reading of its weights.
-    let floor_tps = floor.map(|s| 1.0 / s);
-    if let Some(tps) = floor_tps {
+    // Not backends: the decode rate if a token cost only the reading of its weights, and
+    // only that plus the arithmetic of its Q4_1 groups (floor.rs; the LM head's Q8_0
+    // arithmetic, attention and dispatches left out, so an upper bound on any kernel).
+    let floor_tps = floor.map(|(read, arith)| (1.0 / read, 1.0 / (read + arith)));
+    if let (Some((read_tps, both_tps)), Some((read, arith))) = (floor_tps, floor) {
+        let floor_row = |name: &str, tps: f64| {
+            println!(
+                "{name:<28} {:>12} {:>12.1} {:>9.2}x",
+                "-",
+                tps,
+                tps / gpu.decode_tps
+            );
+        };
+        floor_row("floor: weights read", read_tps);
+        floor_row("floor: read + Q4_1 arith", both_tps);
         println!(
-            "{:<28} {:>12} {:>12.1} {:>9.2}x",
-            "wgpu weights read only",
-            "-",
-            tps,
-            tps / gpu.decode_tps
-        );
-        println!(
-            "  (the model's {:.1} MiB of tensors read once, one dispatch: {:.2} GB/s)",
+            "  (the model's {:.1} MiB of tensors read once in {:.1} ms, {:.2} GB/s; the \
+             arithmetic of its {q4_1_groups} Q4_1 groups {:.1} ms)",
             tensor_bytes.len() as f64 / (1 << 20) as f64,
-            tensor_bytes.len() as f64 * tps / 1e9
+            read * 1e3,
+            tensor_bytes.len() as f64 / read / 1e9,
+            arith * 1e3
         );
     }
     match &llama {
@@ -246,11 +210,12 @@ fn main() {
                 100.0 * gpu.decode_tps / l.decode_tps,
                 100.0 * gpu.prefill_tps / l.prefill_tps
             );
-            if let Some(tps) = floor_tps {
+            if let Some((read_tps, both_tps)) = floor_tps {
                 println!(
-                    "reading the weights alone, as wgpu reads them here, is {:.0}% of \
+                    "the floors are {:.0}% (read) and {:.0}% (read + Q4_1 arith) of \
                      llama.cpp's decode",
-                    100.0 * tps / l.decode_tps
+                    100.0 * read_tps / l.decode_tps,
+                    100.0 * both_tps / l.decode_tps
                 );
             }
         }

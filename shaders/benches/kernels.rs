@@ -18,6 +18,11 @@ use cocoon_shaders::model::{GgmlType, RopeStyle};
 use cocoon_shaders::ops::linear::{self, Extras, Mode, Shape, Variant};
 use cocoon_shaders::ops::{Step, argmax, attention, pseudo_random, rmsnorm, rope};
 
+// Shared with decode.rs, which runs the floors; this bench prints only the arithmetic
+// probe beside its load probes.
+#[allow(dead_code)]
+mod floor;
+
 /// CPU seconds this process has used (all threads: llvmpipe's workers included), from
 /// each thread's /proc/self/task/*/schedstat (nanoseconds on the CPU; the utime of
 /// /proc/self/stat counts 100 Hz ticks, too coarse for short runs), falling back to
@@ -963,6 +968,22 @@ fn load_patterns(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
             (3, "shared per-lane vec4"),
         ],
         &[&ub, &ob],
+    );
+    // The other half of a quantized matvec's cost: its Q4_1 arithmetic without loads
+    // (floor.rs). With the vec2<u64> load above (one per group and lane) it bounds what a
+    // kernel reading these groups can do.
+    let k = ctx
+        .kernel(&floor::Q4_1_ARITH, &[("N", f64::from(n))])
+        .expect("arithmetic probe");
+    let t = gpu_time(ctx, min, &k, &[&ob], (wgs, 1, 1), 4);
+    let cpu = last_cpu() / 4.0;
+    let groups = f64::from(n * wgs);
+    println!(
+        "arith Q4_1 group (no loads): {:.2} ns wall, {:.2} CPU-ns per group of a workgroup \
+         (8 lanes x 20 bytes: {:.3} CPU-ns per byte)",
+        t / groups * 1e9,
+        cpu / groups * 1e9,
+        cpu / groups * 1e9 / 160.0
     );
 }
 
