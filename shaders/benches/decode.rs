@@ -1,9 +1,9 @@
 //! Decode and prefill speed of the default model on one node: wgpu (lavapipe where there
 //! is no GPU) against the CPU reference, and against llama.cpp's `llama-bench` on the same
 //! GGUF when it is on PATH. Prints a table; `cargo bench -p cocoon-shaders --bench decode`.
-//! Two more rows give floors under a token on this adapter (floor.rs): the decode rate if
-//! a token did nothing but read the model's weights, and if it also did the arithmetic
-//! of its Q4_1 groups.
+//! Two more rows give floors under a token on this adapter (floor/mod.rs): the decode
+//! rate if a token did nothing but read the model's weights, and if it also did the
+//! arithmetic of its Q4_1 groups.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -179,8 +179,9 @@ fn main() {
     row("wgpu", &gpu);
     row("cpu reference (f32)", &cpu);
     // Not backends: the decode rate if a token cost only the reading of its weights, and
-    // only that plus the arithmetic of its Q4_1 groups (floor.rs; the LM head's Q8_0
-    // arithmetic, attention and dispatches left out, so an upper bound on any kernel).
+    // only that plus the arithmetic of its Q4_1 groups (floor/mod.rs; the LM head's
+    // Q8_0 arithmetic, attention and dispatches left out, so an upper bound on any
+    // kernel).
     let floor_tps = floor.map(|(read, arith)| (1.0 / read, 1.0 / (read + arith)));
     if let (Some((read_tps, both_tps)), Some((read, arith))) = (floor_tps, floor) {
         let floor_row = |name: &str, tps: f64| {

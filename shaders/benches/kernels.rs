@@ -18,8 +18,8 @@ use cocoon_shaders::model::{GgmlType, RopeStyle};
 use cocoon_shaders::ops::linear::{self, Extras, Mode, Shape, Variant};
 use cocoon_shaders::ops::{Step, argmax, attention, pseudo_random, rmsnorm, rope};
 
-// Shared with decode.rs, which runs the floors; this bench prints only the arithmetic
-// probe beside its load probes.
+// Shared with decode.rs, which runs the floors (in benches/floor/ so that cargo does not
+// take it for a bench of its own); this bench prints only the arithmetic probe.
 #[allow(dead_code)]
 mod floor;
 
@@ -970,7 +970,7 @@ fn load_patterns(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
         &[&ub, &ob],
     );
     // The other half of a quantized matvec's cost: its Q4_1 arithmetic without loads
-    // (floor.rs). With the vec2<u64> load above (one per group and lane) it bounds what a
+    // (floor/mod.rs). With the vec2<u64> load above (one per group and lane) it bounds what a
     // kernel reading these groups can do.
     let k = ctx
         .kernel(&floor::Q4_1_ARITH, &[("N", f64::from(n))])
