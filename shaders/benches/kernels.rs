@@ -183,7 +183,7 @@ fn matvec_shapes(ctx: &GpuContext) -> Vec<(String, Shape)> {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // Other non-flag arguments select sections: matvec, small, loads, breakdown, decode;
-    // `rows` and `attention` run only when named.
+    // `rows`, `attention` and `persistent` run only when named.
     let only: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -364,6 +364,9 @@ fn main() {
     if only.iter().any(|o| o == "rows") {
         rows_per_invocation(&ctx);
     }
+    if only.iter().any(|o| o == "persistent") {
+        persistent_vs_dispatch(&ctx);
+    }
     if only.iter().any(|o| o == "attention") {
         attention_layouts(&ctx);
     }
@@ -538,6 +541,7 @@ fn breakdown(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
         wide * 1e6,
         wide_c * 1e6
     );
+    grid_barrier_cost(ctx);
 
     let st = step_buffer(ctx, 1, pos);
     let x = f32_buf(ctx, &pseudo_random(d.max(f), 2, 1.0));
@@ -720,6 +724,258 @@ fn breakdown(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
         total.0 * 1e3,
         total.1 * 1e3
     );
+}
+
+/// What a software grid barrier costs on a CPU adapter, against a dispatch: one workgroup
+/// per llvmpipe thread (each workgroup is a thread there, so they all run at once), each
+/// arriving at an atomic counter and spinning until all have, PHASES times in one
+/// dispatch. A block's five dispatches could be one persistent dispatch with barriers
+/// between its ops if a barrier is much cheaper than a dispatch. The spin gives up after
+/// a bound (reported) rather than hang where workgroups do not all run at once.
+fn grid_barrier_cost(ctx: &GpuContext) {
+    use cocoon_shaders::gpu::{Binding, KernelSpec};
+    const BARRIER: KernelSpec = KernelSpec {
+        name: "grid barrier probe",
+        source: "override W: u32 = 2u;\n\
+            override PHASES: u32 = 1000u;\n\
+            @group(0) @binding(0) var<storage, read_write> arrived: array<atomic<u32>>;\n\
+            @group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\
+            @compute @workgroup_size(8) fn main(@builtin(local_invocation_index) l: u32,\n\
+                @builtin(workgroup_id) wid: vec3<u32>) {\n\
+              var gave_up = 0u;\n\
+              for (var p = 1u; p <= PHASES; p++) {\n\
+                if l == 0u { atomicAdd(&arrived[0], 1u); }\n\
+                var spins = 0u;\n\
+                loop {\n\
+                  if atomicLoad(&arrived[0]) >= p * W { break; }\n\
+                  spins++;\n\
+                  if spins > 50000000u { gave_up = 1u; break; }\n\
+                }\n\
+                if gave_up == 1u { break; }\n\
+              }\n\
+              o[wid.x * 8u + l] = gave_up;\n\
+            }",
+        bindings: &[Binding::ReadWrite, Binding::ReadWrite],
+    };
+    if !ctx.is_cpu() {
+        return;
+    }
+    let threads = std::env::var("LP_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse::<u32>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |c| c.get() as u32));
+    if threads < 2 {
+        println!("  grid barrier: one llvmpipe thread, nothing to synchronise");
+        return;
+    }
+    let arrived = ctx.storage("arrived", 16).expect("counter");
+    let out = ctx
+        .storage("gave up", u64::from(threads) * 32)
+        .expect("out");
+    let readback = cocoon_shaders::gpu::Readback::new(ctx, "gave up", u64::from(threads) * 32);
+    let run = |phases: u32| -> (f64, bool) {
+        let k = ctx
+            .kernel(
+                &BARRIER,
+                &[("W", f64::from(threads)), ("PHASES", f64::from(phases))],
+            )
+            .expect("barrier kernel");
+        let bg = ctx.bind_group(&k, &[&arrived, &out]);
+        let mut times = Vec::new();
+        let mut gave_up = false;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            enc.clear_buffer(&arrived, 0, None);
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                cocoon_shaders::gpu::pipeline::dispatch(&mut pass, &k, &bg, (threads, 1, 1));
+            }
+            readback.copy_from(&mut enc, &out, u64::from(threads) * 32);
+            ctx.queue.submit([enc.finish()]);
+            let flags = readback
+                .read(ctx, u64::from(threads) * 32)
+                .expect("read back");
+            times.push(t.elapsed().as_secs_f64());
+            gave_up |= flags.iter().any(|&b| b != 0);
+        }
+        times.sort_by(f64::total_cmp);
+        (times[2], gave_up)
+    };
+    let (one, _) = run(1);
+    let phases = 2000;
+    let (many, gave_up) = run(phases);
+    if gave_up {
+        println!("  grid barrier: the workgroups did not all run at once (a spin gave up)");
+        return;
+    }
+    println!(
+        "  grid barrier across {threads} persistent workgroups: {:.2} us each ({phases} in \
+         one dispatch), against a dispatch's cost above",
+        (many - one) / f64::from(phases - 1) * 1e6
+    );
+}
+
+/// The linear kernel (CPU shape, 64-bit words, shared inputs) run as a block runs it: 30
+/// matvecs one after another, each its own dispatch, against one dispatch of one
+/// persistent workgroup per llvmpipe thread that takes the matvecs' workgroups in turn
+/// and meets the others at a grid barrier (grid_barrier_cost) after each matvec. The
+/// same weights each time (cache-resident, as in the breakdown). What a persistent block
+/// kernel would gain on the real kernels; CPU adapters only. Measured on Mesa 25.0.7 (2
+/// vCPUs): 0.83-1.2x, q/o gaining a little and up/down losing 5-17%: the body run in a
+/// loop costs more than the dispatches it saves, though the barrier alone is ~10x
+/// cheaper than an empty dispatch.
+fn persistent_vs_dispatch(ctx: &std::sync::Arc<GpuContext>) {
+    use cocoon_shaders::gpu::{Binding, KernelSpec};
+    const ENTRY: &str = "@compute @workgroup_size(WG)\nfn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {";
+    const PERSISTENT: &str = "
+override PW: u32 = 2u;
+override VWG: u32 = 4u;
+override REPS: u32 = 30u;
+@group(0) @binding(11) var<storage, read_write> arrived: array<atomic<u32>>;
+var<workgroup> next_v: u32;
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    for (var rep = 1u; rep <= REPS; rep++) {
+        // The matvec's workgroups taken from a counter of this round (arrived[rep]), as
+        // llvmpipe's threads take a dispatch's: a thread slowed down takes fewer.
+        loop {
+            if lid.x == 0u { next_v = atomicAdd(&arrived[rep], 1u); }
+            let v = workgroupUniformLoad(&next_v);
+            if v >= VWG { break; }
+            body(lid, vec3<u32>(v, wid.y, wid.z));
+        }
+        if lid.x == 0u {
+            atomicAdd(&arrived[0], 1u);
+            loop {
+                if atomicLoad(&arrived[0]) >= rep * PW { break; }
+            }
+        }
+        workgroupBarrier();
+    }
+}
+";
+    let Shape::Threads { workgroup, .. } = Shape::for_context(ctx) else {
+        println!("persistent: not a CPU adapter");
+        return;
+    };
+    if !ctx.has_int64() {
+        println!("persistent: no 64-bit integers");
+        return;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |c| c.get() as u32);
+    let base = linear::SHARED_X_SPEC64.source;
+    assert!(
+        base.contains(ENTRY),
+        "linear_threads.wgsl's entry point moved"
+    );
+    let source: &'static str = Box::leak(
+        (base.replace(ENTRY, "fn body(lid: vec3<u32>, wid: vec3<u32>) {") + PERSISTENT)
+            .into_boxed_str(),
+    );
+    let mut bindings = linear::SHARED_X_SPEC64.bindings.to_vec();
+    bindings.push(Binding::ReadWrite);
+    let spec = KernelSpec {
+        name: "linear persistent",
+        source,
+        bindings: Box::leak(bindings.into_boxed_slice()),
+    };
+    let matvecs = 30u32;
+    println!(
+        "\n{matvecs} matvecs (Q4_1, one token): dispatch each, or {threads} persistent workgroups with grid barriers"
+    );
+    for (name, inp, out) in [
+        ("q/o 576->576", 576, 576),
+        ("up 576->1536", 576, 1536),
+        ("down 1536->576", 1536, 576),
+    ] {
+        let w = quantize(GgmlType::Q4_1, &pseudo_random(inp * out, 1, 0.05)).expect("quantize");
+        let v = Variant::new(Mode::Store, Shape::for_context(ctx).fitted(out));
+        let tile = linear::tile_rows(out, &v);
+        let packed = linear::pack(GgmlType::Q4_1, &w, out, inp)
+            .and_then(|p| p.tiled(tile))
+            .expect("pack");
+        let gw = packed.upload(ctx, name).expect("upload");
+        let xb = f32_buf(ctx, &pseudo_random(inp, 2, 1.0));
+        let yb = ctx.storage("y", (out * 4) as u64).expect("y");
+        let st = step_buffer(ctx, 1, 0);
+        let k = linear::kernel(ctx, &gw, &v).expect("kernel");
+        let bg = linear::bind(ctx, &k, &st, &xb, &gw, &yb, Extras::default());
+        let groups = linear::groups(out, 1, &v);
+        let Shape::Threads {
+            rows_per_thread: rpt,
+            ..
+        } = v.shape
+        else {
+            unreachable!("a thread shape fits to a thread shape")
+        };
+        let pk = ctx
+            .kernel(
+                &spec,
+                &[
+                    ("FMT", f64::from(gw.fmt)),
+                    ("K", inp as f64),
+                    ("ROWS", out as f64),
+                    ("MODE", 0.0),
+                    ("TT", 1.0),
+                    ("TILE", gw.tile as f64),
+                    ("TPR", 1.0),
+                    ("RPI", f64::from(rpt)),
+                    ("WG", f64::from(workgroup)),
+                    ("PW", f64::from(threads)),
+                    ("VWG", f64::from(groups.0)),
+                    ("REPS", f64::from(matvecs)),
+                ],
+            )
+            .expect("persistent kernel");
+        let arrived = ctx
+            .storage("arrived", u64::from(matvecs + 1) * 4)
+            .expect("counters");
+        let [ur, uw0, uw1, uw2, uw3] = ctx.unused_buffers();
+        let pbg = ctx.bind_group(
+            &pk,
+            &[
+                &st, &xb, &gw.quants, &gw.scales, &yb, ur, ur, uw0, uw1, uw2, uw3, &arrived,
+            ],
+        );
+        let time_one = |persistent: bool| {
+            let t = Instant::now();
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            if persistent {
+                enc.clear_buffer(&arrived, 0, None);
+            }
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                if persistent {
+                    cocoon_shaders::gpu::pipeline::dispatch(&mut pass, &pk, &pbg, (threads, 1, 1));
+                } else {
+                    for _ in 0..matvecs {
+                        cocoon_shaders::gpu::pipeline::dispatch(&mut pass, &k, &bg, groups);
+                    }
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+            ctx.wait().expect("device wait");
+            t.elapsed().as_secs_f64()
+        };
+        time_one(false);
+        time_one(true);
+        let (mut each, mut persist) = (Vec::new(), Vec::new());
+        for _ in 0..15 {
+            each.push(time_one(false));
+            persist.push(time_one(true));
+        }
+        each.sort_by(f64::total_cmp);
+        persist.sort_by(f64::total_cmp);
+        let per = |v: &[f64]| v[v.len() / 2] / f64::from(matvecs) * 1e6;
+        println!(
+            "  {name:<16} rows/thread {rpt:>2}, {} workgroups: a dispatch each {:>7.1} us, persistent {:>7.1} us per matvec ({:.2}x)",
+            groups.0,
+            per(&each),
+            per(&persist),
+            per(&each) / per(&persist)
+        );
+    }
 }
 
 /// What a load costs on this adapter by how its address varies between the invocations of
