@@ -183,7 +183,8 @@ fn main() {
     // Q8_0 arithmetic, attention and dispatches left out, so an upper bound on any
     // kernel).
     let floor_tps = floor.map(|(read, arith)| (1.0 / read, 1.0 / (read + arith)));
-    if let (Some((read_tps, both_tps)), Some((read, arith))) = (floor_tps, floor) {
+    if let Some((read, arith)) = floor {
+        let (read_tps, both_tps) = (1.0 / read, 1.0 / (read + arith));
         let floor_row = |name: &str, tps: f64| {
             println!(
                 "{name:<28} {:>12} {:>12.1} {:>9.2}x",
