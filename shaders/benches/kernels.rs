@@ -726,6 +726,14 @@ fn breakdown(ctx: &std::sync::Arc<GpuContext>, min: Duration) {
     );
 }
 
+/// The threads llvmpipe runs workgroups on: LP_NUM_THREADS, else one per CPU.
+fn llvmpipe_threads() -> u32 {
+    std::env::var("LP_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse::<u32>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |c| c.get() as u32))
+}
+
 /// What a software grid barrier costs on a CPU adapter, against a dispatch: one workgroup
 /// per llvmpipe thread (each workgroup is a thread there, so they all run at once), each
 /// arriving at an atomic counter and spinning until all have, PHASES times in one
@@ -760,10 +768,7 @@ fn grid_barrier_cost(ctx: &GpuContext) {
     if !ctx.is_cpu() {
         return;
     }
-    let threads = std::env::var("LP_NUM_THREADS")
-        .ok()
-        .and_then(|t| t.parse::<u32>().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |c| c.get() as u32));
+    let threads = llvmpipe_threads();
     if threads < 2 {
         println!("  grid barrier: one llvmpipe thread, nothing to synchronise");
         return;
@@ -847,8 +852,13 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
         if lid.x == 0u {
             atomicAdd(&arrived[0], 1u);
+            // Bounded, and flagged in the last counter, rather than hang where the
+            // workgroups do not all run at once.
+            var spins = 0u;
             loop {
                 if atomicLoad(&arrived[0]) >= rep * PW { break; }
+                spins++;
+                if spins > 50000000u { atomicStore(&arrived[REPS + 1u], 1u); break; }
             }
         }
         workgroupBarrier();
@@ -863,7 +873,11 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         println!("persistent: no 64-bit integers");
         return;
     }
-    let threads = std::thread::available_parallelism().map_or(1, |c| c.get() as u32);
+    let threads = llvmpipe_threads();
+    if threads < 2 {
+        println!("persistent: one llvmpipe thread");
+        return;
+    }
     let base = linear::SHARED_X_SPEC64.source;
     assert!(
         base.contains(ENTRY),
@@ -928,9 +942,10 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
                 ],
             )
             .expect("persistent kernel");
-        let arrived = ctx
-            .storage("arrived", u64::from(matvecs + 1) * 4)
-            .expect("counters");
+        // The barrier's counter, one work counter per matvec, the gave-up flag.
+        let counters = u64::from(matvecs + 2) * 4;
+        let arrived = ctx.storage("arrived", counters).expect("counters");
+        let readback = cocoon_shaders::gpu::Readback::new(ctx, "arrived", counters);
         let [ur, uw0, uw1, uw2, uw3] = ctx.unused_buffers();
         let pbg = ctx.bind_group(
             &pk,
@@ -967,6 +982,14 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
         each.sort_by(f64::total_cmp);
         persist.sort_by(f64::total_cmp);
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        readback.copy_from(&mut enc, &arrived, counters);
+        ctx.queue.submit([enc.finish()]);
+        let flags = readback.read(ctx, counters).expect("read back");
+        if flags[(matvecs as usize + 1) * 4..].iter().any(|&b| b != 0) {
+            println!("  {name}: the workgroups did not all run at once (a spin gave up)");
+            continue;
+        }
         let per = |v: &[f64]| v[v.len() / 2] / f64::from(matvecs) * 1e6;
         println!(
             "  {name:<16} rows/thread {rpt:>2}, {} workgroups: a dispatch each {:>7.1} us, persistent {:>7.1} us per matvec ({:.2}x)",
