@@ -830,7 +830,7 @@ fn grid_barrier_cost(ctx: &GpuContext) {
 /// kernel would gain on the real kernels; CPU adapters only. Measured on Mesa 25.0.7 (2
 /// vCPUs): 0.83-1.2x, q/o gaining a little and up/down losing 5-17%: the body run in a
 /// loop costs more than the dispatches it saves, though the barrier alone costs at most
-/// 0.1-0.5 us against 22-28 us for an empty dispatch.
+/// 0.1-1.4 us against 22-28 us for an empty dispatch.
 fn persistent_vs_dispatch(ctx: &std::sync::Arc<GpuContext>) {
     use cocoon_shaders::gpu::{Binding, KernelSpec};
     const ENTRY: &str = "@compute @workgroup_size(WG)\nfn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {";
