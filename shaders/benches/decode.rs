@@ -158,8 +158,7 @@ fn main() {
         .filter(|t| t.ty == GgmlType::Q4_1)
         .map(|t| t.dims.iter().product::<usize>() / 32)
         .sum();
-    let floor = floor::read_seconds(&ctx, tensor_bytes)
-        .map(|read| (read, floor::q4_1_arith_seconds(&ctx, q4_1_groups)));
+    let floors = floor::Floors::measure(&ctx, tensor_bytes, q4_1_groups);
 
     let llama = llama_bench(&path, decode_tokens);
 
@@ -182,9 +181,7 @@ fn main() {
     // only that plus the arithmetic of its Q4_1 groups (floor/mod.rs; the LM head's
     // Q8_0 arithmetic, attention and dispatches left out, so an upper bound on any
     // kernel).
-    let floor_tps = floor.map(|(read, arith)| (1.0 / read, 1.0 / (read + arith)));
-    if let Some((read, arith)) = floor {
-        let (read_tps, both_tps) = (1.0 / read, 1.0 / (read + arith));
+    if let Some(f) = floors {
         let floor_row = |name: &str, tps: f64| {
             println!(
                 "{name:<28} {:>12} {:>12.1} {:>9.2}x",
@@ -193,15 +190,15 @@ fn main() {
                 tps / gpu.decode_tps
             );
         };
-        floor_row("floor: weights read", read_tps);
-        floor_row("floor: read + Q4_1 arith", both_tps);
+        floor_row("floor: weights read", f.read_tps());
+        floor_row("floor: read + Q4_1 arith", f.read_arith_tps());
         println!(
             "  (the model's {:.1} MiB of tensors read once in {:.1} ms, {:.2} GB/s; the \
              arithmetic of its {q4_1_groups} Q4_1 groups {:.1} ms)",
             tensor_bytes.len() as f64 / (1 << 20) as f64,
-            read * 1e3,
-            tensor_bytes.len() as f64 / read / 1e9,
-            arith * 1e3
+            f.read * 1e3,
+            tensor_bytes.len() as f64 / f.read / 1e9,
+            f.arith * 1e3
         );
     }
     match &llama {
@@ -212,12 +209,12 @@ fn main() {
                 100.0 * gpu.decode_tps / l.decode_tps,
                 100.0 * gpu.prefill_tps / l.prefill_tps
             );
-            if let Some((read_tps, both_tps)) = floor_tps {
+            if let Some(f) = floors {
                 println!(
                     "the floors are {:.0}% (read) and {:.0}% (read + Q4_1 arith) of \
                      llama.cpp's decode",
-                    100.0 * read_tps / l.decode_tps,
-                    100.0 * both_tps / l.decode_tps
+                    100.0 * f.read_tps() / l.decode_tps,
+                    100.0 * f.read_arith_tps() / l.decode_tps
                 );
             }
         }

@@ -19,7 +19,7 @@ use cocoon_shaders::ops::linear::{self, Extras, Mode, Shape, Variant};
 use cocoon_shaders::ops::{Step, argmax, attention, pseudo_random, rmsnorm, rope};
 
 // Shared with decode.rs, which runs the floors (in benches/floor/ so that cargo does not
-// take it for a bench of its own); this bench prints only the arithmetic probe.
+// take it for a bench of its own); this bench uses its arithmetic probe and timing.
 #[allow(dead_code)]
 mod floor;
 
@@ -734,6 +734,29 @@ fn llvmpipe_threads() -> u32 {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |c| c.get() as u32))
 }
 
+/// WGSL: a software grid barrier over `arrived[0]` (the including kernel declares
+/// `arrived: array<atomic<u32>>`): lane 0 of each workgroup arrives and spins until
+/// `arrivals` in all, giving up (false) after a bound rather than hang where the
+/// workgroups do not all run at once.
+macro_rules! grid_barrier_wgsl {
+    () => {
+        "fn grid_barrier(lane: u32, arrivals: u32) -> bool {
+    var ok = true;
+    if lane == 0u {
+        atomicAdd(&arrived[0], 1u);
+        var spins = 0u;
+        loop {
+            if atomicLoad(&arrived[0]) >= arrivals { break; }
+            spins++;
+            if spins > 50000000u { ok = false; break; }
+        }
+    }
+    return ok;
+}
+"
+    };
+}
+
 /// What a software grid barrier costs on a CPU adapter, against a dispatch: one workgroup
 /// per llvmpipe thread (each workgroup is a thread there, so they all run at once), each
 /// arriving at an atomic counter and spinning until all have, PHASES times in one
@@ -744,25 +767,21 @@ fn grid_barrier_cost(ctx: &GpuContext) {
     use cocoon_shaders::gpu::{Binding, KernelSpec};
     const BARRIER: KernelSpec = KernelSpec {
         name: "grid barrier probe",
-        source: "override W: u32 = 2u;\n\
-            override PHASES: u32 = 1000u;\n\
-            @group(0) @binding(0) var<storage, read_write> arrived: array<atomic<u32>>;\n\
-            @group(0) @binding(1) var<storage, read_write> o: array<u32>;\n\
-            @compute @workgroup_size(8) fn main(@builtin(local_invocation_index) l: u32,\n\
-                @builtin(workgroup_id) wid: vec3<u32>) {\n\
-              var gave_up = 0u;\n\
-              for (var p = 1u; p <= PHASES; p++) {\n\
-                if l == 0u { atomicAdd(&arrived[0], 1u); }\n\
-                var spins = 0u;\n\
-                loop {\n\
-                  if atomicLoad(&arrived[0]) >= p * W { break; }\n\
-                  spins++;\n\
-                  if spins > 50000000u { gave_up = 1u; break; }\n\
-                }\n\
-                if gave_up == 1u { break; }\n\
-              }\n\
-              o[wid.x * 8u + l] = gave_up;\n\
-            }",
+        source: concat!(
+            grid_barrier_wgsl!(),
+            "override W: u32 = 2u;
+override PHASES: u32 = 1000u;
+@group(0) @binding(0) var<storage, read_write> arrived: array<atomic<u32>>;
+@group(0) @binding(1) var<storage, read_write> o: array<u32>;
+@compute @workgroup_size(8) fn main(@builtin(local_invocation_index) l: u32,
+    @builtin(workgroup_id) wid: vec3<u32>) {
+    var gave_up = 0u;
+    for (var p = 1u; p <= PHASES; p++) {
+        if !grid_barrier(l, p * W) { gave_up = 1u; break; }
+    }
+    o[wid.x * 8u + l] = gave_up;
+}"
+        ),
         bindings: &[Binding::ReadWrite, Binding::ReadWrite],
     };
     if !ctx.is_cpu() {
@@ -778,38 +797,32 @@ fn grid_barrier_cost(ctx: &GpuContext) {
         .storage("gave up", u64::from(threads) * 32)
         .expect("out");
     let readback = cocoon_shaders::gpu::Readback::new(ctx, "gave up", u64::from(threads) * 32);
-    let run = |phases: u32| -> (f64, bool) {
-        let k = ctx
-            .kernel(
-                &BARRIER,
-                &[("W", f64::from(threads)), ("PHASES", f64::from(phases))],
-            )
-            .expect("barrier kernel");
-        let bg = ctx.bind_group(&k, &[&arrived, &out]);
-        let mut times = Vec::new();
-        let mut gave_up = false;
-        for _ in 0..5 {
-            let t = Instant::now();
-            let mut enc = ctx.device.create_command_encoder(&Default::default());
-            enc.clear_buffer(&arrived, 0, None);
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                cocoon_shaders::gpu::pipeline::dispatch(&mut pass, &k, &bg, (threads, 1, 1));
-            }
-            readback.copy_from(&mut enc, &out, u64::from(threads) * 32);
-            ctx.queue.submit([enc.finish()]);
-            let flags = readback
-                .read(ctx, u64::from(threads) * 32)
-                .expect("read back");
-            times.push(t.elapsed().as_secs_f64());
-            gave_up |= flags.iter().any(|&b| b != 0);
+    let phases = 20000u32;
+    let k = ctx
+        .kernel(
+            &BARRIER,
+            &[("W", f64::from(threads)), ("PHASES", f64::from(phases))],
+        )
+        .expect("barrier kernel");
+    let bg = ctx.bind_group(&k, &[&arrived, &out]);
+    let gave_up = std::cell::Cell::new(false);
+    let all = floor::median_seconds(ctx, || {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        enc.clear_buffer(&arrived, 0, None);
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            cocoon_shaders::gpu::pipeline::dispatch(&mut pass, &k, &bg, (threads, 1, 1));
         }
-        times.sort_by(f64::total_cmp);
-        (times[2], gave_up)
-    };
-    let phases = 20000;
-    let (all, gave_up) = run(phases);
-    if gave_up {
+        readback.copy_from(&mut enc, &out, u64::from(threads) * 32);
+        ctx.queue.submit([enc.finish()]);
+        let flags = readback
+            .read(ctx, u64::from(threads) * 32)
+            .expect("read back");
+        if flags.iter().any(|&b| b != 0) {
+            gave_up.set(true);
+        }
+    });
+    if gave_up.get() {
         println!("  grid barrier: the workgroups did not all run at once (a spin gave up)");
         return;
     }
@@ -822,7 +835,7 @@ fn grid_barrier_cost(ctx: &GpuContext) {
     );
 }
 
-/// The linear kernel (CPU shape, 64-bit words, shared inputs) run as a block runs it: 30
+/// The linear kernel (as the engine specialises it on a CPU adapter) run as a block runs it: 30
 /// matvecs one after another, each its own dispatch, against one dispatch of one
 /// persistent workgroup per llvmpipe thread that takes the matvecs' workgroups in turn
 /// and meets the others at a grid barrier (grid_barrier_cost) after each matvec. The
@@ -851,27 +864,14 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             if v >= VWG { break; }
             body(lid, vec3<u32>(v, wid.y, wid.z));
         }
-        if lid.x == 0u {
-            atomicAdd(&arrived[0], 1u);
-            // Bounded, and flagged in the last counter, rather than hang where the
-            // workgroups do not all run at once.
-            var spins = 0u;
-            loop {
-                if atomicLoad(&arrived[0]) >= rep * PW { break; }
-                spins++;
-                if spins > 50000000u { atomicStore(&arrived[REPS + 1u], 1u); break; }
-            }
-        }
+        // A spin that gave up is flagged in the last counter.
+        if !grid_barrier(lid.x, rep * PW) { atomicStore(&arrived[REPS + 1u], 1u); }
         workgroupBarrier();
     }
 }
 ";
-    let Shape::Threads { workgroup, .. } = Shape::for_context(ctx) else {
+    if !ctx.is_cpu() {
         println!("persistent: not a CPU adapter");
-        return;
-    };
-    if !ctx.has_int64() {
-        println!("persistent: no 64-bit integers");
         return;
     }
     let threads = llvmpipe_threads();
@@ -879,22 +879,26 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         println!("persistent: one llvmpipe thread");
         return;
     }
-    let base = linear::SHARED_X_SPEC64.source;
-    assert!(
-        base.contains(ENTRY),
-        "linear_threads.wgsl's entry point moved"
-    );
-    let source: &'static str = Box::leak(
-        (base.replace(ENTRY, "fn body(lid: vec3<u32>, wid: vec3<u32>) {") + PERSISTENT)
-            .into_boxed_str(),
-    );
-    let mut bindings = linear::SHARED_X_SPEC64.bindings.to_vec();
-    bindings.push(Binding::ReadWrite);
-    let spec = KernelSpec {
-        name: "linear persistent",
-        source,
-        bindings: Box::leak(bindings.into_boxed_slice()),
+    // The engine's kernel source with its entry point renamed `body`, under PERSISTENT's.
+    let persistent_spec = |base: &KernelSpec| -> KernelSpec {
+        assert!(
+            base.source.contains(ENTRY),
+            "linear_threads.wgsl's entry point moved"
+        );
+        let source = base
+            .source
+            .replace(ENTRY, "fn body(lid: vec3<u32>, wid: vec3<u32>) {")
+            + grid_barrier_wgsl!()
+            + PERSISTENT;
+        let mut bindings = base.bindings.to_vec();
+        bindings.push(Binding::ReadWrite);
+        KernelSpec {
+            name: "linear persistent",
+            source: Box::leak(source.into_boxed_str()),
+            bindings: Box::leak(bindings.into_boxed_slice()),
+        }
     };
+    let mut spec: Option<KernelSpec> = None;
     let matvecs = 30u32;
     println!(
         "\n{matvecs} matvecs (Q4_1, one token): dispatch each, or {threads} persistent workgroups with grid barriers"
@@ -924,25 +928,15 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         else {
             unreachable!("a thread shape fits to a thread shape")
         };
-        let pk = ctx
-            .kernel(
-                &spec,
-                &[
-                    ("FMT", f64::from(gw.fmt)),
-                    ("K", inp as f64),
-                    ("ROWS", out as f64),
-                    ("MODE", 0.0),
-                    ("TT", 1.0),
-                    ("TILE", gw.tile as f64),
-                    ("TPR", 1.0),
-                    ("RPI", f64::from(rpt)),
-                    ("WG", f64::from(workgroup)),
-                    ("PW", f64::from(threads)),
-                    ("VWG", f64::from(groups.0)),
-                    ("REPS", f64::from(matvecs)),
-                ],
-            )
-            .expect("persistent kernel");
+        // The same specialization as the engine's kernel, plus the persistent loop's.
+        let (base, mut constants) = linear::specialization(ctx, &gw, &v).expect("specialization");
+        let spec = *spec.get_or_insert_with(|| persistent_spec(base));
+        constants.extend([
+            ("PW", f64::from(threads)),
+            ("VWG", f64::from(groups.0)),
+            ("REPS", f64::from(matvecs)),
+        ]);
+        let pk = ctx.kernel(&spec, &constants).expect("persistent kernel");
         // The barrier's counter, one work counter per matvec, the gave-up flag.
         let counters = u64::from(matvecs + 2) * 4;
         let arrived = ctx.storage("arrived", counters).expect("counters");

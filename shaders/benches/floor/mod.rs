@@ -56,9 +56,9 @@ pub const Q4_1_ARITH: KernelSpec = KernelSpec {
 /// Groups a lane of [`Q4_1_ARITH`] computes.
 pub const ARITH_GROUPS_PER_LANE: u32 = 1024;
 
-/// Median seconds of 9 runs of `run` after one warm-up (llvmpipe compiles a kernel at its
-/// first dispatch).
-fn median_seconds(ctx: &GpuContext, run: impl Fn()) -> f64 {
+/// Median seconds of 9 runs of `run` (and a wait for the device) after one warm-up
+/// (llvmpipe compiles a kernel at its first dispatch).
+pub fn median_seconds(ctx: &GpuContext, run: impl Fn()) -> f64 {
     let timed = || {
         let t = std::time::Instant::now();
         run();
@@ -71,9 +71,39 @@ fn median_seconds(ctx: &GpuContext, run: impl Fn()) -> f64 {
     times[4]
 }
 
+/// The floors of one model: seconds to read its tensor bytes, seconds of its Q4_1
+/// arithmetic.
+#[derive(Debug, Clone, Copy)]
+pub struct Floors {
+    pub read: f64,
+    pub arith: f64,
+}
+
+impl Floors {
+    /// Both floors for a model of `bytes` of tensors and `q4_1_groups` Q4_1 groups; `None`
+    /// where the adapter lacks 64-bit integers.
+    pub fn measure(ctx: &GpuContext, bytes: &[u8], q4_1_groups: usize) -> Option<Floors> {
+        let read = read_seconds(ctx, bytes)?;
+        Some(Floors {
+            read,
+            arith: q4_1_arith_seconds(ctx, q4_1_groups),
+        })
+    }
+
+    /// Tokens per second if a token only read the weights.
+    pub fn read_tps(&self) -> f64 {
+        1.0 / self.read
+    }
+
+    /// Tokens per second if a token only read the weights and did the Q4_1 arithmetic.
+    pub fn read_arith_tps(&self) -> f64 {
+        1.0 / (self.read + self.arith)
+    }
+}
+
 /// Seconds to read `bytes` once (whole 64 KiB runs of it), one dispatch. `None` where the
 /// adapter lacks 64-bit integers.
-pub fn read_seconds(ctx: &GpuContext, bytes: &[u8]) -> Option<f64> {
+fn read_seconds(ctx: &GpuContext, bytes: &[u8]) -> Option<f64> {
     if !ctx.has_int64() {
         return None;
     }
@@ -93,7 +123,7 @@ pub fn read_seconds(ctx: &GpuContext, bytes: &[u8]) -> Option<f64> {
 
 /// Seconds of the arithmetic of `groups` Q4_1 groups (rounded up to whole workgroups of
 /// 8 lanes), one dispatch.
-pub fn q4_1_arith_seconds(ctx: &GpuContext, groups: usize) -> f64 {
+fn q4_1_arith_seconds(ctx: &GpuContext, groups: usize) -> f64 {
     let per_workgroup = 8 * ARITH_GROUPS_PER_LANE as usize;
     let workgroups = groups.div_ceil(per_workgroup).max(1);
     let o = ctx

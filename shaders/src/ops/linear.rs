@@ -678,6 +678,20 @@ pub struct GpuWeight {
 
 /// The pipeline for `w` specialised as `v`.
 pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel>, GpuError> {
+    let (spec, c) = specialization(ctx, w, v)?;
+    ctx.kernel(spec, &c)
+}
+
+/// WGSL override constants, by name.
+pub type Constants = Vec<(&'static str, f64)>;
+
+/// Which kernel source [`kernel`] compiles for `w` as `v`, and its override constants
+/// (for benches that wrap the same kernel in another entry point).
+pub fn specialization(
+    ctx: &GpuContext,
+    w: &GpuWeight,
+    v: &Variant,
+) -> Result<(&'static KernelSpec, Constants), GpuError> {
     let mut c = vec![
         ("FMT", w.fmt as f64),
         ("K", w.cols as f64),
@@ -764,7 +778,7 @@ pub fn kernel(ctx: &GpuContext, w: &GpuWeight, v: &Variant) -> Result<Arc<Kernel
             (r.style == crate::model::RopeStyle::NeoX) as u32 as f64,
         ));
     }
-    ctx.kernel(spec, &c)
+    Ok((spec, c))
 }
 
 /// The optional inputs of a linear kernel's bind group.
