@@ -19,6 +19,7 @@ use cocoon_shaders::model::gguf::GgufFile;
 use cocoon_shaders::model::tokenizer::Tokenizer;
 use cocoon_shaders::model::{GgmlType, WeightSource, default_model_path};
 
+mod cpu_time;
 mod floor;
 
 const PREFILL_TOKENS: usize = 128;
@@ -26,6 +27,10 @@ const PREFILL_TOKENS: usize = 128;
 struct Speed {
     prefill_tps: f64,
     decode_tps: f64,
+    /// CPU seconds the whole process spent per decoded token (all threads: llvmpipe's
+    /// workers, the driver's queue thread, the host), after the first token; not known
+    /// for llama-bench.
+    decode_cpu_per_token: Option<f64>,
 }
 
 fn measure(
@@ -60,10 +65,19 @@ fn measure(
         max_new_tokens: decode_tokens,
         stop_ids: &[],
     };
-    let g = generate(head, &mut chain, &mut sampler, prompt, &options, |_| true).expect("generate");
+    // The CPU clock read as the first token arrives (decode_tokens_per_second's span
+    // starts there too) and at the end.
+    let mut first_token_cpu = None;
+    let g = generate(head, &mut chain, &mut sampler, prompt, &options, |_| {
+        first_token_cpu.get_or_insert_with(cpu_time::cpu_seconds);
+        true
+    })
+    .expect("generate");
+    let decoded = g.token_ids.len().saturating_sub(1).max(1) as f64;
     Speed {
         prefill_tps: g.prefill_tokens_per_second(),
         decode_tps: g.decode_tokens_per_second(),
+        decode_cpu_per_token: first_token_cpu.map(|c0| (cpu_time::cpu_seconds() - c0) / decoded),
     }
 }
 
@@ -108,6 +122,7 @@ fn llama_bench(model: &std::path::Path, decode_tokens: usize) -> Option<Speed> {
     let mut speed = Speed {
         prefill_tps: 0.0,
         decode_tps: 0.0,
+        decode_cpu_per_token: None,
     };
     for run in runs.as_array()? {
         let tps = run["avg_ts"].as_f64()?;
@@ -176,6 +191,18 @@ fn main() {
         );
     };
     row("wgpu", &gpu);
+    // What the decode costs the machine: were every core busy for all of that CPU time
+    // (no dispatch hand-offs, no core idle), decode could go no faster than this.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let all_cores_tps = gpu.decode_cpu_per_token.map(|c| cores / c);
+    if let (Some(c), Some(ceiling)) = (gpu.decode_cpu_per_token, all_cores_tps) {
+        println!(
+            "  (wgpu decode: {:.1} CPU-ms a token, {:.2} of {cores} cores busy on average; \
+             with all {cores} busy: {ceiling:.1} tok/s)",
+            c * 1e3,
+            c * gpu.decode_tps
+        );
+    }
     row("cpu reference (f32)", &cpu);
     // Not backends: the decode rate if a token cost only the reading of its weights, and
     // only that plus the arithmetic of its Q4_1 groups (floor/mod.rs; the LM head's
@@ -209,6 +236,12 @@ fn main() {
                 100.0 * gpu.decode_tps / l.decode_tps,
                 100.0 * gpu.prefill_tps / l.prefill_tps
             );
+            if let Some(ceiling) = all_cores_tps {
+                println!(
+                    "wgpu decode with every core busy would be {:.0}% of llama.cpp's",
+                    100.0 * ceiling / l.decode_tps
+                );
+            }
             if let Some(f) = floors {
                 println!(
                     "the floors are {:.0}% (read) and {:.0}% (read + Q4_1 arith) of \
