@@ -144,8 +144,9 @@ fn span_scales(gi: u32) -> vec4<f32> {
 // group's quants beats four word loads.
 fn group_dot(gi: u32, x: XGroup, sc: vec2<f32>) -> f32 {
     let xg = x.v;
-    // Explicit fma: llvmpipe keeps a separate multiply and add for `s += a * b`. Two
-    // chains (elements 0-15, 16-31) keep the adds' latency off the critical path.
+    // fma(): one instruction on GPUs; llvmpipe (Mesa 25.0) lowers it to a multiply and an
+    // add anyway (NIR's lower_ffma32). Two chains (elements 0-15, 16-31) keep the adds'
+    // latency off the critical path.
     var s = vec4<f32>(0.0);
     var t = vec4<f32>(0.0);
     switch FMT {
