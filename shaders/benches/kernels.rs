@@ -818,9 +818,10 @@ override PHASES: u32 = 1000u;
 /// and meets the others at a grid barrier (grid_barrier_cost) after each matvec. The
 /// same weights each time (cache-resident, as in the breakdown). What a persistent block
 /// kernel would gain on the real kernels; CPU adapters only. Measured on Mesa 25.0.7 (2
-/// vCPUs): 0.83-1.2x, q/o gaining a little and up/down losing 5-17%: the body run in a
-/// loop costs more than the dispatches it saves, though the barrier alone costs at most
-/// 0.1-1.4 us against 22-28 us for an empty dispatch.
+/// vCPUs, two machines): q/o 1.0-1.7x, up 0.83-1.1x, down 0.85-1.04x: only the smallest
+/// matvec gains; in the larger ones the body run in a loop costs about what the
+/// dispatches save, though the barrier alone costs at most 0.08-1.4 us against 22-40 us
+/// for an empty dispatch.
 fn persistent_vs_dispatch(ctx: &std::sync::Arc<GpuContext>) {
     use cocoon_shaders::gpu::{Binding, KernelSpec};
     const ENTRY: &str = "@compute @workgroup_size(WG)\nfn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {";
@@ -875,7 +876,9 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             bindings: Box::leak(bindings.into_boxed_slice()),
         }
     };
-    let mut spec: Option<KernelSpec> = None;
+    // Built once: the pipeline cache knows it by its name only, so every matrix below
+    // must wrap the same engine source (asserted).
+    let mut spec: Option<(&'static str, KernelSpec)> = None;
     let matvecs = 30u32;
     println!(
         "\n{matvecs} matvecs (Q4_1, one token): dispatch each, or {threads} persistent workgroups with grid barriers"
@@ -907,7 +910,11 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         };
         // The same specialization as the engine's kernel, plus the persistent loop's.
         let (base, mut constants) = linear::specialization(ctx, &gw, &v).expect("specialization");
-        let spec = *spec.get_or_insert_with(|| persistent_spec(base));
+        let (wrapped, spec) = *spec.get_or_insert_with(|| (base.name, persistent_spec(base)));
+        assert_eq!(
+            wrapped, base.name,
+            "the persistent kernel wraps one engine source"
+        );
         constants.extend([
             ("PW", f64::from(threads)),
             ("VWG", f64::from(groups.0)),
