@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use crate::model::quant::quantize;
-use crate::model::{GgmlType, ModelConfig, ModelError, RopeStyle, TensorRef, WeightSource};
+use crate::model::{
+    BlockFeatures, GgmlType, ModelConfig, ModelError, RopeStyle, TensorRef, WeightSource,
+};
 use crate::ops::pseudo_random;
 
 struct Tensor {
@@ -37,6 +39,7 @@ pub fn tiny_config() -> ModelConfig {
         rope_style: RopeStyle::Adjacent,
         rms_eps: 1e-5,
         tied_embeddings: true,
+        features: BlockFeatures::llama(16),
     }
 }
 
@@ -58,6 +61,7 @@ pub fn smollm2_135m_config() -> ModelConfig {
         rope_style: RopeStyle::Adjacent,
         rms_eps: 1e-5,
         tied_embeddings: true,
+        features: BlockFeatures::llama(64),
     }
 }
 

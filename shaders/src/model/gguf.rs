@@ -6,7 +6,7 @@
 //! [`ModelError`] naming what is wrong, never a panic, an out-of-bounds read or an
 //! allocation sized by a lying count.
 
-use super::config::{ModelConfig, RopeStyle};
+use super::config::ModelConfig;
 use super::tensor::{GgmlType, TensorRef};
 use super::{ModelError, WeightSource};
 use sha2::{Digest, Sha256};
@@ -765,7 +765,7 @@ impl GgufFile {
 
     fn from_backing(backing: Backing) -> Result<Self, ModelError> {
         let header = GgufHeader::parse(backing.bytes())?;
-        let config = llama_config(&header)?;
+        let config = super::arch::config_from_gguf(&header, backing.bytes())?;
         let file = Self {
             backing,
             header,
@@ -845,123 +845,6 @@ impl WeightSource for GgufFile {
     }
 }
 
-/// Builds the [`ModelConfig`] of a llama-architecture GGUF from its `llama.*` metadata.
-pub fn llama_config(header: &GgufHeader) -> Result<ModelConfig, ModelError> {
-    let md = &header.metadata;
-    let arch = md.get_str("general.architecture")?;
-    if arch != "llama" {
-        return Err(ModelError::UnsupportedArchitecture(arch.to_string()));
-    }
-    let n_blocks = md.get_usize("llama.block_count")?;
-    let d_model = md.get_usize("llama.embedding_length")?;
-    let d_ff = md.get_usize("llama.feed_forward_length")?;
-    let n_heads = md.get_usize("llama.attention.head_count")?;
-    let n_kv_heads = match md.get("llama.attention.head_count_kv") {
-        None => n_heads,
-        Some(_) => md.get_usize("llama.attention.head_count_kv")?,
-    };
-    let positive = |v: usize, key: &str| {
-        if v == 0 {
-            Err(ModelError::Malformed(format!("metadata {key} is 0")))
-        } else {
-            Ok(v)
-        }
-    };
-    positive(n_blocks, "llama.block_count")?;
-    positive(d_model, "llama.embedding_length")?;
-    positive(d_ff, "llama.feed_forward_length")?;
-    positive(n_heads, "llama.attention.head_count")?;
-    positive(n_kv_heads, "llama.attention.head_count_kv")?;
-    if n_heads % n_kv_heads != 0 {
-        return Err(ModelError::Malformed(format!(
-            "llama.attention.head_count {n_heads} is not a multiple of head_count_kv {n_kv_heads}"
-        )));
-    }
-    let head_dim = match md.get("llama.attention.key_length") {
-        Some(_) => md.get_usize("llama.attention.key_length")?,
-        None => {
-            if d_model % n_heads != 0 {
-                return Err(ModelError::Malformed(format!(
-                    "llama.embedding_length {d_model} is not a multiple of head_count {n_heads}"
-                )));
-            }
-            d_model / n_heads
-        }
-    };
-    positive(head_dim, "llama.attention.key_length")?;
-    if let Some(v) = md.get("llama.attention.value_length")
-        && v.as_u64() != Some(head_dim as u64)
-    {
-        return Err(ModelError::Malformed(format!(
-            "llama.attention.value_length {v:?} differs from the key length {head_dim} (unsupported)"
-        )));
-    }
-    // Vocabulary: the tokenizer's token list, else the embedding's row count.
-    let vocab_size = if let Ok(tokens) = md.get_array("tokenizer.ggml.tokens") {
-        tokens.len()
-    } else if let Some(t) = header.tensor_info("token_embd.weight") {
-        t.dims.get(1).copied().unwrap_or(0)
-    } else if md.get("llama.vocab_size").is_some() {
-        md.get_usize("llama.vocab_size")?
-    } else {
-        return Err(ModelError::MissingTensor("token_embd.weight".to_string()));
-    };
-    positive(vocab_size, "vocabulary size")?;
-    let context_length = match md.get("llama.context_length") {
-        Some(_) => md.get_usize("llama.context_length")?,
-        None => 2048,
-    };
-    let rope_theta = match md.get("llama.rope.freq_base") {
-        Some(_) => md.get_f32("llama.rope.freq_base")?,
-        None => 10_000.0,
-    };
-    let rms_eps = md.get_f32("llama.attention.layer_norm_rms_epsilon")?;
-    if !(rope_theta.is_finite() && rope_theta > 0.0) {
-        return Err(ModelError::Malformed(format!(
-            "llama.rope.freq_base {rope_theta} is not a positive number"
-        )));
-    }
-    if !(rms_eps.is_finite() && rms_eps >= 0.0) {
-        return Err(ModelError::Malformed(format!(
-            "llama.attention.layer_norm_rms_epsilon {rms_eps} is not a non-negative number"
-        )));
-    }
-    if let Some(v) = md.get("llama.rope.dimension_count")
-        && v.as_u64() != Some(head_dim as u64)
-    {
-        return Err(ModelError::Malformed(format!(
-            "llama.rope.dimension_count {v:?} differs from head_dim {head_dim} (partial RoPE is unsupported)"
-        )));
-    }
-    // A llama model has 9 tensors per block: a block count the file cannot hold is a lie
-    // (checked before anything is sized by it).
-    let n_tensors = header.tensors.len();
-    if n_blocks > n_tensors / 9 {
-        return Err(ModelError::Malformed(format!(
-            "llama.block_count {n_blocks} needs {} block tensors, the file has {n_tensors} tensors",
-            n_blocks.saturating_mul(9)
-        )));
-    }
-    let config = ModelConfig {
-        architecture: arch.to_string(),
-        name: md.get_str("general.name").ok().map(str::to_string),
-        n_blocks,
-        d_model,
-        d_ff,
-        n_heads,
-        n_kv_heads,
-        head_dim,
-        vocab_size,
-        context_length,
-        rope_theta,
-        rope_style: RopeStyle::Adjacent,
-        rms_eps,
-        tied_embeddings: header.tensor_info("output.weight").is_none(),
-    };
-    check_config_arithmetic(&config)?;
-    Ok(config)
-}
-
 /// Checks that the widths [`ModelConfig`]'s methods compute (q, kv, KV-cache bytes per
 /// position) cannot overflow, so later code may multiply them freely.
 pub fn check_config_arithmetic(config: &ModelConfig) -> Result<(), ModelError> {
@@ -986,7 +869,8 @@ pub fn check_config_arithmetic(config: &ModelConfig) -> Result<(), ModelError> {
     Ok(())
 }
 
-/// Every tensor a llama model of `config` needs, with its dims in ggml order.
+/// Every tensor a model of `config` needs (a Llama-style block and its architecture's
+/// extras, [`super::arch`]), with its dims in ggml order.
 pub fn llama_tensor_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     llama_tensor_shapes_iter(config).collect()
 }
@@ -995,29 +879,7 @@ pub fn llama_tensor_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
 pub fn llama_tensor_shapes_iter(
     config: &ModelConfig,
 ) -> impl Iterator<Item = (String, Vec<usize>)> + '_ {
-    let d = config.d_model;
-    let mut head = vec![
-        ("token_embd.weight".to_string(), vec![d, config.vocab_size]),
-        ("output_norm.weight".to_string(), vec![d]),
-    ];
-    if !config.tied_embeddings {
-        head.push(("output.weight".to_string(), vec![d, config.vocab_size]));
-    }
-    let blocks = (0..config.n_blocks).flat_map(move |i| {
-        let b = |s: &str| format!("blk.{i}.{s}.weight");
-        [
-            (b("attn_norm"), vec![d]),
-            (b("attn_q"), vec![d, config.q_dim()]),
-            (b("attn_k"), vec![d, config.kv_dim()]),
-            (b("attn_v"), vec![d, config.kv_dim()]),
-            (b("attn_output"), vec![config.q_dim(), d]),
-            (b("ffn_norm"), vec![d]),
-            (b("ffn_gate"), vec![d, config.d_ff]),
-            (b("ffn_up"), vec![d, config.d_ff]),
-            (b("ffn_down"), vec![config.d_ff, d]),
-        ]
-    });
-    head.into_iter().chain(blocks)
+    super::arch::tensor_shapes(config)
 }
 
 /// Checks that `source` has every tensor of a llama model of `config`, with the right dims,
@@ -1031,9 +893,9 @@ pub fn validate_llama_tensors(
     for (name, dims) in llama_tensor_shapes_iter(config) {
         let t = source.tensor(&name)?;
         t.expect_dims(&dims)?;
-        if dims.len() == 1 && t.ty.block_elems() != 1 {
+        if dims.len() == 1 && !super::arch::is_plain_float(t.ty) {
             return Err(ModelError::UnsupportedType(format!(
-                "{} for norm tensor {name} (expected F32, F16 or BF16)",
+                "{} for 1-D tensor {name} (expected F32, F16 or BF16)",
                 t.ty.name()
             )));
         }
@@ -1082,6 +944,11 @@ pub fn manifest_hash<'a>(
         )
         .as_bytes(),
     );
+    // Architectures other than the plain Llama block add what their blocks compute; the
+    // plain one keeps the manifest (and so the model ids) it always had.
+    if !c.features.is_plain_llama(c.head_dim) {
+        h.update(format!("features={:?}\n", c.features).as_bytes());
+    }
     h.update((entries.len() as u64).to_le_bytes());
     for (name, ty, dims, digest) in entries {
         h.update((name.len() as u64).to_le_bytes());

@@ -3,7 +3,7 @@
 //! a byte-level tokenizer and a ChatML template.
 
 use super::ModelError;
-use super::config::{ModelConfig, RopeStyle};
+use super::config::{BlockFeatures, ModelConfig, RopeScaling, RopeStyle};
 use super::gguf::{DEFAULT_ALIGNMENT, GGUF_MAGIC, MetaArray, MetaValue, llama_tensor_shapes};
 use super::tensor::GgmlType;
 use rand::{Rng, SeedableRng};
@@ -308,6 +308,7 @@ pub fn tiny_llama_config() -> ModelConfig {
         rope_style: RopeStyle::Adjacent,
         rms_eps: 1e-5,
         tied_embeddings: true,
+        features: BlockFeatures::llama(8),
     }
 }
 
@@ -351,17 +352,18 @@ pub fn tiny_llama_with(cfg: &ModelConfig, seed: u64) -> GgufWriter {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut w = GgufWriter::new();
     let (tokens, types, merges) = tiny_tokenizer_vocab();
+    let key = |k: &str| format!("{}.{k}", cfg.architecture);
     w.meta_str("general.architecture", &cfg.architecture)
         .meta_str("general.name", "tiny-llama")
-        .meta_u32("llama.block_count", cfg.n_blocks as u32)
-        .meta_u32("llama.context_length", cfg.context_length as u32)
-        .meta_u32("llama.embedding_length", cfg.d_model as u32)
-        .meta_u32("llama.feed_forward_length", cfg.d_ff as u32)
-        .meta_u32("llama.attention.head_count", cfg.n_heads as u32)
-        .meta_u32("llama.attention.head_count_kv", cfg.n_kv_heads as u32)
-        .meta_f32("llama.rope.freq_base", cfg.rope_theta)
-        .meta_f32("llama.attention.layer_norm_rms_epsilon", cfg.rms_eps)
-        .meta_u32("llama.rope.dimension_count", cfg.head_dim as u32)
+        .meta_u32(&key("block_count"), cfg.n_blocks as u32)
+        .meta_u32(&key("context_length"), cfg.context_length as u32)
+        .meta_u32(&key("embedding_length"), cfg.d_model as u32)
+        .meta_u32(&key("feed_forward_length"), cfg.d_ff as u32)
+        .meta_u32(&key("attention.head_count"), cfg.n_heads as u32)
+        .meta_u32(&key("attention.head_count_kv"), cfg.n_kv_heads as u32)
+        .meta_f32(&key("rope.freq_base"), cfg.rope_theta)
+        .meta_f32(&key("attention.layer_norm_rms_epsilon"), cfg.rms_eps)
+        .meta_u32(&key("rope.dimension_count"), cfg.head_dim as u32)
         .meta_str("tokenizer.ggml.model", "gpt2")
         .meta_str("tokenizer.ggml.pre", "smollm")
         .meta(
@@ -381,10 +383,32 @@ pub fn tiny_llama_with(cfg: &ModelConfig, seed: u64) -> GgufWriter {
         .meta_u32("tokenizer.ggml.padding_token_id", 0)
         .meta_bool("tokenizer.ggml.add_bos_token", false)
         .meta_str("tokenizer.chat_template", super::chat::CHATML_TEMPLATE);
+    if cfg.head_dim * cfg.n_heads != cfg.d_model {
+        w.meta_u32(&key("attention.key_length"), cfg.head_dim as u32)
+            .meta_u32(&key("attention.value_length"), cfg.head_dim as u32);
+    }
+    if let Some(sw) = cfg.features.sliding_window {
+        w.meta_u32(&key("attention.sliding_window"), sw.window as u32);
+    }
+    if let RopeScaling::Linear(factor) = cfg.features.rope_scaling {
+        w.meta_str(&key("rope.scaling.type"), "linear")
+            .meta_f32(&key("rope.scaling.factor"), factor);
+    }
+    if let RopeScaling::FreqFactors(f) = &cfg.features.rope_scaling {
+        w.tensor_f32("rope_freqs.weight", &[f.len()], f)
+            .expect("one factor per pair");
+    }
     for (name, dims) in llama_tensor_shapes(cfg) {
         let n: usize = dims.iter().product();
-        let values: Vec<f32> = if dims.len() == 1 {
+        // The Llama block's norms are 1.0 (as they always were here); the other
+        // architectures' extra norms and biases are drawn, so a test sees them act.
+        let plain_norm = ["attn_norm.weight", "ffn_norm.weight", "output_norm.weight"]
+            .iter()
+            .any(|s| name.ends_with(s));
+        let values: Vec<f32> = if dims.len() == 1 && plain_norm {
             vec![1.0; n]
+        } else if dims.len() == 1 && name.ends_with("norm.weight") {
+            (0..n).map(|_| rng.random_range(0.5f32..1.5)).collect()
         } else {
             (0..n).map(|_| rng.random_range(-0.1f32..0.1)).collect()
         };

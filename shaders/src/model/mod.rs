@@ -2,6 +2,7 @@
 //! model's hyper-parameters ([`ModelConfig`]), quantized block formats, the tokenizer and
 //! the chat template.
 
+pub mod arch;
 pub mod chat;
 pub mod config;
 pub mod gguf;
@@ -13,7 +14,9 @@ pub mod tensor;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};
-pub use config::{ModelConfig, RopeStyle};
+pub use config::{
+    BlockFeatures, FfnActivation, ModelConfig, RopeScaling, RopeStyle, SlidingWindow,
+};
 pub use gguf::{GgufFile, GgufHeader, GgufMetadata, MetaArray, MetaValue, TensorInfo};
 pub use gguf_writer::GgufWriter;
 pub use paths::default_model_path;
@@ -34,8 +37,13 @@ pub enum ModelError {
     Malformed(String),
     #[error("unsupported tensor type {0}")]
     UnsupportedType(String),
-    #[error("unsupported architecture {0:?} (supported: llama)")]
+    #[error("unsupported architecture {0:?} (supported: llama, qwen2, qwen3, gemma3)")]
     UnsupportedArchitecture(String),
+    #[error("architecture {architecture:?}: {feature} is not supported")]
+    UnsupportedFeature {
+        architecture: String,
+        feature: String,
+    },
     #[error("tensor {0:?} not found in the model")]
     MissingTensor(String),
     #[error("tensor {name:?} has shape {found:?}, expected {expected:?}")]

@@ -2,7 +2,7 @@
 //! in `model.safetensors.index.json`), memory-mapped, with tensors renamed to the canonical
 //! GGUF names and shapes reported in ggml order.
 
-use super::config::{ModelConfig, RopeStyle};
+use super::config::{BlockFeatures, ModelConfig, RopeStyle};
 use super::gguf::{check_config_arithmetic, manifest_hash, validate_llama_tensors};
 use super::tensor::{GgmlType, TensorRef};
 use super::{ModelError, WeightSource};
@@ -149,6 +149,7 @@ pub fn hf_llama_config(json: &Value) -> Result<ModelConfig, ModelError> {
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        features: BlockFeatures::llama(head_dim),
     };
     check_config_arithmetic(&config)?;
     Ok(config)
