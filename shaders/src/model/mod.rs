@@ -19,7 +19,7 @@ pub use config::{
 };
 pub use gguf::{GgufFile, GgufHeader, GgufMetadata, MetaArray, MetaValue, TensorInfo};
 pub use gguf_writer::GgufWriter;
-pub use paths::default_model_path;
+pub use paths::{default_model_path, gemma3_270m_path};
 pub use safetensors::SafetensorsModel;
 pub use tensor::{GgmlType, TensorRef};
 pub use tokenizer::{StreamDecoder, Tokenizer};

