@@ -281,11 +281,12 @@ fn main() {
             f32_buf(&ctx, &kc),
             f32_buf(&ctx, &vc),
         );
+        let [u0, u1, ..] = ctx.unused_buffers();
         let t = gpu_time(
             &ctx,
             min,
             &k,
-            &[&st, &qb, &cb, &kb, &vb],
+            &[&st, &qb, &cb, &kb, &vb, u0, u1],
             rope::groups(nh, nkv, 1),
             50,
         );

@@ -1,12 +1,14 @@
 // Causal attention with GQA over the KV cache: query head h of token t (at position
-// start_pos + t) attends positions 0..=pos of KV head h / (NH / NKV), scale SCALE,
-// softmax in f32. HD <= 128. What both layouts share (constants, bindings); one of
+// start_pos + t) attends positions 0..=pos of KV head h / (NH / NKV) (only the last
+// WINDOW of them when WINDOW > 0: a sliding-window layer), scale SCALE, softmax in f32.
+// HD <= 128 (256 in the grouped layout). What both layouts share (constants, bindings); one of
 // attention_heads.wgsl (GPUs) or attention_groups.wgsl (CPU adapters) follows with the
 // entry point.
 override HD: u32 = 64u;
 override NH: u32 = 4u;
 override NKV: u32 = 2u;
 override SCALE: f32 = 0.125;
+override WINDOW: u32 = 0u;
 
 struct Step {
     n_tokens: u32,
@@ -20,6 +22,11 @@ struct Step {
 // Bindings 2 (kc) and 3 (vc), the K and V caches, and their accessors kq, vq:
 // attention_kv32.wgsl or attention_kv64.wgsl.
 @group(0) @binding(4) var<storage, read_write> dst: array<vec4<f32>>;
+
+// The first position a query at `pos` attends.
+fn first_position(pos: u32) -> u32 {
+    return select(0u, pos + 1u - WINDOW, WINDOW > 0u && pos + 1u > WINDOW);
+}
 
 // The grouped layouts (CPU adapters) run a workgroup per (KV head, `gc` of its query
 // heads, token): workgroup `group`'s KV head and the first of its query heads.

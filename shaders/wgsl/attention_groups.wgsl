@@ -36,7 +36,7 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
         m[hq] = -3.0e38;
         l[hq] = 0.0;
     }
-    for (var p = lane; p <= pos; p += LANES) {
+    for (var p = first_position(pos) + lane; p <= pos; p += LANES) {
         let kb = (p * NKV + kvh) * hv;
         var s: array<vec4<f32>, 8>;
         for (var i = 0u; i < hv; i++) {

@@ -24,7 +24,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     }
     var m = -3.0e38;
     var l = 0.0;
-    for (var p = lid.x; p <= pos; p += LANES) {
+    for (var p = first_position(pos) + lid.x; p <= pos; p += LANES) {
         let kb = (p * NKV * HD + kvh * HD) / 4u;
         var s4 = vec4<f32>(0.0);
         for (var i = 0u; i < hv; i++) {

@@ -43,7 +43,7 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
         m[hq] = -3.0e38;
         l[hq] = 0.0;
     }
-    for (var p = 0u; p <= pos; p++) {
+    for (var p = first_position(pos); p <= pos; p++) {
         let kb = (p * NKV + kvh) * hv;
         var k: array<vec4<f32>, MAXD>;
         var v: array<vec4<f32>, MAXD>;

@@ -6,6 +6,7 @@
 //   MODE 3: fused q/k/v: rows are [q heads; k heads; v heads]; a slot computes a RoPE
 //           pair of rows ((2i, 2i+1), or (i, i + HD/2) when NEOX), rotates q and k with
 //           the host's (cos, sin) table, writes q to y and k, v into the KV cache.
+//   MODE 4: y = gelu_tanh(W[r] x) * (W[r + ROWS] x) (GeGLU, fused; pairs as MODE 2)
 // NORM: the input is RMSNorm(x) * nw, the norm computed in the kernel (saves a dispatch).
 // NORM_IN (> 0): the input is already x * nw (rmsnorm.wgsl with NP > 0, or the previous
 //   residual kernel's NORM_OUT); 1/rms comes from its sum of squares, NORM_IN partials
@@ -15,7 +16,7 @@
 //   j0 / RPI): the next normed kernel's input, with no RMSNorm dispatch between them.
 // Tokens are looped inside a row: a prefill re-reads each row's weights from cache, not
 // from memory, and nothing needs a per-token array.
-// ROWS counts row slots: output rows (MODEs 0, 1, 2) or RoPE pairs (MODE 3).
+// ROWS counts row slots: output rows (MODEs 0, 1, 2, 4) or RoPE pairs (MODE 3).
 override ROWS: u32 = 64u;
 override MODE: u32 = 0u;
 override TT: u32 = 1u;
@@ -249,7 +250,7 @@ fn norm_out_row(j: u32, t: u32, v: f32) -> f32 {
     return v * v;
 }
 
-// The weight rows of slot j: (a, b); b is read in MODEs 2 and 3 only.
+// The weight rows of slot j: (a, b); b is read in MODEs 2, 3 and 4 only (MODE >= 2).
 fn slot_rows(j: u32) -> vec2<u32> {
     if MODE == 3u {
         let hh = HD / 2u;
@@ -277,6 +278,8 @@ fn store(j: u32, t: u32, a_in: f32, b_in: f32) -> f32 {
         return v;
     } else if MODE == 2u {
         y[t * ROWS + j] = a / (1.0 + exp(-a)) * b;
+    } else if MODE == 4u {
+        y[t * ROWS + j] = 0.5 * a * (1.0 + tanh(0.7978846 * (a + 0.044715 * a * a * a))) * b;
     } else {
         let hh = HD / 2u;
         let head = j / hh;

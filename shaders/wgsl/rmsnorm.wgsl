@@ -7,7 +7,10 @@
 // (linear.wgsl's NORM_IN): y = x * g, and the row's sum of squares written to `ssq` as
 // NP partials (the total first, zeros after it), the layout the residual kernels'
 // NORM_OUT epilogue leaves for the next block.
+// ADD: y += x / rms * g (Gemma's post-norms: the normed block output added to the
+// residual stream in one dispatch).
 override D: u32 = 64u;
+override ADD: bool = false;
 override EPS: f32 = 1e-5;
 override NP: u32 = 0u;
 const LANES: u32 = 8u;
@@ -47,7 +50,12 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
     }
     let inv = select(1.0 / sqrt(total / f32(D) + EPS), 1.0, NP > 0u);
     for (var i = lane; i < D; i += LANES) {
-        y[b + i] = x[b + i] * inv * g[i];
+        let v = x[b + i] * inv * g[i];
+        if ADD {
+            y[b + i] += v;
+        } else {
+            y[b + i] = v;
+        }
     }
     for (var p = lane; p < NP; p += LANES) {
         ssq[t * NP + p] = select(0.0, total, p == 0u);

@@ -1,12 +1,14 @@
 //! The CPU reference backends: the ops' CPU references composed into the exact float32
-//! forward pass of Llama blocks ([`CpuBlocks`]) and of the head ([`CpuHead`]).
+//! forward pass of Llama-style blocks with their architecture's features
+//! ([`CpuBlocks`]: QKV bias, QK-norm, post-norms, GeGLU, sliding windows, RoPE scaling)
+//! and of the head ([`CpuHead`]).
 
 use std::collections::HashMap;
 use std::ops::Range;
 
 use super::llama::{self, block_tensor};
 use super::{BlockBackend, EngineError, HeadBackend, SessionId};
-use crate::model::{GgmlType, ModelConfig, RopeStyle, WeightSource};
+use crate::model::{FfnActivation, GgmlType, ModelConfig, RopeStyle, WeightSource};
 use crate::ops::linear::Mode;
 use crate::ops::{attention, elementwise, embed, linear, rmsnorm, rope};
 
@@ -50,6 +52,10 @@ struct Block {
     gate: Matrix,
     up: Matrix,
     down: Matrix,
+    extras: llama::BlockExtras,
+    /// Index of this block's RoPE table in `CpuBlocks::rope`.
+    rope: usize,
+    attention: attention::Options,
 }
 
 struct Session {
@@ -64,7 +70,9 @@ pub struct CpuBlocks {
     config: ModelConfig,
     range: Range<usize>,
     blocks: Vec<Block>,
-    rope: Vec<[f32; 2]>,
+    /// The distinct RoPE tables the blocks rotate with (one, or Gemma 3's local and
+    /// global ones).
+    rope: Vec<Vec<[f32; 2]>>,
     sessions: HashMap<SessionId, Session>,
 }
 
@@ -73,6 +81,8 @@ impl CpuBlocks {
         let c = src.config().clone();
         llama::check_range(&c, &blocks)?;
         let (d, f, qd, kvd) = (c.d_model, c.d_ff, c.q_dim(), c.kv_dim());
+        let positions = c.context_length.clamp(1, llama::MAX_POSITIONS);
+        let mut tables = llama::RopeTables::default();
         let mut out = Vec::new();
         for b in blocks.clone() {
             let m =
@@ -87,11 +97,13 @@ impl CpuBlocks {
                 gate: m("ffn_gate", d, f)?,
                 up: m("ffn_up", d, f)?,
                 down: m("ffn_down", f, d)?,
+                extras: llama::BlockExtras::read(src, &c, b)?,
+                rope: tables.index_of(&c, b, positions),
+                attention: llama::attention_options(&c, b),
             });
         }
-        let positions = c.context_length.clamp(1, llama::MAX_POSITIONS);
         Ok(Self {
-            rope: rope::table(c.head_dim, c.rope_theta, positions),
+            rope: tables.into_tables(),
             config: c,
             range: blocks,
             blocks: out,
@@ -175,17 +187,29 @@ impl BlockBackend for CpuBlocks {
         let mut att = vec![0f32; n * qd];
         let mut g = vec![0f32; n * f];
         let mut u = vec![0f32; n * f];
+        let mut tmp = vec![0f32; n * d];
         let blocks = self.blocks.iter().zip(s.kv.iter_mut());
         for (blk, (kc, vc)) in blocks.take(span.end).skip(span.start) {
+            let x = &blk.extras;
             rmsnorm::reference(hidden, &blk.attn_norm, c.rms_eps, &mut xn);
             blk.q.apply(Mode::Store, &xn, &mut q)?;
             blk.k.apply(Mode::Store, &xn, &mut k)?;
             blk.v.apply(Mode::Store, &xn, &mut v)?;
-            rope_rows(c.rope_style, c, &self.rope, start_pos, &mut q, qd);
-            rope_rows(c.rope_style, c, &self.rope, start_pos, &mut k, kvd);
+            if let Some((bq, bk, bv)) = &x.qkv_bias {
+                add_bias(&mut q, bq);
+                add_bias(&mut k, bk);
+                add_bias(&mut v, bv);
+            }
+            if let Some((nq, nk)) = &x.qk_norm {
+                head_norm(&mut q, nq, c.rms_eps);
+                head_norm(&mut k, nk, c.rms_eps);
+            }
+            let table = &self.rope[blk.rope];
+            rope_rows(c.rope_style, c, table, start_pos, &mut q, qd);
+            rope_rows(c.rope_style, c, table, start_pos, &mut k, kvd);
             kc[start_pos * kvd..(start_pos + n) * kvd].copy_from_slice(&k);
             vc[start_pos * kvd..(start_pos + n) * kvd].copy_from_slice(&v);
-            attention::reference(
+            attention::reference_with(
                 &q,
                 qd,
                 kc,
@@ -194,18 +218,59 @@ impl BlockBackend for CpuBlocks {
                 c.n_kv_heads,
                 c.head_dim,
                 start_pos,
+                blk.attention,
                 &mut att,
             );
-            blk.o.apply(Mode::Accumulate, &att, hidden)?;
+            match &x.post_norms {
+                Some((post_attn, _)) => {
+                    blk.o.apply(Mode::Store, &att, &mut tmp)?;
+                    add_normed(hidden, &tmp, post_attn, c.rms_eps, &mut xn);
+                }
+                None => blk.o.apply(Mode::Accumulate, &att, hidden)?,
+            }
             rmsnorm::reference(hidden, &blk.ffn_norm, c.rms_eps, &mut xn);
             blk.gate.apply(Mode::Store, &xn, &mut g)?;
             blk.up.apply(Mode::Store, &xn, &mut u)?;
             let gate = g.clone();
-            elementwise::reference(elementwise::Op::SwiGlu, &gate, &u, &mut g);
-            blk.down.apply(Mode::Accumulate, &g, hidden)?;
+            let act = match c.features.ffn_activation {
+                FfnActivation::Silu => elementwise::Op::SwiGlu,
+                FfnActivation::GeluTanh => elementwise::Op::GeGlu,
+            };
+            elementwise::reference(act, &gate, &u, &mut g);
+            match &x.post_norms {
+                Some((_, post_ffw)) => {
+                    blk.down.apply(Mode::Store, &g, &mut tmp)?;
+                    add_normed(hidden, &tmp, post_ffw, c.rms_eps, &mut xn);
+                }
+                None => blk.down.apply(Mode::Accumulate, &g, hidden)?,
+            }
         }
         s.cached = start_pos + n;
         Ok(())
+    }
+}
+
+/// Adds `bias` to every row of `x`.
+fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+/// RMSNorm of every head of every row (`x` is rows of heads of `w.len()`), in place.
+fn head_norm(x: &mut [f32], w: &[f32], eps: f32) {
+    let mut out = vec![0f32; x.len()];
+    rmsnorm::reference(x, w, eps, &mut out);
+    x.copy_from_slice(&out);
+}
+
+/// `hidden += rmsnorm(y) ⊙ w` (Gemma's post-norms), `scratch` as wide as `hidden`.
+fn add_normed(hidden: &mut [f32], y: &[f32], w: &[f32], eps: f32, scratch: &mut [f32]) {
+    rmsnorm::reference(y, w, eps, scratch);
+    for (h, v) in hidden.iter_mut().zip(scratch.iter()) {
+        *h += v;
     }
 }
 

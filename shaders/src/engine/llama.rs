@@ -1,5 +1,7 @@
-//! What every backend of a Llama block agrees on: tensor names and shapes (read with
-//! checks from a [`WeightSource`]) and the position rules of a session's KV cache.
+//! What every backend of a Llama-style block agrees on: tensor names and shapes (read with
+//! checks from a [`WeightSource`]), the extra tensors of an architecture's block
+//! ([`BlockExtras`]), each block's RoPE table and attention options, and the position
+//! rules of a session's KV cache.
 
 use std::ops::Range;
 
@@ -34,6 +36,92 @@ pub fn norm(src: &dyn WeightSource, name: &str, d: usize) -> Result<Vec<f32>, Mo
     let mut v = vec![0f32; d];
     dequantize(t.ty, t.data, &mut v)?;
     Ok(v)
+}
+
+/// A 1-D tensor of `d` floats (a bias) by its full name, dequantized.
+pub fn vector(src: &dyn WeightSource, name: &str, d: usize) -> Result<Vec<f32>, ModelError> {
+    norm(src, name, d)
+}
+
+/// The tensors an architecture's block has beyond the Llama block's nine
+/// ([`crate::model::BlockFeatures`]), read once per block.
+#[derive(Debug, Clone, Default)]
+pub struct BlockExtras {
+    /// q, k and v biases (qwen2).
+    pub qkv_bias: Option<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+    /// Per-head q and k norm weights, head_dim each (qwen3, gemma3).
+    pub qk_norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// Post-attention and post-FFN norm weights (gemma3).
+    pub post_norms: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+impl BlockExtras {
+    pub fn read(src: &dyn WeightSource, c: &ModelConfig, b: usize) -> Result<Self, ModelError> {
+        let f = &c.features;
+        let (d, qd, kvd, hd) = (c.d_model, c.q_dim(), c.kv_dim(), c.head_dim);
+        let bias = |w: &str, n| vector(src, &format!("blk.{b}.{w}.bias"), n);
+        Ok(Self {
+            qkv_bias: if f.qkv_bias {
+                Some((
+                    bias("attn_q", qd)?,
+                    bias("attn_k", kvd)?,
+                    bias("attn_v", kvd)?,
+                ))
+            } else {
+                None
+            },
+            qk_norm: if f.qk_norm {
+                Some((
+                    norm(src, &block_tensor(b, "attn_q_norm"), hd)?,
+                    norm(src, &block_tensor(b, "attn_k_norm"), hd)?,
+                ))
+            } else {
+                None
+            },
+            post_norms: if f.post_norms {
+                Some((
+                    norm(src, &block_tensor(b, "post_attention_norm"), d)?,
+                    norm(src, &block_tensor(b, "post_ffw_norm"), d)?,
+                ))
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// The distinct RoPE tables a range of blocks rotates with, built once each: one for most
+/// models, two for Gemma 3 (local and global layers).
+#[derive(Default)]
+pub struct RopeTables {
+    keys: Vec<(u32, bool)>,
+    tables: Vec<Vec<[f32; 2]>>,
+}
+
+impl RopeTables {
+    /// The index of block `b`'s table, building it on first use.
+    pub fn index_of(&mut self, c: &ModelConfig, b: usize, positions: usize) -> usize {
+        let key = (c.rope_theta_of(b).to_bits(), c.window_of(b).is_some());
+        if let Some(i) = self.keys.iter().position(|k| *k == key) {
+            return i;
+        }
+        self.keys.push(key);
+        self.tables
+            .push(crate::ops::rope::block_table(c, b, positions));
+        self.tables.len() - 1
+    }
+
+    pub fn into_tables(self) -> Vec<Vec<[f32; 2]>> {
+        self.tables
+    }
+}
+
+/// Block `b`'s attention: the architecture's scale and, in a local layer, its window.
+pub fn attention_options(c: &ModelConfig, b: usize) -> crate::ops::attention::Options {
+    crate::ops::attention::Options {
+        scale: c.features.attention_scale,
+        window: c.window_of(b),
+    }
 }
 
 /// The LM head: `output.weight`, or `token_embd.weight` when tied (or absent).

@@ -12,6 +12,8 @@
 
 use std::ops::Range;
 
+#[cfg(test)]
+mod arch_tests;
 pub mod cpu;
 pub mod gpu;
 pub mod llama;

@@ -1,6 +1,7 @@
 //! Causal attention with GQA over the KV cache (`wgsl/attention.wgsl`): query head `h` of
-//! the token at position `p` attends positions `0..=p` of KV head `h / (n_heads /
-//! n_kv_heads)`, scale `1/sqrt(head_dim)`, softmax in f32. Serves prefill (many query
+//! the token at position `p` attends positions `0..=p` (the last `window` of them in a
+//! sliding-window layer, [`Options`]) of KV head `h / (n_heads / n_kv_heads)`, scale
+//! `1/sqrt(head_dim)` unless the architecture says otherwise, softmax in f32. Serves prefill (many query
 //! rows) and decode (one). The lanes of a workgroup split the positions and merge their
 //! partial softmaxes; a workgroup serves one query head on GPUs, and on CPU adapters
 //! all the query heads of a KV head that fit (each K/V load then serves all of them:
@@ -64,8 +65,42 @@ const BINDINGS: &[Binding] = &[
     Binding::ReadWrite,
 ];
 
-/// Largest head dimension the kernel's private arrays hold.
-pub const MAX_HEAD_DIM: usize = 128;
+/// Largest head dimension the kernels' private arrays hold: 128 in the head-per-workgroup
+/// and lanes layouts, 256 (Gemma 3's heads) in the grouped one ([`layout_for`]).
+pub const MAX_HEAD_DIM: usize = 256;
+/// Largest head dimension of the head-per-workgroup and lanes layouts.
+const MAX_HEAD_DIM_WIDE: usize = 128;
+
+/// What a layer's attention does beyond the plain causal softmax.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Options {
+    /// The logits' scale.
+    pub scale: f32,
+    /// Sliding window: a query attends its own and the `window - 1` positions before it
+    /// (`None`: every earlier position).
+    pub window: Option<usize>,
+}
+
+impl Options {
+    /// The plain causal attention over heads of `head_dim`: scale `1/√head_dim`.
+    pub fn causal(head_dim: usize) -> Self {
+        Self {
+            scale: scale(head_dim),
+            window: None,
+        }
+    }
+}
+
+/// The layout for heads of `head_dim` on `ctx`: [`Layout::for_context`], except that
+/// heads wider than 128 take the grouped layout (one query head per workgroup of 8 lanes,
+/// 64 vec4s of accumulators), the only one whose private arrays hold them.
+pub fn layout_for(ctx: &GpuContext, head_dim: usize) -> Layout {
+    if head_dim > MAX_HEAD_DIM_WIDE {
+        Layout::GroupPerWorkgroup
+    } else {
+        Layout::for_context(ctx)
+    }
+}
 
 /// How the work is split into workgroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,10 +157,24 @@ pub fn kernel_in(
     n_heads: usize,
     n_kv_heads: usize,
 ) -> Result<Arc<Kernel>, GpuError> {
-    kernel_words(ctx, layout, head_dim, n_heads, n_kv_heads, ctx.has_int64())
+    let opts = Options::causal(head_dim);
+    kernel_with(ctx, layout, head_dim, n_heads, n_kv_heads, opts)
 }
 
-/// [`kernel_in`], reading the KV caches as 64-bit words in the lanes layout when `wide`.
+/// [`kernel_in`] with a layer's own scale and window.
+pub fn kernel_with(
+    ctx: &GpuContext,
+    layout: Layout,
+    head_dim: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    opts: Options,
+) -> Result<Arc<Kernel>, GpuError> {
+    let wide = ctx.has_int64();
+    kernel_words(ctx, layout, head_dim, n_heads, n_kv_heads, wide, opts)
+}
+
+/// [`kernel_with`], reading the KV caches as 64-bit words in the lanes layout when `wide`.
 fn kernel_words(
     ctx: &GpuContext,
     layout: Layout,
@@ -133,8 +182,13 @@ fn kernel_words(
     n_heads: usize,
     n_kv_heads: usize,
     wide: bool,
+    opts: Options,
 ) -> Result<Arc<Kernel>, GpuError> {
-    if head_dim > MAX_HEAD_DIM
+    let max = match layout {
+        Layout::GroupPerWorkgroup => MAX_HEAD_DIM,
+        _ => MAX_HEAD_DIM_WIDE,
+    };
+    if head_dim > max
         || !head_dim.is_multiple_of(4)
         || n_kv_heads == 0
         || !n_heads.is_multiple_of(n_kv_heads)
@@ -142,8 +196,8 @@ fn kernel_words(
         return Err(GpuError::Kernel {
             kernel: "attention".into(),
             reason: format!(
-                "head_dim {head_dim} (must be a multiple of 4 up to {MAX_HEAD_DIM}) or \
-                 {n_heads} heads over {n_kv_heads} KV heads unsupported"
+                "head_dim {head_dim} (must be a multiple of 4 up to {max} in layout \
+                 {layout:?}) or {n_heads} heads over {n_kv_heads} KV heads unsupported"
             ),
         });
     }
@@ -151,7 +205,11 @@ fn kernel_words(
         ("HD", head_dim as f64),
         ("NH", n_heads as f64),
         ("NKV", n_kv_heads as f64),
-        ("SCALE", scale(head_dim) as f64),
+        ("SCALE", opts.scale as f64),
+        (
+            "WINDOW",
+            opts.window.unwrap_or(0).min(u32::MAX as usize) as f64,
+        ),
     ];
     let spec = match layout {
         Layout::HeadPerWorkgroup => &SPEC,
@@ -211,9 +269,29 @@ pub fn reference(
     start_pos: usize,
     out: &mut [f32],
 ) {
+    let opts = Options::causal(head_dim);
+    reference_with(
+        q, q_stride, k, v, n_heads, n_kv_heads, head_dim, start_pos, opts, out,
+    )
+}
+
+/// [`reference`] with a layer's own scale and window.
+#[allow(clippy::too_many_arguments)]
+pub fn reference_with(
+    q: &[f32],
+    q_stride: usize,
+    k: &[f32],
+    v: &[f32],
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    start_pos: usize,
+    opts: Options,
+    out: &mut [f32],
+) {
     let kvd = n_kv_heads * head_dim;
     let group = n_heads / n_kv_heads;
-    let sc = scale(head_dim);
+    let sc = opts.scale;
     let n = out.len() / (n_heads * head_dim);
     let mut scores = Vec::new();
     for t in 0..n {
@@ -222,7 +300,8 @@ pub fn reference(
             let qh = &q[t * q_stride + h * head_dim..][..head_dim];
             let kvh = h / group;
             scores.clear();
-            for p in 0..=pos {
+            let first = first_position(pos, opts.window);
+            for p in first..=pos {
                 let kp = &k[p * kvd + kvh * head_dim..][..head_dim];
                 scores.push(qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * sc);
             }
@@ -234,13 +313,22 @@ pub fn reference(
             }
             let o = &mut out[(t * n_heads + h) * head_dim..][..head_dim];
             o.fill(0.0);
-            for (p, s) in scores.iter().enumerate() {
+            for (i, s) in scores.iter().enumerate() {
+                let p = first + i;
                 let vp = &v[p * kvd + kvh * head_dim..][..head_dim];
                 for (o, x) in o.iter_mut().zip(vp) {
                     *o += s / total * x;
                 }
             }
         }
+    }
+}
+
+/// The first position a query at `pos` attends in a window of `window` (or from 0).
+pub fn first_position(pos: usize, window: Option<usize>) -> usize {
+    match window {
+        Some(w) if w > 0 => (pos + 1).saturating_sub(w),
+        _ => 0,
     }
 }
 
@@ -295,12 +383,80 @@ mod tests {
                 &[false]
             };
             for &wide in wide {
-                let k = kernel_words(&ctx, layout, hd, nh, nkv, wide).expect("kernel");
+                let opts = Options::causal(hd);
+                let k = kernel_words(&ctx, layout, hd, nh, nkv, wide, opts).expect("kernel");
                 let wg = groups(layout, hd, nh, nkv, n);
                 crate::ops::run_once(&ctx, &k, &[&st, &qb, &kb, &vb, &ob], wg);
                 let got = ctx.read_f32(&ob, n * nh * hd).expect("readback");
                 let what =
                     format!("attention {layout:?} {nh}/{nkv}x{hd} start={start} n={n} wide={wide}");
+                assert_close(&what, &got, &want, 1e-5);
+            }
+        }
+    }
+
+    /// Sliding windows (smaller than, equal to and past the positions) with another
+    /// scale, in every layout, and Gemma 3's heads of 256 in the grouped layout.
+    #[test]
+    fn window_and_scale_match_cpu() {
+        let ctx = ctx();
+        let mut cases = vec![
+            (Layout::HeadPerWorkgroup, 32, 4, 2),
+            (Layout::GroupPerWorkgroup, 32, 4, 2),
+            (Layout::GroupPerWorkgroup, 256, 4, 1),
+        ];
+        if ctx.subgroup_sizes() == Some((8, 8)) {
+            cases.push((Layout::LanesOverDims, 32, 4, 2));
+        }
+        assert_eq!(layout_for(&ctx, 256), Layout::GroupPerWorkgroup);
+        for (layout, hd, nh, nkv) in cases {
+            let qkv_w = (nh + 2 * nkv) * hd;
+            let kvd = nkv * hd;
+            for (start, n, window) in [(9usize, 3usize, 4usize), (20, 1, 5), (2, 2, 8), (0, 1, 1)] {
+                let opts = Options {
+                    scale: 0.3,
+                    window: Some(window),
+                };
+                let total = start + n;
+                let qkv = pseudo_random(n * qkv_w, 11 + start as u64, 2.0);
+                let kc = pseudo_random(total * kvd, 12, 2.0);
+                let vc = pseudo_random(total * kvd, 13, 1.0);
+                let mut want = vec![0f32; n * nh * hd];
+                reference_with(&qkv, qkv_w, &kc, &vc, nh, nkv, hd, start, opts, &mut want);
+                let mut unwindowed = vec![0f32; n * nh * hd];
+                let plain = Options {
+                    window: None,
+                    ..opts
+                };
+                reference_with(
+                    &qkv,
+                    qkv_w,
+                    &kc,
+                    &vc,
+                    nh,
+                    nkv,
+                    hd,
+                    start,
+                    plain,
+                    &mut unwindowed,
+                );
+                if start + 1 > window {
+                    assert_ne!(want, unwindowed, "the window changes the result");
+                }
+                let (qb, kb, vb) = (
+                    upload_f32(&ctx, &qkv),
+                    upload_f32(&ctx, &kc),
+                    upload_f32(&ctx, &vc),
+                );
+                let ob = upload_f32(&ctx, &vec![0.0; n * nh * hd]);
+                let st = step(&ctx, n as u32, start as u32);
+                let k = kernel_with(&ctx, layout, hd, nh, nkv, opts).expect("kernel");
+                let wg = groups(layout, hd, nh, nkv, n);
+                crate::ops::run_once(&ctx, &k, &[&st, &qb, &kb, &vb, &ob], wg);
+                let got = ctx.read_f32(&ob, n * nh * hd).expect("readback");
+                let what = format!(
+                    "attention {layout:?} {nh}/{nkv}x{hd} start={start} n={n} window={window}"
+                );
                 assert_close(&what, &got, &want, 1e-5);
             }
         }

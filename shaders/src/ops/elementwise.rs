@@ -1,4 +1,4 @@
-//! Element-wise residual add and SwiGLU (`wgsl/elementwise.wgsl`). The block kernels fuse
+//! Element-wise residual add, SwiGLU and GeGLU (`wgsl/elementwise.wgsl`). The block kernels fuse
 //! both into [`super::linear`]; these stand-alone forms serve other compositions.
 
 use std::sync::Arc;
@@ -17,6 +17,8 @@ pub enum Op {
     Add = 0,
     /// `y = silu(a) * b`.
     SwiGlu = 1,
+    /// `y = gelu_tanh(a) * b` (Gemma's GeGLU).
+    GeGlu = 2,
 }
 
 pub fn kernel(ctx: &GpuContext, op: Op, n: usize) -> Result<Arc<Kernel>, GpuError> {
@@ -32,12 +34,20 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
+/// GELU, tanh approximation: `x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`, as the
+/// kernels compute it.
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
+}
+
 /// CPU reference.
 pub fn reference(op: Op, a: &[f32], b: &[f32], y: &mut [f32]) {
     for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
         *y = match op {
             Op::Add => a + b,
             Op::SwiGlu => silu(*a) * b,
+            Op::GeGlu => gelu_tanh(*a) * b,
         };
     }
 }
@@ -55,7 +65,7 @@ mod tests {
         let n = 1000;
         let a = pseudo_random(n, 1, 8.0);
         let b = pseudo_random(n, 2, 3.0);
-        for (op, tol) in [(Op::Add, 0.0), (Op::SwiGlu, 1e-5)] {
+        for (op, tol) in [(Op::Add, 0.0), (Op::SwiGlu, 1e-5), (Op::GeGlu, 1e-5)] {
             let mut want = vec![0f32; n];
             reference(op, &a, &b, &mut want);
             let (ab, bb, yb) = (

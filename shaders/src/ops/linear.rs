@@ -204,6 +204,18 @@ pub enum Mode {
     /// Fused q/k/v over a `[q; k; v]` matrix: RoPE on q and k (see [`Rope`]), q into `y`,
     /// k and v into the KV cache at `start_pos + t`.
     QkvRope = 3,
+    /// `y = gelu_tanh(W[r] x) * (W[r + rows] x)` over a `[gate; up]` matrix (GeGLU).
+    GeGlu = 4,
+}
+
+impl Mode {
+    /// The gated feed-forward mode of an activation.
+    pub fn gated(act: crate::model::FfnActivation) -> Self {
+        match act {
+            crate::model::FfnActivation::Silu => Mode::SwiGlu,
+            crate::model::FfnActivation::GeluTanh => Mode::GeGlu,
+        }
+    }
 }
 
 /// The attention shape a [`Mode::QkvRope`] kernel rotates and stores for.
@@ -280,7 +292,7 @@ pub fn norm_out_partials(w_rows: usize, v: &Variant) -> u32 {
 pub fn invocation_rows(w_rows: usize, mode: Mode) -> usize {
     match mode {
         Mode::Store | Mode::Accumulate => w_rows,
-        Mode::SwiGlu | Mode::QkvRope => w_rows / 2,
+        Mode::SwiGlu | Mode::GeGlu | Mode::QkvRope => w_rows / 2,
     }
 }
 
@@ -872,6 +884,7 @@ pub fn reference(
                 Mode::Store => *o = v,
                 Mode::Accumulate => *o += v,
                 Mode::SwiGlu => *o = super::elementwise::silu(v) * wx[t * rows + r + out_rows],
+                Mode::GeGlu => *o = super::elementwise::gelu_tanh(v) * wx[t * rows + r + out_rows],
                 Mode::QkvRope => unreachable!("rejected above"),
             }
         }
@@ -1124,13 +1137,14 @@ mod tests {
         }
     }
 
-    /// The fused residual add and SwiGLU modes, in every shape.
+    /// The fused residual add, SwiGLU and GeGLU modes, in every shape.
     #[test]
     fn fused_modes_and_shapes() {
         for shape in all_shapes() {
             for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
                 run(ty, 48, 96, 1, Mode::Accumulate, 1, shape);
                 run(ty, 48, 96, 3, Mode::SwiGlu, 2, shape);
+                run(ty, 48, 96, 3, Mode::GeGlu, 2, shape);
                 run(ty, 200, 576, 6, Mode::Store, 4, shape);
                 run(ty, 1536, 576, 1, Mode::Store, 1, shape);
             }

@@ -24,6 +24,12 @@ pub fn kernel(ctx: &GpuContext, d: usize, eps: f32) -> Result<Arc<Kernel>, GpuEr
     ctx.kernel(&SPEC, &[("D", d as f64), ("EPS", eps as f64)])
 }
 
+/// `y += RMSNorm(x) ⊙ g` (a post-norm added to the residual stream `y`); bound as
+/// `[step, x, g, y, unused]`.
+pub fn add_kernel(ctx: &GpuContext, d: usize, eps: f32) -> Result<Arc<Kernel>, GpuError> {
+    ctx.kernel(&SPEC, &[("D", d as f64), ("EPS", eps as f64), ("ADD", 1.0)])
+}
+
 /// `y = x ⊙ g` and each row's sum of squares in a buffer of `partials` floats per token
 /// (the total first, then zeros): the input of a linear kernel with
 /// [`super::linear::Variant::norm_partials`] set to `partials`. Bound as
@@ -80,6 +86,30 @@ mod tests {
                 1e-5,
             );
         }
+    }
+
+    /// The add kernel leaves `y + RMSNorm(x) ⊙ g` in `y`.
+    #[test]
+    fn add_kernel_adds_the_norm_to_y() {
+        let ctx = ctx();
+        let (d, n) = (640, 2);
+        let x = pseudo_random(n * d, 7, 2.0);
+        let g = pseudo_random(d, 8, 1.5);
+        let y0 = pseudo_random(n * d, 9, 3.0);
+        let mut normed = vec![0f32; n * d];
+        reference(&x, &g, 1e-6, &mut normed);
+        let want: Vec<f32> = y0.iter().zip(&normed).map(|(a, b)| a + b).collect();
+        let (xb, gb, yb) = (
+            upload_f32(&ctx, &x),
+            upload_f32(&ctx, &g),
+            upload_f32(&ctx, &y0),
+        );
+        let k = add_kernel(&ctx, d, 1e-6).expect("kernel");
+        let st = step(&ctx, n as u32, 0);
+        let unused = &ctx.unused_buffers()[1];
+        crate::ops::run_once(&ctx, &k, &[&st, &xb, &gb, &yb, unused], groups(n));
+        let got = ctx.read_f32(&yb, n * d).expect("readback");
+        assert_close("rmsnorm add", &got, &want, 1e-5);
     }
 
     /// The partials kernel: x ⊙ g exactly, and the sum of squares first among `np`

@@ -1,5 +1,6 @@
-//! The wgpu backends: [`GpuBlocks`] (Llama blocks with per-session KV caches in GPU
-//! memory) and [`GpuHead`] (embedding, final norm, LM head, argmax and sampling).
+//! [`GpuBlocks`]: blocks `[start, end)` with per-session KV caches in GPU memory. The
+//! plain Llama block takes the fused path below; the other architectures the general
+//! one ([`super::general`]).
 //!
 //! Weights are uploaded once, packed but still quantized; q/k/v are stacked into one
 //! matrix and gate/up into another so a block is 5 dispatches: RMSNorm + q/k/v + RoPE +
@@ -19,6 +20,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
+use super::general::{GeneralBlocks, Scratch};
 use super::{Linear, MAX_BATCH, f32_bytes, pack_tensor};
 use crate::engine::llama::{self, block_tensor};
 use crate::engine::{BlockBackend, EngineError, SessionId};
@@ -70,15 +72,27 @@ pub struct GpuBlocks {
     x: wgpu::Buffer,
     qkv: wgpu::Buffer,
     att: wgpu::Buffer,
-    rope_table: wgpu::Buffer,
     readback: Readback,
+    path: Path,
+    sessions: HashMap<SessionId, Session>,
+    weight_bytes: usize,
+}
+
+/// How the blocks are computed: the plain Llama block's fused kernels, or one dispatch
+/// per step for the other architectures ([`GeneralBlocks`]).
+enum Path {
+    Fused(Fused),
+    General(GeneralBlocks),
+}
+
+/// The fused Llama path's kernels and weights.
+struct Fused {
+    rope_table: wgpu::Buffer,
     attention: Arc<Kernel>,
     attention_layout: attention::Layout,
     /// The norm chain, when norms are not fused into the linear kernels.
     norm: Option<NormChain>,
     blocks: Vec<Block>,
-    sessions: HashMap<SessionId, Session>,
-    weight_bytes: usize,
 }
 
 impl GpuBlocks {
@@ -107,6 +121,30 @@ impl GpuBlocks {
         let x = g.storage("hidden", (MAX_BATCH * d * 4) as u64)?;
         let qkv = g.storage("q", (MAX_BATCH * (qd + 2 * kvd) * 4) as u64)?;
         let att = g.storage("attention out", (MAX_BATCH * qd * 4) as u64)?;
+        let readback = Readback::new(g, "hidden readback", (MAX_BATCH * d * 4) as u64);
+        if !c.features.is_plain_llama(c.head_dim) {
+            let scratch = Scratch {
+                step: &step,
+                x: &x,
+                qkv: &qkv,
+                att: &att,
+            };
+            let general = GeneralBlocks::new(g, src, &c, blocks.clone(), shape, &scratch)?;
+            return Ok(Self {
+                config: c,
+                range: blocks,
+                shape,
+                step,
+                x,
+                qkv,
+                att,
+                readback,
+                weight_bytes: general.weight_bytes,
+                path: Path::General(general),
+                sessions: HashMap::new(),
+                ctx,
+            });
+        }
         let ffh = g.storage("ffn hidden", (MAX_BATCH * f * 4) as u64)?;
         let positions = c.context_length.clamp(1, llama::MAX_POSITIONS);
         let table = rope::table(c.head_dim, c.rope_theta, positions);
@@ -234,7 +272,6 @@ impl GpuBlocks {
                 down,
             });
         }
-        let readback = Readback::new(g, "hidden readback", (MAX_BATCH * d * 4) as u64);
         Ok(Self {
             config: c,
             range: blocks,
@@ -243,12 +280,14 @@ impl GpuBlocks {
             x,
             qkv,
             att,
-            rope_table,
             readback,
-            attention,
-            attention_layout,
-            norm,
-            blocks: out,
+            path: Path::Fused(Fused {
+                rope_table,
+                attention,
+                attention_layout,
+                norm,
+                blocks: out,
+            }),
             sessions: HashMap::new(),
             weight_bytes,
             ctx,
@@ -290,34 +329,9 @@ impl GpuBlocks {
         let mut enc = g.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            if let (Some(chain), Some(first)) = (&self.norm, self.blocks.get(span.start))
-                && let Some(bg) = &first.prenorm
-            {
-                dispatch(&mut pass, &chain.prenorm, bg, rmsnorm::groups(n));
-            }
-            for (i, b) in self
-                .blocks
-                .iter()
-                .enumerate()
-                .take(span.end)
-                .skip(span.start)
-            {
-                b.qkv.record(&mut pass, &s.qkv[i], n);
-                dispatch(
-                    &mut pass,
-                    &self.attention,
-                    &s.attn[i],
-                    attention::groups(
-                        self.attention_layout,
-                        c.head_dim,
-                        c.n_heads,
-                        c.n_kv_heads,
-                        n,
-                    ),
-                );
-                b.o.record(&mut pass, &b.o_bind, n);
-                b.gate_up.record(&mut pass, &b.gate_up_bind, n);
-                b.down.record(&mut pass, &b.down_bind, n);
+            match &self.path {
+                Path::Fused(f) => f.record(c, &mut pass, span, s, n),
+                Path::General(gb) => gb.record(c, &mut pass, span, &s.qkv, &s.attn, n),
             }
         }
         let bytes = (rows.len() * 4) as u64;
@@ -326,6 +340,44 @@ impl GpuBlocks {
         let out = self.readback.read_f32(g, rows.len())?;
         rows.copy_from_slice(&out);
         Ok(())
+    }
+}
+
+impl Fused {
+    /// Records blocks `span` (offsets into the range) for `n` rows of session `s`.
+    fn record(
+        &self,
+        c: &ModelConfig,
+        pass: &mut wgpu::ComputePass<'_>,
+        span: &Range<usize>,
+        s: &Session,
+        n: usize,
+    ) {
+        if let (Some(chain), Some(first)) = (&self.norm, self.blocks.get(span.start))
+            && let Some(bg) = &first.prenorm
+        {
+            dispatch(pass, &chain.prenorm, bg, rmsnorm::groups(n));
+        }
+        let groups = attention::groups(
+            self.attention_layout,
+            c.head_dim,
+            c.n_heads,
+            c.n_kv_heads,
+            n,
+        );
+        for (i, b) in self
+            .blocks
+            .iter()
+            .enumerate()
+            .take(span.end)
+            .skip(span.start)
+        {
+            b.qkv.record(pass, &s.qkv[i], n);
+            dispatch(pass, &self.attention, &s.attn[i], groups);
+            b.o.record(pass, &b.o_bind, n);
+            b.gate_up.record(pass, &b.gate_up_bind, n);
+            b.down.record(pass, &b.down_bind, n);
+        }
     }
 }
 
@@ -351,17 +403,34 @@ impl BlockBackend for GpuBlocks {
         for (i, b) in self.range.clone().enumerate() {
             let k = g.storage(&format!("blk.{b} K cache"), bytes)?;
             let v = g.storage(&format!("blk.{b} V cache"), bytes)?;
-            let blk = &self.blocks[i];
-            let extras = Extras {
-                norm: self.norm.is_none().then_some(&blk.attn_norm),
-                partials: self.norm.as_ref().map(|n| &n.ssq),
-                rope_kv: Some((&self.rope_table, &k, &v)),
-                ..Default::default()
+            let (qkv, attn) = match &self.path {
+                Path::Fused(f) => {
+                    let blk = &f.blocks[i];
+                    let extras = Extras {
+                        norm: f.norm.is_none().then_some(&blk.attn_norm),
+                        partials: f.norm.as_ref().map(|n| &n.ssq),
+                        rope_kv: Some((&f.rope_table, &k, &v)),
+                        ..Default::default()
+                    };
+                    let input = f.norm.as_ref().map_or(&self.x, |n| &n.xn);
+                    let binds = [&self.step, &self.qkv, &k, &v, &self.att];
+                    (
+                        blk.qkv.bind(g, &self.step, input, &self.qkv, extras),
+                        g.bind_group(&f.attention, &binds),
+                    )
+                }
+                Path::General(gb) => {
+                    let scratch = Scratch {
+                        step: &self.step,
+                        x: &self.x,
+                        qkv: &self.qkv,
+                        att: &self.att,
+                    };
+                    gb.session_binds(g, i, &scratch, &k, &v)
+                }
             };
-            let input = self.norm.as_ref().map_or(&self.x, |n| &n.xn);
-            qkv_bg.push(blk.qkv.bind(g, &self.step, input, &self.qkv, extras));
-            attn_bg
-                .push(g.bind_group(&self.attention, &[&self.step, &self.qkv, &k, &v, &self.att]));
+            qkv_bg.push(qkv);
+            attn_bg.push(attn);
             kv.push((k, v));
         }
         self.sessions.insert(

@@ -12,6 +12,7 @@ use crate::model::WeightSource;
 use crate::ops::linear::{self, Extras, GpuWeight, PackedWeight, Variant};
 
 mod blocks;
+mod general;
 mod head;
 
 pub use blocks::GpuBlocks;
