@@ -286,15 +286,139 @@ fn shape_mismatch_names_the_tensor() {
 #[test]
 fn unknown_architecture_is_named() {
     let mut w = tiny_llama(2);
-    w.meta_str("general.architecture", "qwen2");
+    w.meta_str("general.architecture", "mamba");
     match GgufFile::from_bytes(w.to_bytes()) {
-        Err(ModelError::UnsupportedArchitecture(a)) => assert_eq!(a, "qwen2"),
+        Err(ModelError::UnsupportedArchitecture(a)) => assert_eq!(a, "mamba"),
         other => panic!("expected UnsupportedArchitecture, got {other:?}"),
     }
+    // A mixture of experts is refused by name, by architecture or by its expert count.
+    let mut w = tiny_llama(2);
+    w.meta_str("general.architecture", "qwen3moe");
+    let msg = open_err(w.to_bytes());
+    assert!(
+        msg.contains("qwen3moe") && msg.contains("mixture of experts"),
+        "{msg}"
+    );
+    let mut w = tiny_llama(2);
+    w.meta_u32("llama.expert_count", 8);
+    let msg = open_err(w.to_bytes());
+    assert!(
+        msg.contains("llama.expert_count") && msg.contains("mixture of experts"),
+        "{msg}"
+    );
+    // A known architecture reads its own prefix: llama keys in a qwen2 file are missing.
+    let mut w = tiny_llama(2);
+    w.meta_str("general.architecture", "qwen2");
+    let msg = open_err(w.to_bytes());
+    assert!(msg.contains("qwen2.block_count"), "{msg}");
     let mut w = tiny_llama(2);
     w.remove_meta("llama.attention.head_count");
     let msg = open_err(w.to_bytes());
     assert!(msg.contains("llama.attention.head_count"), "{msg}");
+}
+
+/// Lying metadata and missing or mis-shaped tensors of the other architectures: each a
+/// clear error naming what is wrong, never a panic.
+#[test]
+fn architecture_bad_input_is_named() {
+    use cocoon_shaders::model::gguf_writer::tiny_llama_with;
+    use cocoon_shaders::model::{FfnActivation, ModelConfig, RopeStyle, SlidingWindow};
+    let arch = |name: &str| -> ModelConfig {
+        let mut c = tiny_llama_config();
+        c.architecture = name.into();
+        c.rope_style = RopeStyle::NeoX;
+        c.head_dim = 16;
+        c.features.attention_scale = 0.25;
+        match name {
+            "qwen2" => c.features.qkv_bias = true,
+            "qwen3" => c.features.qk_norm = true,
+            _ => {
+                c.features.qk_norm = true;
+                c.features.post_norms = true;
+                c.features.ffn_activation = FfnActivation::GeluTanh;
+                c.features.embed_scale = Some((c.d_model as f32).sqrt());
+                c.features.sliding_window = Some(SlidingWindow {
+                    window: 4,
+                    pattern: 6,
+                    local_rope_theta: 10_000.0,
+                });
+            }
+        }
+        c
+    };
+    for name in ["qwen2", "qwen3", "gemma3"] {
+        let c = arch(name);
+        GgufFile::from_bytes(tiny_llama_with(&c, 1).to_bytes()).expect("the good file loads");
+        // Heads that do not divide.
+        let mut w = tiny_llama_with(&c, 1);
+        w.meta_u32(&format!("{name}.attention.head_count_kv"), 3);
+        let msg = open_err(w.to_bytes());
+        assert!(
+            msg.contains("not a multiple of head_count_kv 3"),
+            "{name}: {msg}"
+        );
+        // key_length inconsistent with the tensors.
+        let mut w = tiny_llama_with(&c, 1);
+        w.meta_u32(&format!("{name}.attention.key_length"), 8);
+        w.meta_u32(&format!("{name}.attention.value_length"), 8);
+        w.meta_u32(&format!("{name}.rope.dimension_count"), 8);
+        let msg = open_err(w.to_bytes());
+        assert!(
+            msg.contains("attn_q") && msg.contains("shape"),
+            "{name}: {msg}"
+        );
+        // The architecture's own tensors, missing and mis-shaped.
+        let extra = match name {
+            "qwen2" => "blk.0.attn_k.bias",
+            "qwen3" => "blk.0.attn_q_norm.weight",
+            _ => "blk.0.post_ffw_norm.weight",
+        };
+        let mut w = tiny_llama_with(&c, 1);
+        w.remove_tensor(extra);
+        let msg = open_err(w.to_bytes());
+        assert!(
+            msg.contains(extra) && msg.contains("not found"),
+            "{name}: {msg}"
+        );
+        let mut w = tiny_llama_with(&c, 1);
+        w.remove_tensor(extra);
+        w.tensor_f32(extra, &[3], &[1.0, 1.0, 1.0]).expect("tensor");
+        let msg = open_err(w.to_bytes());
+        assert!(
+            msg.contains(extra) && msg.contains("shape"),
+            "{name}: {msg}"
+        );
+    }
+    // Gemma 3's window: 0 or absent.
+    let c = arch("gemma3");
+    let mut w = tiny_llama_with(&c, 1);
+    w.meta_u32("gemma3.attention.sliding_window", 0);
+    let msg = open_err(w.to_bytes());
+    assert!(
+        msg.contains("gemma3.attention.sliding_window is 0"),
+        "{msg}"
+    );
+    let mut w = tiny_llama_with(&c, 1);
+    w.remove_meta("gemma3.attention.sliding_window");
+    let msg = open_err(w.to_bytes());
+    assert!(msg.contains("gemma3.attention.sliding_window"), "{msg}");
+    // An odd head dimension, and RoPE scaling nobody implemented.
+    let mut w = tiny_llama_with(&arch("qwen3"), 1);
+    w.meta_u32("qwen3.attention.key_length", 15);
+    let msg = open_err(w.to_bytes());
+    assert!(msg.contains("head_dim 15 is odd"), "{msg}");
+    let mut w = tiny_llama(2);
+    w.meta_str("llama.rope.scaling.type", "yarn");
+    let msg = open_err(w.to_bytes());
+    assert!(
+        msg.contains("yarn") && msg.contains("not supported"),
+        "{msg}"
+    );
+    let mut w = tiny_llama(2);
+    w.tensor_f32("rope_freqs.weight", &[4], &[1.0, 0.0, 1.0, 1.0])
+        .expect("tensor");
+    let msg = open_err(w.to_bytes());
+    assert!(msg.contains("rope_freqs.weight"), "{msg}");
 }
 
 #[test]
