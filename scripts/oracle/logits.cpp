@@ -18,12 +18,23 @@ static void quiet_log(enum ggml_log_level level, const char * text, void *) {
     if (level >= GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
 }
 
+// JSON string; bytes that are not valid UTF-8 (a token can end inside a character) become U+FFFD
 static void json_str(const std::string & s) {
     putchar('"');
-    for (unsigned char c : s) {
-        if (c == '"' || c == '\\') { putchar('\\'); putchar(c); }
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
+    for (size_t i = 0; i < s.size();) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            if (c == '"' || c == '\\') { putchar('\\'); putchar(c); }
+            else if (c < 0x20) printf("\\u%04x", c);
+            else putchar(c);
+            i++;
+            continue;
+        }
+        size_t n = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        bool ok = n > 0 && i + n <= s.size();
+        for (size_t k = 1; ok && k < n; k++) ok = ((unsigned char) s[i + k] & 0xC0) == 0x80;
+        if (ok) { fwrite(s.data() + i, 1, n, stdout); i += n; }
+        else { fputs("\\ufffd", stdout); i++; }
     }
     putchar('"');
 }
