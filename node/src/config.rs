@@ -95,6 +95,9 @@ pub struct NodeConfig {
     pub backend: crate::cmd::run::Backend,
     /// Memory for the KV caches of all sessions, MiB (`--kv-budget-mib`).
     pub kv_budget_mib: usize,
+    /// With `--blocks auto`: the memory this worker may use for weights and KV caches,
+    /// MiB; it takes as many blocks as fit (`--max-memory-mib`).
+    pub max_memory_mib: Option<u64>,
     /// A client gives up on a worker that has not answered a forward in this many
     /// seconds and fails over (`--forward-timeout-secs`).
     pub forward_timeout_secs: u64,
@@ -167,6 +170,7 @@ impl Default for NodeConfig {
             api_listen: "127.0.0.1:0".into(),
             backend: crate::cmd::run::Backend::Wgpu,
             kv_budget_mib: 512,
+            max_memory_mib: None,
             forward_timeout_secs: 60,
             local_blocks: false,
             channel_deposit_nanoton: 1_000_000_000,
@@ -199,6 +203,43 @@ impl NodeConfig {
             self.n_blocks
         );
         Ok(range)
+    }
+
+    /// `--blocks auto[:N]` within `--max-memory-mib`: the span length to place, no longer
+    /// than the blocks whose weights (`block_bytes`, each block's, in order) fit beside the
+    /// KV budget; `None` when auto placement is not asked.
+    pub fn auto_span_within(&self, block_bytes: &[u64]) -> anyhow::Result<Option<u32>> {
+        let Some(span) = self.auto_span()? else {
+            return Ok(None);
+        };
+        let Some(max) = self.max_memory_mib else {
+            return Ok(Some(span));
+        };
+        let kv = self.kv_budget_mib as u64;
+        anyhow::ensure!(
+            max > kv,
+            "--max-memory-mib {max} leaves nothing for weights beside the KV budget of {kv} MiB"
+        );
+        // The heaviest blocks bound the span wherever it is placed.
+        let mut sorted: Vec<u64> = block_bytes.to_vec();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        let room = (max - kv) << 20;
+        let mut used = 0u64;
+        let fit = sorted
+            .iter()
+            .take_while(|b| {
+                used += **b;
+                used <= room
+            })
+            .count() as u32;
+        anyhow::ensure!(
+            fit >= 1,
+            "--max-memory-mib {max}: not one block fits ({} MiB a block beside {kv} MiB of KV)",
+            sorted.first().copied().unwrap_or(0) >> 20
+        );
+        // `auto` without a length takes every block that fits; `auto:N` at most N.
+        let asked = self.blocks.as_deref().is_some_and(|b| b.contains(':'));
+        Ok(Some(if asked { span.min(fit) } else { fit.min(self.n_blocks) }))
     }
 
     /// `--blocks auto[:N]`: the span length to place, if asked.
@@ -266,6 +307,32 @@ mod tests {
         assert_eq!(c.relay_server, RelayServerMode::On);
         assert_eq!(c.block_range().expect("fits").len(), 10);
         assert!(toml::from_str::<NodeConfig>("no_such_key = 1").is_err());
+    }
+
+    /// `auto` takes the blocks that fit in `--max-memory-mib` beside the KV budget (the
+    /// heaviest ones counted), `auto:N` at most N, and a cap too small for one block is
+    /// an error.
+    #[test]
+    fn auto_span_fits_the_memory_cap() {
+        let mib = 1u64 << 20;
+        let blocks = vec![10 * mib; 30];
+        let c = |b: &str, max: Option<u64>| NodeConfig {
+            blocks: Some(b.into()),
+            n_blocks: 30,
+            kv_budget_mib: 100,
+            max_memory_mib: max,
+            ..NodeConfig::default()
+        };
+        assert_eq!(c("auto", None).auto_span_within(&blocks).expect("ok"), Some(10));
+        assert_eq!(c("auto", Some(225)).auto_span_within(&blocks).expect("ok"), Some(12));
+        assert_eq!(c("auto:5", Some(225)).auto_span_within(&blocks).expect("ok"), Some(5));
+        assert_eq!(c("auto", Some(1000)).auto_span_within(&blocks).expect("ok"), Some(30));
+        let mut uneven = blocks.clone();
+        uneven[3] = 60 * mib;
+        assert_eq!(c("auto", Some(225)).auto_span_within(&uneven).expect("ok"), Some(7));
+        assert!(c("auto", Some(105)).auto_span_within(&blocks).is_err());
+        assert!(c("auto", Some(50)).auto_span_within(&blocks).is_err());
+        assert_eq!(c("0..3", Some(50)).auto_span_within(&blocks).expect("ok"), None);
     }
 
     #[test]

@@ -15,11 +15,13 @@ pub const DEFAULT_N_BLOCKS: u32 = 30;
 pub const DEFAULT_MODEL_ID: &str =
     "ce19703eaa34b7337a45bb7c7e60493358320c4af258c2d17053ec7f21f993e4";
 
-/// A model's identity as announced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A model's identity as announced, and what its blocks weigh.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelDescription {
     pub id: ModelId,
     pub n_blocks: u32,
+    /// Bytes of each block's tensors in the file (`blk.N.*`), by block.
+    pub block_bytes: Vec<u64>,
 }
 
 /// Describes the GGUF model at `path`: its manifest hash and block count. Reading it
@@ -30,7 +32,24 @@ pub fn describe_model(path: &Path) -> anyhow::Result<ModelDescription> {
     Ok(ModelDescription {
         id: ModelId(file.manifest_hash()),
         n_blocks,
+        block_bytes: block_bytes(&file),
     })
+}
+
+/// Bytes of each block's tensors (`blk.N.*`) in the file, by block.
+pub fn block_bytes(file: &GgufFile) -> Vec<u64> {
+    let mut out = vec![0u64; file.config().n_blocks];
+    for t in file.tensor_infos() {
+        let block = t
+            .name
+            .strip_prefix("blk.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(b) = block.and_then(|b| out.get_mut(b)) {
+            *b += t.size as u64;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -60,6 +79,8 @@ mod tests {
         let d = describe_model(&p).expect("describes");
         assert_eq!(d.id, ModelId(file.manifest_hash()));
         assert_eq!(d.n_blocks as usize, file.config().n_blocks);
+        assert_eq!(d.block_bytes.len(), d.n_blocks as usize);
+        assert!(d.block_bytes.iter().all(|&b| b > 0 && b == d.block_bytes[0]));
         assert!(describe_model(&dir.path().join("missing")).is_err());
         std::fs::write(&p, b"not a model").expect("write");
         let err = describe_model(&p).expect_err("garbage");

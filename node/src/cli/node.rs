@@ -91,6 +91,10 @@ pub struct NodeArgs {
     /// Memory for all sessions' KV caches, MiB.
     #[arg(long)]
     pub kv_budget_mib: Option<usize>,
+    /// With `--blocks auto`: memory for weights and KV caches, MiB; the worker takes as
+    /// many blocks as fit, then the mesh's weakest span.
+    #[arg(long)]
+    pub max_memory_mib: Option<u64>,
     /// Seconds a client waits for a worker's answer before failing over.
     #[arg(long)]
     pub forward_timeout_secs: Option<u64>,
@@ -144,6 +148,9 @@ impl NodeArgs {
         }
         if let Some(v) = &self.ton_api_key {
             c.ton_api_key = Some(v.clone());
+        }
+        if let Some(v) = self.max_memory_mib {
+            c.max_memory_mib = Some(v);
         }
         macro_rules! set {
             ($($flag:ident => $key:ident),*) => { $( if let Some(v) = self.$flag.clone() { c.$key = v; } )* };

