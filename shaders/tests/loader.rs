@@ -424,10 +424,10 @@ fn architecture_bad_input_is_named() {
 #[test]
 fn unsupported_tensor_type_is_named() {
     let mut w = tiny_llama(2);
-    // Q5_0 (ggml type 6): 22 bytes per 32 elements.
-    w.tensor_raw_type("extra.weight", 6, &[32], vec![0; 22]);
+    // IQ4_NL (ggml type 20): 18 bytes per 32 elements.
+    w.tensor_raw_type("extra.weight", 20, &[32], vec![0; 18]);
     let msg = open_err(w.to_bytes());
-    assert!(msg.contains("Q5_0"), "{msg}");
+    assert!(msg.contains("IQ4_NL"), "{msg}");
     assert!(msg.contains("extra.weight"), "{msg}");
     // A quantized row length that is not a whole number of blocks.
     let mut w = tiny_llama(2);

@@ -62,11 +62,13 @@ fn hsum(v: vec4<f32>) -> f32 {
 
 // The 32 inputs of group g of token row xt (vec4 index of its first element), times
 // the norm weight when NORM: loaded once, dotted with several weight rows. For the
-// nibble formats (FMT 3, 4) `v` is pre-scaled by NIB_SCALE and `s` is the inputs' sum
-// (the m term), see group_dot.
+// nibble formats (FMT 3, 4, 7) `v` is pre-scaled by NIB_SCALE; `s` is the inputs' sum
+// (the m term) for FMTs 3, 4 and 6, `h` the sums of its halves (elements 0..16,
+// 16..32) for FMT 7, whose mins are per 16 elements; see group_dot.
 struct XGroup {
     v: array<vec4<f32>, 8>,
     s: f32,
+    h: vec2<f32>,
 }
 
 // Element j of a nibble word's four bytes is masked in place (q & (15 << 8j), no shift)
@@ -82,9 +84,14 @@ var<private> x_lane: u32;
 fn x_group(xt: u32, g: u32) -> XGroup {
     var r: XGroup;
     r.v = x_raw(xt, g);
-    if FMT == 3u || FMT == 4u {
-        let v = r.v;
+    let v = r.v;
+    if FMT == 3u || FMT == 4u || FMT == 6u {
         r.s = hsum((v[0] + v[1]) + (v[2] + v[3]) + ((v[4] + v[5]) + (v[6] + v[7])));
+    }
+    if FMT == 7u {
+        r.h = vec2<f32>(hsum((v[0] + v[1]) + (v[2] + v[3])), hsum((v[4] + v[5]) + (v[6] + v[7])));
+    }
+    if FMT == 3u || FMT == 4u || FMT == 7u {
         for (var i = 0u; i < 8u; i++) {
             r.v[i] = v[i] * NIB_SCALE;
         }
@@ -98,8 +105,9 @@ fn nib_scaled(q: u32) -> vec4<f32> {
 }
 
 
-// The scales of group gi: (d, m) for FMTs 2 to 4 (m = 0 for FMT 2), the two half-group
-// scales for FMT 5, (1, 0) for the float formats.
+// The scales of group gi: (d, m) for FMTs 2 to 4 and 6 (m = 0 for FMT 2), the two
+// half-group scales for FMT 5, (1, 0) for the float formats and for FMT 7 (whose four
+// scales group_dot loads itself).
 fn group_scales(gi: u32) -> vec2<f32> {
     switch FMT {
         case 2u: {
@@ -108,7 +116,7 @@ fn group_scales(gi: u32) -> vec2<f32> {
         case 3u: {
             return unpack2x16float(ws_word(gi));
         }
-        case 4u, 5u: {
+        case 4u, 5u, 6u: {
             return bitcast<vec2<f32>>(ws_pair(gi));
         }
         default: {
@@ -190,6 +198,21 @@ fn group_dot(gi: u32, x: XGroup, sc: vec2<f32>) -> f32 {
             s = fma(i8x4(q0.x), xg[0], fma(i8x4(q0.y), xg[1], fma(i8x4(q0.z), xg[2], i8x4(q0.w) * xg[3])));
             t = fma(i8x4(q1.x), xg[4], fma(i8x4(q1.y), xg[5], fma(i8x4(q1.z), xg[6], i8x4(q1.w) * xg[7])));
             return fma(sc.x, hsum(s), sc.y * hsum(t));
+        }
+        case 6u: {
+            let q0 = quad(gi * 2u);
+            let q1 = quad(gi * 2u + 1u);
+            s = fma(i8x4(q0.x), xg[0], fma(i8x4(q0.y), xg[1], fma(i8x4(q0.z), xg[2], i8x4(q0.w) * xg[3])));
+            t = fma(i8x4(q1.x), xg[4], fma(i8x4(q1.y), xg[5], fma(i8x4(q1.z), xg[6], i8x4(q1.w) * xg[7])));
+            return fma(sc.x, hsum(s + t), sc.y * x.s);
+        }
+        case 7u: {
+            let q = quad(gi);
+            let a = bitcast<vec2<f32>>(ws_pair(2u * gi));
+            let b = bitcast<vec2<f32>>(ws_pair(2u * gi + 1u));
+            s = fma(nib_scaled(q.x), xg[0], fma(nib_scaled(q.y), xg[1], fma(nib_scaled(q.z), xg[2], nib_scaled(q.w) * xg[3])));
+            t = fma(nib_scaled(q.x >> 4u), xg[4], fma(nib_scaled(q.y >> 4u), xg[5], fma(nib_scaled(q.z >> 4u), xg[6], nib_scaled(q.w >> 4u) * xg[7])));
+            return fma(a.x, hsum(s), a.y * x.h.x) + fma(b.x, hsum(t), b.y * x.h.y);
         }
         default: {
             return 0.0;

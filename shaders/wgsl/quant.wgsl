@@ -3,11 +3,14 @@
 // i-th 16 bytes of the quants (every format's group starts on a 16-byte boundary),
 // `ws_word(i)`, the i-th 32-bit word of the scales, and `ws_pair(i)`, words 2i, 2i + 1. Upload layouts (see ops/linear.rs, `pack`):
 //   FMT 0 F32: 32 f32 per group          FMT 1 F16: 16 words of two f16
-//   FMT 2 i8 quants + f16 scale (Q8_0)   FMT 3 nibbles + f16 (d, m) (Q4_1)
+//   FMT 2 i8 quants + f16 scale (Q8_0, Q5_0)
+//   FMT 3 nibbles + f16 (d, m) (Q4_1)
 //   FMT 4 nibbles + f32 (d, m) (Q4_0, Q4_K)
-//   FMT 5 i8 quants + two f32 scales, one per 16 elements (Q6_K)
+//   FMT 5 i8 quants + two f32 scales, one per 16 elements (Q6_K, Q3_K)
+//   FMT 6 i8 quants + f32 (d, m) (Q5_1, Q5_K)
+//   FMT 7 nibbles + f32 (d, m) per 16 elements: (d0, m0, d1, m1) a group (Q2_K)
 // Nibble groups: word w holds elements 4w..4w+3 in its low nibbles, 16+4w.. in its high.
-// An element is d * w + m.
+// An element is d * w + m (FMTs 5 and 7 fold their half-group scales into w).
 override FMT: u32 = 3u;
 override K: u32 = 32u;
 override NG: u32 = K / 32u;
@@ -97,6 +100,33 @@ fn load_group(row: u32, g: u32) -> Group {
                 r.d = dm.x;
                 r.m = dm.y;
             }
+        }
+        case 6u: {
+            for (var j = 0u; j < 2u; j++) {
+                let q = quad(gi * 2u + j);
+                r.w[4u * j] = i8x4(q.x);
+                r.w[4u * j + 1u] = i8x4(q.y);
+                r.w[4u * j + 2u] = i8x4(q.z);
+                r.w[4u * j + 3u] = i8x4(q.w);
+            }
+            let dm = bitcast<vec2<f32>>(ws_pair(gi));
+            r.d = dm.x;
+            r.m = dm.y;
+        }
+        case 7u: {
+            // n * d + m is the CPU's d * n - dmin * m: n * d is exact (small integers
+            // times an f32 with a short mantissa), so one rounding either way.
+            let q = quad(gi);
+            let a = bitcast<vec2<f32>>(ws_pair(2u * gi));
+            let b = bitcast<vec2<f32>>(ws_pair(2u * gi + 1u));
+            r.w[0] = nib_lo(q.x) * a.x + a.y;
+            r.w[1] = nib_lo(q.y) * a.x + a.y;
+            r.w[2] = nib_lo(q.z) * a.x + a.y;
+            r.w[3] = nib_lo(q.w) * a.x + a.y;
+            r.w[4] = nib_hi(q.x) * b.x + b.y;
+            r.w[5] = nib_hi(q.y) * b.x + b.y;
+            r.w[6] = nib_hi(q.z) * b.x + b.y;
+            r.w[7] = nib_hi(q.w) * b.x + b.y;
         }
         case 5u: {
             let sc = bitcast<vec2<f32>>(ws_pair(gi));

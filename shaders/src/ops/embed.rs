@@ -67,11 +67,12 @@ mod tests {
     use crate::ops::pseudo_random;
     use crate::ops::testing::{assert_close, ctx, step};
 
-    /// Q8_0, Q4_1 and F32 tables; within 1e-6 relative (Q4_0 folding aside, exact).
+    /// Tables of every packed format (each GPU format at least once, tiled too), rows of
+    /// 64 (256 for the K-quants); within 1e-6 relative (Q4_0 folding aside, exact).
     #[test]
     fn gpu_matches_cpu() {
         let ctx = ctx();
-        let (vocab, d) = (50, 64);
+        let vocab = 50;
         let tokens = [3u32, 0, 49, 3, 17];
         // Row-major, and tiled as a tied LM head's kernels read it (tiles of 10 rows).
         for (ty, tile) in [
@@ -81,7 +82,15 @@ mod tests {
             (GgmlType::Q4_0, 0),
             (GgmlType::Q8_0, 10),
             (GgmlType::Q4_1, 10),
+            (GgmlType::Q5_0, 0),
+            (GgmlType::Q5_1, 0),
+            (GgmlType::Q2_K, 0),
+            (GgmlType::Q3_K, 0),
+            (GgmlType::Q5_K, 0),
+            (GgmlType::Q5_K, 10),
+            (GgmlType::Q2_K, 10),
         ] {
+            let d = ty.block_elems().max(64);
             let table = quantize(ty, &pseudo_random(vocab * d, 21, 1.0)).expect("q");
             let mut want = vec![0f32; tokens.len() * d];
             reference(ty, &table, d, &tokens, &mut want).expect("reference");

@@ -6,7 +6,8 @@
 //! At upload a ggml tensor is repacked ([`pack`]) into two byte arrays, quants and scales,
 //! so that every group of 32 elements starts on a 4-byte boundary (Q8_0's 34-byte blocks
 //! do not). Q8_0 and Q4_1 keep their exact size (scales stay f16); Q4_0, Q4_K and Q6_K are
-//! expanded to f32 scales (correct, not tuned).
+//! expanded to f32 scales, and Q5_0, Q5_1, Q5_K, Q3_K and Q2_K to i8 quants or nibbles
+//! with f32 scales (see [`gpu_format`]; correct, not tuned).
 //!
 //! Why these shapes (measured on llvmpipe, Mesa 25.0.7 / LLVM 15, 256-bit, 2 Zen 4
 //! cores; `cargo bench --bench kernels`, GB/s of packed weights per CPU-second): a
@@ -76,7 +77,9 @@ use std::sync::Arc;
 use half::f16;
 
 use crate::gpu::{Binding, GpuContext, GpuError, Kernel, KernelSpec};
-use crate::model::quant::{dequantize, q4_k_scale_min};
+use crate::model::quant::{
+    dequantize, k_quant_2bit, q3_k_quant, q3_k_scale, q4_k_scale_min, q5_k_quant, q5_quant, u32_at,
+};
 use crate::model::{GgmlType, ModelError};
 
 /// The linear kernel in its thread shapes ([`Shape::Threads`]), reading 32-bit words.
@@ -421,15 +424,24 @@ impl Shape {
     }
 }
 
-/// The GPU format id (`FMT` in quant.wgsl) a ggml type is packed into.
+/// The GPU format id (`FMT` in quant.wgsl) a ggml type is packed into. Every packed
+/// element is `d * q + m` with `d`, `m` its group's (or half-group's) scales, which hold
+/// exactly the f32 products the CPU reference forms (`d * sc`, `dmin * m`), so the GPU
+/// dequantizes to the reference's values; only the dot products' order differs.
 pub fn gpu_format(ty: GgmlType) -> u32 {
     match ty {
         GgmlType::F32 | GgmlType::BF16 => 0,
         GgmlType::F16 => 1,
-        GgmlType::Q8_0 => 2,
+        // d * (q - 16) with d an f16: i8 quants q - 16 under Q8_0's f16 scale.
+        GgmlType::Q8_0 | GgmlType::Q5_0 => 2,
         GgmlType::Q4_1 => 3,
         GgmlType::Q4_0 | GgmlType::Q4_K => 4,
-        GgmlType::Q6_K => 5,
+        // Q3_K: a scale per 16 elements and signed quants, as Q6_K.
+        GgmlType::Q6_K | GgmlType::Q3_K => 5,
+        // 5-bit quants (0..32) as i8, a scale and a min per 32 elements.
+        GgmlType::Q5_1 | GgmlType::Q5_K => 6,
+        // 2-bit quants as nibbles, a scale and a min per 16 elements.
+        GgmlType::Q2_K => 7,
     }
 }
 
@@ -516,6 +528,64 @@ pub fn pack(
                     for i in 0..16 {
                         quants.push(q(i) | (q(i + 16) << 4));
                     }
+                }
+            }
+        }
+        GgmlType::Q5_0 => {
+            for b in data.chunks_exact(22) {
+                scales.extend_from_slice(&b[0..2]);
+                let qh = u32_at(b, 2);
+                quants.extend((0..32).map(|e| (q5_quant(&b[6..22], qh, e) as i8 - 16) as u8));
+            }
+        }
+        GgmlType::Q5_1 => {
+            for b in data.chunks_exact(24) {
+                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                let m = f16::from_le_bytes([b[2], b[3]]).to_f32();
+                scales.extend_from_slice(&d.to_le_bytes());
+                scales.extend_from_slice(&m.to_le_bytes());
+                let qh = u32_at(b, 4);
+                quants.extend((0..32).map(|e| q5_quant(&b[8..24], qh, e)));
+            }
+        }
+        GgmlType::Q5_K => {
+            for b in data.chunks_exact(176) {
+                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                let dmin = f16::from_le_bytes([b[2], b[3]]).to_f32();
+                let (qh, qs) = (&b[16..48], &b[48..176]);
+                for j in 0..8 {
+                    let (sc, m) = q4_k_scale_min(j, &b[4..16]);
+                    scales.extend_from_slice(&(d * sc as f32).to_le_bytes());
+                    scales.extend_from_slice(&(-(dmin * m as f32)).to_le_bytes());
+                    quants.extend((0..32).map(|l| q5_k_quant(qs, qh, j, l)));
+                }
+            }
+        }
+        GgmlType::Q3_K => {
+            for b in data.chunks_exact(110) {
+                let (hmask, qs) = (&b[0..32], &b[32..96]);
+                let d = f16::from_le_bytes([b[108], b[109]]).to_f32();
+                for g in 0..16 {
+                    let s = d * q3_k_scale(g, &b[96..108]) as f32;
+                    scales.extend_from_slice(&s.to_le_bytes());
+                }
+                quants.extend((0..256).map(|e| q3_k_quant(hmask, qs, e) as i8 as u8));
+            }
+        }
+        GgmlType::Q2_K => {
+            for b in data.chunks_exact(84) {
+                let (sc, qs) = (&b[0..16], &b[16..80]);
+                let d = f16::from_le_bytes([b[80], b[81]]).to_f32();
+                let dmin = f16::from_le_bytes([b[82], b[83]]).to_f32();
+                for &s in sc {
+                    scales.extend_from_slice(&(d * (s & 0x0f) as f32).to_le_bytes());
+                    scales.extend_from_slice(&(-(dmin * (s >> 4) as f32)).to_le_bytes());
+                }
+                // Each 32-element group as 16 bytes of nibbles, byte i holding element
+                // i (low) and i + 16 (high): quant.wgsl's nibble order.
+                for j in 0..8 {
+                    let q = |l: usize| k_quant_2bit(qs, 32 * j + l);
+                    quants.extend((0..16).map(|i| q(i) | (q(i + 16) << 4)));
                 }
             }
         }
@@ -1129,6 +1199,11 @@ mod tests {
                 GgmlType::Q4_1,
                 GgmlType::Q4_K,
                 GgmlType::Q6_K,
+                GgmlType::Q5_0,
+                GgmlType::Q5_1,
+                GgmlType::Q2_K,
+                GgmlType::Q3_K,
+                GgmlType::Q5_K,
             ] {
                 let cols = if ty.block_elems() == 256 { 512 } else { 288 };
                 run(ty, 40, cols, 1, Mode::Store, 1, shape);
@@ -1274,8 +1349,9 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(subgroup_size) sgs: u
     }
 
     /// Tiled weights ([`PackedWeight::tiled`] by [`tile_rows`]) give the row-major
-    /// results: Q4_1 rows of 576 (spans of 2 groups) and Q8_0 rows of 288 (9 groups,
-    /// spans of 1), storing, SwiGLU and prefill, both word sizes; tiling moves every
+    /// results: Q4_1 rows of 576 (spans of 2 groups), Q8_0 rows of 288 (9 groups,
+    /// spans of 1) and Q2_K rows of 512 (16 bytes of scales a group), storing, SwiGLU
+    /// and prefill, both word sizes; tiling moves every
     /// group exactly once, and what cannot be tiled is refused.
     #[test]
     fn tiled_weights_match_row_major() {
@@ -1289,6 +1365,8 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(subgroup_size) sgs: u
         for (ty, rows, cols, mode, n, tt) in [
             (GgmlType::Q4_1, 384, 576, Mode::Store, 1, 1),
             (GgmlType::Q8_0, 2 * 192, 288, Mode::SwiGlu, 5, 4),
+            // Four f32 scales a group.
+            (GgmlType::Q2_K, 384, 512, Mode::Store, 5, 4),
         ] {
             let w = quantize(ty, &pseudo_random(rows * cols, 31, 1.0)).expect("blocks");
             let x = pseudo_random(n * cols, 32, 1.0);
@@ -1346,5 +1424,29 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(subgroup_size) sgs: u
         let both = PackedWeight::concat(&[p.clone(), p]).expect("same format");
         assert_eq!(both.rows, 6);
         assert!(pack(GgmlType::Q8_0, &w[..30], 3, 64).is_err());
+    }
+
+    /// GPU bytes per 32-element group of the types whose quants are widened (file bytes
+    /// per group in the comments): what a model in these types costs in GPU memory.
+    #[test]
+    fn widened_formats_bytes_per_group() {
+        for (ty, fmt, bytes) in [
+            (GgmlType::Q5_0, 2, 34), // 22
+            (GgmlType::Q5_1, 6, 40), // 24
+            (GgmlType::Q5_K, 6, 40), // 22
+            (GgmlType::Q3_K, 5, 40), // 13.75
+            (GgmlType::Q2_K, 7, 32), // 10.5
+        ] {
+            let (rows, cols) = (3, 512);
+            let w = quantize(ty, &pseudo_random(rows * cols, 3, 1.0)).expect("blocks");
+            let p = pack(ty, &w, rows, cols).expect("pack");
+            assert_eq!(p.fmt, fmt, "{}", ty.name());
+            assert_eq!(p.gpu_bytes(), rows * cols / 32 * bytes, "{}", ty.name());
+            assert!(
+                pack(ty, &w, rows, 256).is_err(),
+                "{}: wrong shape",
+                ty.name()
+            );
+        }
     }
 }
