@@ -1122,3 +1122,51 @@ fn overflowing_widths_are_errors_not_panics() {
         "{msg}"
     );
 }
+
+/// Each source's [`WeightSource::shared_tensor`] views the very bytes `tensor` gives (same
+/// address: nothing copied) and keeps them alive after the source is dropped (a head
+/// holds the memory map this way).
+#[test]
+fn shared_tensors_view_the_sources_bytes_and_outlive_them() {
+    use cocoon_shaders::engine::synthetic::{SyntheticWeights, tiny_config};
+    fn check(src: Box<dyn WeightSource>, what: &str) {
+        let names = ["token_embd.weight", "blk.1.attn_k.weight"];
+        let mut kept = Vec::new();
+        for name in names {
+            let t = src.tensor(name).expect("tensor");
+            let s = src.shared_tensor(name).expect("shared tensor");
+            assert_eq!((s.name.as_str(), s.ty, &s.dims[..]), (name, t.ty, t.dims));
+            assert_eq!(s.data().as_ptr(), t.data.as_ptr(), "{what} {name}: copied");
+            assert_eq!(s.data().len(), t.data.len(), "{what} {name}");
+            kept.push((s.clone(), t.data.to_vec()));
+        }
+        assert!(matches!(
+            src.shared_tensor("blk.99.attn_k.weight"),
+            Err(ModelError::MissingTensor(_))
+        ));
+        drop(src);
+        for (s, bytes) in kept {
+            assert_eq!(s.data(), &bytes[..], "{what} {}: after the source", s.name);
+        }
+    }
+    let dir = temp_dir("shared");
+    let path = dir.join("tiny.gguf");
+    tiny_llama(3).write(&path).expect("writes");
+    check(
+        Box::new(GgufFile::open(&path).expect("opens")),
+        "mapped GGUF",
+    );
+    let bytes = std::fs::read(&path).expect("reads");
+    check(
+        Box::new(GgufFile::from_bytes(bytes).expect("opens")),
+        "owned GGUF",
+    );
+    write_checkpoint(&dir, true, false, safetensors::Dtype::F16);
+    check(
+        Box::new(SafetensorsModel::open(&dir).expect("opens")),
+        "safetensors",
+    );
+    let synthetic = SyntheticWeights::llama(tiny_config(), GgmlType::Q8_0, GgmlType::Q8_0, 1);
+    check(Box::new(synthetic.expect("synthetic")), "synthetic");
+    let _ = std::fs::remove_dir_all(&dir);
+}

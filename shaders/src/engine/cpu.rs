@@ -6,11 +6,14 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+use super::head::Embedding;
 use super::llama::{self, block_tensor};
 use super::{BlockBackend, EngineError, HeadBackend, SessionId};
-use crate::model::{FfnActivation, GgmlType, ModelConfig, RopeStyle, WeightSource};
+use crate::model::{
+    FfnActivation, GgmlType, ModelConfig, RopeStyle, SharedTensor, WeightSource,
+};
 use crate::ops::linear::Mode;
-use crate::ops::{attention, elementwise, embed, linear, rmsnorm, rope};
+use crate::ops::{attention, elementwise, linear, rmsnorm, rope};
 
 /// A matrix in its file format, copied out of the weight source.
 struct Matrix {
@@ -274,29 +277,31 @@ fn add_normed(hidden: &mut [f32], y: &[f32], w: &[f32], eps: f32, scratch: &mut 
     }
 }
 
-/// Embedding, final norm and LM head on the CPU.
+/// Embedding, final norm and LM head on the CPU. The embedding and LM head are read in
+/// place from the weight source's storage (see [`Embedding`]): building the head copies
+/// neither.
 pub struct CpuHead {
     config: ModelConfig,
-    embd: Matrix,
-    lm: Option<Matrix>,
+    embedding: Embedding,
+    /// `output.weight`; `None` when tied (the LM head is the embedding's table).
+    lm: Option<SharedTensor>,
     norm: Vec<f32>,
 }
 
 impl CpuHead {
     pub fn new(src: &dyn WeightSource) -> Result<Self, EngineError> {
         let c = src.config().clone();
-        let embd = Matrix::read(src, "token_embd.weight", c.d_model, c.vocab_size)?;
+        let embedding = Embedding::new(src, &c)?;
         let lm_t = llama::lm_head(src, &c)?;
-        let lm = (lm_t.name != "token_embd.weight").then(|| Matrix {
-            ty: lm_t.ty,
-            inp: c.d_model,
-            out: c.vocab_size,
-            data: lm_t.data.to_vec(),
-        });
+        let lm = if lm_t.name == "token_embd.weight" {
+            None
+        } else {
+            Some(src.shared_tensor(lm_t.name)?)
+        };
         Ok(Self {
             norm: llama::norm(src, "output_norm.weight", c.d_model)?,
             config: c,
-            embd,
+            embedding,
             lm,
         })
     }
@@ -324,11 +329,7 @@ impl HeadBackend for CpuHead {
     }
 
     fn embed(&mut self, tokens: &[u32], out: &mut [f32]) -> Result<(), EngineError> {
-        let c = &self.config;
-        check_tokens(tokens, c.vocab_size)?;
-        check_len(out.len(), tokens.len() * c.d_model, c.d_model)?;
-        embed::reference(self.embd.ty, &self.embd.data, c.d_model, tokens, out)?;
-        Ok(())
+        self.embedding.lookup(tokens, out)
     }
 
     fn logits(&mut self, hidden: &[f32], logits: &mut [f32]) -> Result<(), EngineError> {
@@ -337,9 +338,9 @@ impl HeadBackend for CpuHead {
         check_len(logits.len(), c.vocab_size, c.d_model)?;
         let mut xn = vec![0f32; c.d_model];
         rmsnorm::reference(hidden, &self.norm, c.rms_eps, &mut xn);
-        self.lm
-            .as_ref()
-            .unwrap_or(&self.embd)
-            .apply(Mode::Store, &xn, logits)
+        let w = self.lm.as_ref().unwrap_or(self.embedding.table());
+        let (rows, cols) = (c.vocab_size, c.d_model);
+        linear::reference(w.ty, w.data(), rows, cols, Mode::Store, &xn, logits)?;
+        Ok(())
     }
 }

@@ -2,10 +2,12 @@
 //! [`crate::model::quant::quantize`]: for tests and benchmarks that need no model file.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::model::quant::quantize;
 use crate::model::{
-    BlockFeatures, GgmlType, ModelConfig, ModelError, RopeStyle, TensorRef, WeightSource,
+    BlockFeatures, GgmlType, ModelConfig, ModelError, RopeStyle, SharedTensor, TensorRef,
+    WeightSource,
 };
 use crate::ops::pseudo_random;
 
@@ -13,7 +15,8 @@ struct Tensor {
     name: String,
     ty: GgmlType,
     dims: Vec<usize>,
-    data: Vec<u8>,
+    /// Shared with the [`SharedTensor`]s handed out.
+    data: Arc<Vec<u8>>,
 }
 
 /// Random weights for a llama-architecture model.
@@ -170,7 +173,7 @@ impl SyntheticWeights {
                 name: name.to_string(),
                 ty,
                 dims: dims.to_vec(),
-                data,
+                data: Arc::new(data),
             },
         );
         Ok(())
@@ -187,7 +190,7 @@ impl SyntheticWeights {
                 name: name.to_string(),
                 ty: GgmlType::F32,
                 dims: vec![d],
-                data: quantize(GgmlType::F32, &v)?,
+                data: Arc::new(quantize(GgmlType::F32, &v)?),
             },
         );
         Ok(())
@@ -210,5 +213,13 @@ impl WeightSource for SyntheticWeights {
             dims: &t.dims,
             data: &t.data,
         })
+    }
+
+    fn shared_tensor(&self, name: &str) -> Result<SharedTensor, ModelError> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        SharedTensor::new(&self.tensor(name)?, t.data.clone(), 0..t.data.len())
     }
 }

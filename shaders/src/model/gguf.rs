@@ -8,11 +8,11 @@
 
 use super::config::ModelConfig;
 use super::tensor::{GgmlType, TensorRef};
-use super::{ModelError, WeightSource};
+use super::{ModelError, SharedTensor, WeightSource};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// `GGUF` as a little-endian u32.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
@@ -714,6 +714,12 @@ impl Backing {
     }
 }
 
+impl AsRef<[u8]> for Backing {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
 /// A llama-architecture GGUF model: the checked header over the file's bytes (memory-mapped
 /// or owned), its [`ModelConfig`], and views of its tensors. Opening checks every expected
 /// tensor's presence and shape.
@@ -722,7 +728,8 @@ impl Backing {
 /// a memory-mapped file (page-aligned) that is their alignment in memory too; with
 /// [`GgufFile::from_bytes`] only the `Vec`'s own alignment holds, so copy before casting.
 pub struct GgufFile {
-    backing: Backing,
+    /// Shared with the [`SharedTensor`]s handed out, which keep the map alive.
+    backing: Arc<Backing>,
     header: GgufHeader,
     config: ModelConfig,
     manifest: OnceLock<[u8; 32]>,
@@ -767,7 +774,7 @@ impl GgufFile {
         let header = GgufHeader::parse(backing.bytes())?;
         let config = super::arch::config_from_gguf(&header, backing.bytes())?;
         let file = Self {
-            backing,
+            backing: Arc::new(backing),
             header,
             config,
             manifest: OnceLock::new(),
@@ -842,6 +849,19 @@ impl WeightSource for GgufFile {
             dims: &info.dims,
             data,
         })
+    }
+
+    fn shared_tensor(&self, name: &str) -> Result<SharedTensor, ModelError> {
+        let t = self.tensor(name)?;
+        let info = self
+            .header
+            .tensor_info(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        SharedTensor::new(
+            &t,
+            self.backing.clone(),
+            info.offset..info.offset + info.size,
+        )
     }
 }
 

@@ -24,6 +24,9 @@ pub use safetensors::SafetensorsModel;
 pub use tensor::{GgmlType, TensorRef};
 pub use tokenizer::{StreamDecoder, Tokenizer};
 
+use std::ops::Range;
+use std::sync::Arc;
+
 /// Errors from reading or interpreting a model file. Each variant names what was wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -66,4 +69,78 @@ pub enum ModelError {
 pub trait WeightSource: Send + Sync {
     fn config(&self) -> &ModelConfig;
     fn tensor(&self, name: &str) -> Result<TensorRef<'_>, ModelError>;
+    /// The tensor as an owned view that outlives this borrow of the source, sharing the
+    /// source's storage (memory map or buffer) rather than copying it: see
+    /// [`SharedTensor`].
+    fn shared_tensor(&self, name: &str) -> Result<SharedTensor, ModelError>;
+}
+
+/// Storage a [`SharedTensor`] keeps alive: a memory-mapped file, or bytes in memory.
+pub type SharedStorage = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// A tensor's type, shape and bytes, owned and cheap to clone: the `Arc` of its source's
+/// storage and its byte range there. A backend keeps one to read a tensor after it is
+/// built (the heads look embedding rows up in the memory-mapped file this way) without
+/// copying it into process memory or borrowing the source.
+#[derive(Clone)]
+pub struct SharedTensor {
+    pub name: String,
+    pub ty: GgmlType,
+    /// ggml order, as [`TensorRef::dims`].
+    pub dims: Vec<usize>,
+    storage: SharedStorage,
+    range: Range<usize>,
+}
+
+impl std::fmt::Debug for SharedTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedTensor")
+            .field("name", &self.name)
+            .field("ty", &self.ty)
+            .field("dims", &self.dims)
+            .field("range", &self.range)
+            .finish()
+    }
+}
+
+impl SharedTensor {
+    /// `t` viewed in `storage`, where its bytes lie at `range`; checked to lie within the
+    /// storage and to be `t`'s bytes (same length).
+    pub fn new(
+        t: &TensorRef<'_>,
+        storage: SharedStorage,
+        range: Range<usize>,
+    ) -> Result<Self, ModelError> {
+        let len = (*storage).as_ref().len();
+        if range.start > range.end || range.end > len || range.len() != t.data.len() {
+            return Err(ModelError::Malformed(format!(
+                "tensor {}: bytes {range:?} of {} do not hold its {} bytes",
+                t.name,
+                len,
+                t.data.len()
+            )));
+        }
+        Ok(Self {
+            name: t.name.to_string(),
+            ty: t.ty,
+            dims: t.dims.to_vec(),
+            storage,
+            range,
+        })
+    }
+
+    /// The tensor's bytes.
+    pub fn data(&self) -> &[u8] {
+        &(*self.storage).as_ref()[self.range.clone()]
+    }
+
+    /// A borrowed view, as [`WeightSource::tensor`] gives.
+    pub fn view(&self) -> TensorRef<'_> {
+        TensorRef {
+            name: &self.name,
+            ty: self.ty,
+            dims: &self.dims,
+            data: self.data(),
+        }
+    }
 }

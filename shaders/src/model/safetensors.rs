@@ -5,11 +5,12 @@
 use super::config::{BlockFeatures, ModelConfig, RopeStyle};
 use super::gguf::{check_config_arithmetic, manifest_hash, validate_llama_tensors};
 use super::tensor::{GgmlType, TensorRef};
-use super::{ModelError, WeightSource};
+use super::{ModelError, SharedTensor, WeightSource};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The canonical (GGUF) name of a Hugging Face Llama tensor name; `None` for tensors the
 /// model does not use (such as `rotary_emb.inv_freq`).
@@ -51,7 +52,8 @@ struct Entry {
 /// RoPE is [`RopeStyle::NeoX`]: Hugging Face keeps q/k rows in `rotate_half` order.
 pub struct SafetensorsModel {
     dir: PathBuf,
-    maps: Vec<memmap2::Mmap>,
+    /// Shared with the [`SharedTensor`]s handed out, which keep the maps alive.
+    maps: Vec<Arc<memmap2::Mmap>>,
     tensors: HashMap<String, Entry>,
     config: ModelConfig,
 }
@@ -254,7 +256,7 @@ impl SafetensorsModel {
                     },
                 );
             }
-            maps.push(map);
+            maps.push(Arc::new(map));
         }
         // Tied when the config says so or when there is no LM head.
         if config.tied_embeddings {
@@ -315,5 +317,18 @@ impl WeightSource for SafetensorsModel {
             dims: &e.dims,
             data,
         })
+    }
+
+    fn shared_tensor(&self, name: &str) -> Result<SharedTensor, ModelError> {
+        let t = self.tensor(name)?;
+        let e = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let map = self
+            .maps
+            .get(e.file)
+            .ok_or_else(|| ModelError::Malformed(format!("tensor {name}: no file {}", e.file)))?;
+        SharedTensor::new(&t, map.clone(), e.start..e.end)
     }
 }

@@ -16,7 +16,7 @@ mod general;
 mod head;
 
 pub use blocks::GpuBlocks;
-pub use head::GpuHead;
+pub use head::{GpuHead, HeadOptions};
 
 /// Rows one submission carries; longer inputs are split into chunks of this many.
 pub const MAX_BATCH: usize = 32;
