@@ -1025,9 +1025,9 @@ fn tokenizer_variants_and_errors() {
     assert!(err.contains("deepseek-coder"), "{err}");
 
     let mut w = tiny_llama(4);
-    w.meta_str("tokenizer.ggml.model", "llama");
+    w.meta_str("tokenizer.ggml.model", "bert");
     let err = Tokenizer::from_gguf(&open(&w)).unwrap_err().to_string();
-    assert!(err.contains("tokenizer.ggml.model \"llama\""), "{err}");
+    assert!(err.contains("tokenizer.ggml.model \"bert\""), "{err}");
 
     let mut w = tiny_llama(4);
     w.meta(
