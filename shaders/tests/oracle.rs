@@ -14,7 +14,9 @@ use cocoon_shaders::model::{GgufFile, WeightSource};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arch").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/arch")
+        .join(name)
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -90,7 +92,11 @@ fn every_architecture_matches_the_float64_pass_and_llama_cpp() {
         let want: Value = serde_json::from_str(&text).expect("json");
         let prompt = ids(&want["prompt_ids"]);
         let f64_ids = ids(&want["f64"]["ids"]);
-        assert_eq!(ids(&want["ids"]), f64_ids, "{arch}: llama.cpp and float64 agree");
+        assert_eq!(
+            ids(&want["ids"]),
+            f64_ids,
+            "{arch}: llama.cpp and float64 agree"
+        );
         let f64_logits = floats(&want["f64"]["first_logits"]);
         let n = f64_ids.len();
         let all = 0..file.config().n_blocks;
@@ -113,7 +119,10 @@ fn every_architecture_matches_the_float64_pass_and_llama_cpp() {
                 .zip(&f64_logits)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            assert!(diff <= 2e-4, "{arch} {backend}: first logits {diff} from float64");
+            assert!(
+                diff <= 2e-4,
+                "{arch} {backend}: first logits {diff} from float64"
+            );
             assert_eq!(got, f64_ids, "{arch} {backend}: greedy tokens");
         }
     }

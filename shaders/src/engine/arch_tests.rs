@@ -141,6 +141,12 @@ impl WeightSource for PlainView<'_> {
     fn tensor(&self, name: &str) -> Result<crate::model::TensorRef<'_>, crate::model::ModelError> {
         self.inner.tensor(name)
     }
+    fn shared_tensor(
+        &self,
+        name: &str,
+    ) -> Result<crate::model::SharedTensor, crate::model::ModelError> {
+        self.inner.shared_tensor(name)
+    }
 }
 
 /// 1, 2 and 3 block ranges in sequence equal one range for every architecture (CPU

@@ -9,9 +9,7 @@ use std::ops::Range;
 use super::head::Embedding;
 use super::llama::{self, block_tensor};
 use super::{BlockBackend, EngineError, HeadBackend, SessionId};
-use crate::model::{
-    FfnActivation, GgmlType, ModelConfig, RopeStyle, SharedTensor, WeightSource,
-};
+use crate::model::{FfnActivation, GgmlType, ModelConfig, RopeStyle, SharedTensor, WeightSource};
 use crate::ops::linear::Mode;
 use crate::ops::{attention, elementwise, linear, rmsnorm, rope};
 
