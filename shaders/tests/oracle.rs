@@ -127,3 +127,109 @@ fn every_architecture_matches_the_float64_pass_and_llama_cpp() {
         }
     }
 }
+
+/// The real Gemma 3 270M file (Q4_K_M; `scripts/setup` fetches it) on wgpu against the
+/// float64 pass over its dequantized weights (`fixtures/gemma3-270m/greedy.json`, from
+/// `scripts/oracle/gemma3_f64.py`): the tokenizer gives the prompt ids llama-tokenize
+/// gave, the first logits' top 10 are within 0.02 of float64's (f32 sums over 18
+/// blocks), and the greedy tokens equal float64's up to the first step whose top-2
+/// margin is under 0.1 (where f32 and f64 may rightly part). The model split into three
+/// block ranges gives the same tokens as one range.
+#[test]
+fn gemma3_270m_matches_the_float64_pass() {
+    use cocoon_shaders::model::Tokenizer;
+    let path = cocoon_shaders::model::gemma3_270m_path();
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/setup",
+        path.display()
+    );
+    let file = GgufFile::open(&path).expect("Gemma 3 270M loads");
+    let tok = Tokenizer::from_gguf(&file).expect("tokenizer");
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gemma3-270m/greedy.json");
+    let want: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture).expect("fixture")).expect("json");
+    let ctx = GpuContext::new().expect("a wgpu adapter (lavapipe)");
+    let n_blocks = file.config().n_blocks;
+    let mut head = GpuHead::new(ctx.clone(), &file).expect("gpu head");
+    let mut whole = GpuBlocks::new(ctx.clone(), &file, 0..n_blocks).expect("gpu blocks");
+    let prompts = want["prompts"].as_array().expect("prompts");
+    for (i, p) in prompts.iter().enumerate() {
+        let text = p["prompt"].as_str().expect("prompt");
+        let prompt = ids(&p["prompt_ids"]);
+        let mut encoded = vec![tok.bos_id().expect("bos")];
+        encoded.extend(tok.encode(text, false).expect("encode"));
+        assert_eq!(encoded, prompt, "{text:?}: tokenizer");
+        let steps = p["steps"].as_array().expect("steps");
+        let sure = steps
+            .iter()
+            .take_while(|s| s["margin"].as_f64().expect("margin") > 0.1)
+            .count();
+        let want_ids: Vec<u32> = steps
+            .iter()
+            .map(|s| s["id"].as_u64().expect("id") as u32)
+            .collect();
+        let (first, got) = greedy(&mut head, &mut whole, &prompt, steps.len());
+        whole.close_session(SessionId(1));
+        assert_eq!(got[..sure], want_ids[..sure], "{text:?}: greedy tokens");
+        for pair in p["first_logits_top10"].as_array().expect("top10") {
+            let (id, logit) = (
+                pair[0].as_u64().expect("id"),
+                pair[1].as_f64().expect("logit"),
+            );
+            let d = (first[id as usize] as f64 - logit).abs();
+            assert!(
+                d < 0.02,
+                "{text:?}: logit of {id} is {} against {logit}",
+                first[id as usize]
+            );
+        }
+        if i == 0 {
+            // Three ranges, one after another, through one chain of sessions.
+            let cuts = [0, n_blocks / 3, 2 * n_blocks / 3, n_blocks];
+            let mut parts: Vec<GpuBlocks> = cuts
+                .windows(2)
+                .map(|w| GpuBlocks::new(ctx.clone(), &file, w[0]..w[1]).expect("part"))
+                .collect();
+            let mut chain = Chain(&mut parts);
+            let (_, split) = greedy(&mut head, &mut chain, &prompt, steps.len());
+            assert_eq!(split, got, "{text:?}: three ranges against one");
+        }
+    }
+}
+
+/// Block ranges run one after another as one backend (sessions opened on each).
+struct Chain<'a>(&'a mut [GpuBlocks]);
+
+impl BlockBackend for Chain<'_> {
+    fn config(&self) -> &cocoon_shaders::model::ModelConfig {
+        self.0[0].config()
+    }
+    fn blocks(&self) -> std::ops::Range<usize> {
+        self.0[0].blocks().start..self.0[self.0.len() - 1].blocks().end
+    }
+    fn open_session(
+        &mut self,
+        id: SessionId,
+        max_positions: usize,
+    ) -> Result<(), cocoon_shaders::engine::EngineError> {
+        self.0
+            .iter_mut()
+            .try_for_each(|b| b.open_session(id, max_positions))
+    }
+    fn close_session(&mut self, id: SessionId) {
+        self.0.iter_mut().for_each(|b| b.close_session(id));
+    }
+    fn forward_span(
+        &mut self,
+        id: SessionId,
+        start_pos: usize,
+        hidden: &mut [f32],
+        _span: std::ops::Range<usize>,
+    ) -> Result<(), cocoon_shaders::engine::EngineError> {
+        self.0
+            .iter_mut()
+            .try_for_each(|b| b.forward(id, start_pos, hidden))
+    }
+}
