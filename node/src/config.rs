@@ -239,7 +239,11 @@ impl NodeConfig {
         );
         // `auto` without a length takes every block that fits; `auto:N` at most N.
         let asked = self.blocks.as_deref().is_some_and(|b| b.contains(':'));
-        Ok(Some(if asked { span.min(fit) } else { fit.min(self.n_blocks) }))
+        Ok(Some(if asked {
+            span.min(fit)
+        } else {
+            fit.min(self.n_blocks)
+        }))
     }
 
     /// `--blocks auto[:N]`: the span length to place, if asked.
@@ -323,16 +327,36 @@ mod tests {
             max_memory_mib: max,
             ..NodeConfig::default()
         };
-        assert_eq!(c("auto", None).auto_span_within(&blocks).expect("ok"), Some(10));
-        assert_eq!(c("auto", Some(225)).auto_span_within(&blocks).expect("ok"), Some(12));
-        assert_eq!(c("auto:5", Some(225)).auto_span_within(&blocks).expect("ok"), Some(5));
-        assert_eq!(c("auto", Some(1000)).auto_span_within(&blocks).expect("ok"), Some(30));
+        assert_eq!(
+            c("auto", None).auto_span_within(&blocks).expect("ok"),
+            Some(10)
+        );
+        assert_eq!(
+            c("auto", Some(225)).auto_span_within(&blocks).expect("ok"),
+            Some(12)
+        );
+        assert_eq!(
+            c("auto:5", Some(225))
+                .auto_span_within(&blocks)
+                .expect("ok"),
+            Some(5)
+        );
+        assert_eq!(
+            c("auto", Some(1000)).auto_span_within(&blocks).expect("ok"),
+            Some(30)
+        );
         let mut uneven = blocks.clone();
         uneven[3] = 60 * mib;
-        assert_eq!(c("auto", Some(225)).auto_span_within(&uneven).expect("ok"), Some(7));
+        assert_eq!(
+            c("auto", Some(225)).auto_span_within(&uneven).expect("ok"),
+            Some(7)
+        );
         assert!(c("auto", Some(105)).auto_span_within(&blocks).is_err());
         assert!(c("auto", Some(50)).auto_span_within(&blocks).is_err());
-        assert_eq!(c("0..3", Some(50)).auto_span_within(&blocks).expect("ok"), None);
+        assert_eq!(
+            c("0..3", Some(50)).auto_span_within(&blocks).expect("ok"),
+            None
+        );
     }
 
     #[test]

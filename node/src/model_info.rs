@@ -80,7 +80,11 @@ mod tests {
         assert_eq!(d.id, ModelId(file.manifest_hash()));
         assert_eq!(d.n_blocks as usize, file.config().n_blocks);
         assert_eq!(d.block_bytes.len(), d.n_blocks as usize);
-        assert!(d.block_bytes.iter().all(|&b| b > 0 && b == d.block_bytes[0]));
+        assert!(
+            d.block_bytes
+                .iter()
+                .all(|&b| b > 0 && b == d.block_bytes[0])
+        );
         assert!(describe_model(&dir.path().join("missing")).is_err());
         std::fs::write(&p, b"not a model").expect("write");
         let err = describe_model(&p).expect_err("garbage");

@@ -463,3 +463,93 @@ fn a_client_with_local_blocks_gives_the_same_tokens() {
         "workers run only the middle blocks"
     );
 }
+
+/// Gemma 3 270M (another architecture, tokenizer and chat template than the default
+/// model) split over 3 workers answers `/v1/chat/completions` with the single node's
+/// tokens (`cocoon run --chat` on the same file), and `/v1/completions` likewise.
+#[test]
+fn a_gemma3_mesh_gives_the_single_node_tokens() {
+    let _one = ONE_MESH_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let path = cocoon_shaders::model::gemma3_270m_path();
+    assert!(
+        path.exists(),
+        "{} missing: run scripts/setup",
+        path.display()
+    );
+    let model: &'static str = Box::leak(path.to_string_lossy().into_owned().into_boxed_str());
+    let single = |chat: bool, prompt: &str| -> Vec<u64> {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--model", model, "--prompt", prompt])
+            .args(["--max-tokens", "12", "--temperature", "0", "--json"]);
+        if chat {
+            cmd.arg("--chat");
+        }
+        let out = cmd.output().expect("cocoon run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().expect("json")).expect("json");
+        token_ids(&last)
+    };
+    let chat_prompt = "What is the capital of France?";
+    let text_prompt = "The capital of France is";
+    let want_chat = single(true, chat_prompt);
+    let want_text = single(false, text_prompt);
+    let mesh = common::infer_mesh::start_mesh_with(
+        &[
+            ("g1", span("0..6")),
+            ("g2", span("6..12")),
+            ("g3", span("12..18")),
+        ],
+        &[],
+        common::infer_mesh::MeshOptions {
+            model: Some(model),
+            ..Default::default()
+        },
+    );
+    let api = mesh.api();
+    let post = |path: &str, body: serde_json::Value| -> serde_json::Value {
+        ureq::post(format!("{api}{path}"))
+            .send_json(&body)
+            .expect("the API answers")
+            .body_mut()
+            .read_json()
+            .expect("JSON")
+    };
+    let chat = post(
+        "/chat/completions",
+        serde_json::json!({
+            "model": "default",
+            "messages": [{"role": "user", "content": chat_prompt}],
+            "temperature": 0,
+            "max_tokens": 12,
+        }),
+    );
+    assert_eq!(token_ids(&chat["cocoon"]), want_chat, "chat tokens: {chat}");
+    let route = chat["cocoon"]["route"].as_array().expect("route");
+    assert_eq!(route.len(), 3, "three hops");
+    let text = post(
+        "/completions",
+        serde_json::json!({
+            "model": "default",
+            "prompt": text_prompt,
+            "temperature": 0,
+            "max_tokens": 12,
+        }),
+    );
+    assert_eq!(
+        token_ids(&text["cocoon"]),
+        want_text,
+        "completion tokens: {text}"
+    );
+    assert!(
+        text["choices"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("France")),
+        "{text}"
+    );
+}

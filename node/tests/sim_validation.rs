@@ -354,6 +354,7 @@ fn the_simulator_agrees_with_a_real_devnet_on_routes_failover_and_latency() {
         MeshOptions {
             one_worker_at_a_time: true,
             tcp_only: true,
+            model: None,
         },
     );
     // The first generation dials the workers; the second times opening a route over

@@ -76,6 +76,46 @@ struct ModelInfo {
     types: BTreeMap<&'static str, TypeUsage>,
     /// Bytes of each block's tensors, by block.
     block_bytes: Vec<u64>,
+    tokenizer: TokenizerInfo,
+    /// Where the chat template comes from: `file`, or `builtin:<name>`.
+    chat_template: String,
+}
+
+#[derive(Serialize)]
+struct TokenizerInfo {
+    /// `bpe` (byte-level, `tokenizer.ggml.model = gpt2`) or `spm` (SentencePiece-style).
+    kind: &'static str,
+    /// `tokenizer.ggml.pre`, for byte-level BPE.
+    pre: Option<String>,
+    bos: Option<String>,
+    /// The tokens that end a generation.
+    eos: Vec<String>,
+    add_bos: bool,
+    /// Control tokens (type 3), matched in prompt text before the rest.
+    control_tokens: usize,
+}
+
+fn tokenizer_info(file: &GgufFile) -> Result<TokenizerInfo> {
+    use cocoon_shaders::model::tokenizer::{TOKEN_TYPE_CONTROL, VocabKind};
+    let tok = cocoon_shaders::model::Tokenizer::from_gguf(file).context("tokenizer")?;
+    let text = |id: u32| tok.token_text(id).unwrap_or("?").to_string();
+    Ok(TokenizerInfo {
+        kind: match tok.kind() {
+            VocabKind::Bpe => "bpe",
+            VocabKind::Spm => "spm",
+        },
+        pre: file
+            .metadata()
+            .get_str("tokenizer.ggml.pre")
+            .ok()
+            .map(str::to_string),
+        bos: tok.bos_id().map(text),
+        eos: tok.eos_ids().iter().map(|&id| text(id)).collect(),
+        add_bos: tok.add_bos(),
+        control_tokens: (0..tok.vocab_size() as u32)
+            .filter(|&id| tok.token_type(id) == Some(TOKEN_TYPE_CONTROL))
+            .count(),
+    })
 }
 
 /// What a block computes beyond the plain Llama block, in words.
@@ -133,7 +173,11 @@ fn info(path: PathBuf, json: bool) -> Result<()> {
         parameters += t.dims.iter().product::<usize>() as u64;
         tensors += 1;
     }
+    let chat =
+        cocoon_shaders::model::ChatTemplate::for_model(file.metadata()).context("chat template")?;
     let info = ModelInfo {
+        tokenizer: tokenizer_info(&file)?,
+        chat_template: chat.origin().to_string(),
         block_bytes: crate::model_info::block_bytes(&file),
         file_bytes: std::fs::metadata(&path)?.len(),
         model_id: hex::encode(file.manifest_hash()),
@@ -189,6 +233,20 @@ fn info(path: PathBuf, json: bool) -> Result<()> {
         println!("per block     {:.2} to {:.2} MiB", mib(lo), mib(hi));
     }
     println!("features      {}", features(c));
+    let t = &info.tokenizer;
+    println!(
+        "tokenizer     {}{}, BOS {}{}, end of generation {}, {} control tokens",
+        t.kind,
+        t.pre
+            .as_deref()
+            .map(|p| format!(" (pre {p})"))
+            .unwrap_or_default(),
+        t.bos.as_deref().unwrap_or("none"),
+        if t.add_bos { " (added)" } else { "" },
+        t.eos.join(" "),
+        t.control_tokens
+    );
+    println!("chat template {}", info.chat_template);
     println!("types");
     for (name, usage) in &info.types {
         println!(

@@ -49,6 +49,8 @@ pub struct MeshOptions {
     /// once, while its QUIC peers notice only at QUIC's idle timeout (10 s), so which
     /// transport a connection happened to use would decide how long a failover takes.
     pub tcp_only: bool,
+    /// The model every node loads, when not the default one.
+    pub model: Option<&'static str>,
 }
 
 pub fn start_mesh_with(
@@ -73,8 +75,11 @@ pub fn start_mesh_with(
     boot_args.extend(["--role", "relay", "--relay-server", "on"]);
     let boot = TestNode::start("boot", &root, None, &boot_args);
     let boot_addr = boot.addr("/tcp/");
-    let model = model_path();
-    let model = model.to_str().expect("utf-8 path");
+    let default_model = model_path();
+    let model = match options.model {
+        Some(m) => m,
+        None => default_model.to_str().expect("utf-8 path"),
+    };
     let common_args = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = listen.iter().map(|s| s.to_string()).collect();
         v.extend(
