@@ -1,6 +1,6 @@
 //! cocoon-shaders: the compute core every worker and client shares.
 //!
-//! - [`model`]: loading weights (GGUF, safetensors), the model's shape, tokenizer and chat
+//! - [`model`]: loading weights (GGUF), the model's shape, tokenizer and chat
 //!   template, and the CPU formats of quantized blocks.
 //! - [`ops`]: one module per kernel: its WGSL (in `shaders/wgsl/`), its dispatch, and a
 //!   CPU reference beside it.

@@ -1,12 +1,12 @@
 //! Model loading end to end: tiny GGUFs written by the tests (round trips, every kind of
 //! corruption), the real default model (shape, tokenizer against the reference ids, chat
-//! template), and tiny Hugging Face safetensors checkpoints.
+//! template).
 
 use cocoon_shaders::model::gguf::{GgufHeader, MetaArray, MetaValue, llama_tensor_shapes};
 use cocoon_shaders::model::gguf_writer::{tiny_llama, tiny_llama_config};
 use cocoon_shaders::model::{
-    ChatMessage, ChatTemplate, GgmlType, GgufFile, GgufWriter, ModelError, RopeStyle,
-    SafetensorsModel, Tokenizer, WeightSource, default_model_path,
+    ChatMessage, ChatTemplate, GgmlType, GgufFile, GgufWriter, ModelError, RopeStyle, Tokenizer,
+    WeightSource, default_model_path,
 };
 use proptest::prelude::*;
 use std::sync::OnceLock;
@@ -606,192 +606,11 @@ proptest! {
     }
 }
 
-// ---- safetensors ----
-
-fn write_checkpoint(dir: &std::path::Path, sharded: bool, tie: bool, dtype: safetensors::Dtype) {
-    use safetensors::tensor::TensorView;
-    let config = serde_json::json!({
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
-        "hidden_size": 16,
-        "intermediate_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": 50,
-        "max_position_embeddings": 128,
-        "rope_theta": 100000.0,
-        "rms_norm_eps": 1e-5,
-        "tie_word_embeddings": tie,
-    });
-    std::fs::write(dir.join("config.json"), config.to_string()).expect("write config");
-    let elem = match dtype {
-        safetensors::Dtype::F32 => 4,
-        _ => 2,
-    };
-    let mut shapes: Vec<(String, Vec<usize>)> = vec![
-        ("model.embed_tokens.weight".into(), vec![50, 16]),
-        ("model.norm.weight".into(), vec![16]),
-    ];
-    if !tie {
-        shapes.push(("lm_head.weight".into(), vec![50, 16]));
-    }
-    for i in 0..2 {
-        let p = |s: &str| format!("model.layers.{i}.{s}");
-        shapes.push((p("input_layernorm.weight"), vec![16]));
-        shapes.push((p("self_attn.q_proj.weight"), vec![16, 16]));
-        shapes.push((p("self_attn.k_proj.weight"), vec![8, 16]));
-        shapes.push((p("self_attn.v_proj.weight"), vec![8, 16]));
-        shapes.push((p("self_attn.o_proj.weight"), vec![16, 16]));
-        shapes.push((p("post_attention_layernorm.weight"), vec![16]));
-        shapes.push((p("mlp.gate_proj.weight"), vec![32, 16]));
-        shapes.push((p("mlp.up_proj.weight"), vec![32, 16]));
-        shapes.push((p("mlp.down_proj.weight"), vec![16, 32]));
-    }
-    shapes.push((
-        "model.layers.0.self_attn.rotary_emb.inv_freq".into(),
-        vec![2],
-    ));
-    let datas: Vec<Vec<u8>> = shapes
-        .iter()
-        .enumerate()
-        .map(|(k, (_, s))| {
-            let n: usize = s.iter().product();
-            let elem = if k == shapes.len() - 1 { 4 } else { elem };
-            (0..n * elem).map(|j| (j + k) as u8).collect()
-        })
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = shapes
-        .iter()
-        .zip(&datas)
-        .map(|((name, shape), data)| {
-            let dt = if name.contains("inv_freq") {
-                safetensors::Dtype::F32
-            } else {
-                dtype
-            };
-            (
-                name.clone(),
-                TensorView::new(dt, shape.clone(), data).expect("view"),
-            )
-        })
-        .collect();
-    if sharded {
-        let (a, b) = views.split_at(views.len() / 2);
-        let mut map = serde_json::Map::new();
-        for (file, part) in [
-            ("model-00001-of-00002.safetensors", a),
-            ("model-00002-of-00002.safetensors", b),
-        ] {
-            let bytes =
-                safetensors::serialize(part.iter().map(|(n, v)| (n.clone(), v.clone())), None)
-                    .expect("serialize");
-            std::fs::write(dir.join(file), bytes).expect("write shard");
-            for (n, _) in part {
-                map.insert(n.clone(), serde_json::Value::String(file.into()));
-            }
-        }
-        let index = serde_json::json!({ "metadata": {}, "weight_map": map });
-        std::fs::write(dir.join("model.safetensors.index.json"), index.to_string())
-            .expect("write index");
-    } else {
-        let bytes = safetensors::serialize(views, None).expect("serialize");
-        std::fs::write(dir.join("model.safetensors"), bytes).expect("write");
-    }
-}
-
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("cocoon-loader-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-#[test]
-fn safetensors_checkpoint_maps_names_and_reverses_dims() {
-    for (sharded, tie, dtype) in [
-        (false, true, safetensors::Dtype::BF16),
-        (true, false, safetensors::Dtype::F16),
-        (false, false, safetensors::Dtype::F32),
-    ] {
-        let dir = temp_dir(&format!("st-{sharded}-{tie}-{dtype:?}"));
-        write_checkpoint(&dir, sharded, tie, dtype);
-        let m = SafetensorsModel::open(&dir).expect("checkpoint opens");
-        let c = m.config();
-        assert_eq!(c.rope_style, RopeStyle::NeoX);
-        assert_eq!(
-            (
-                c.n_blocks,
-                c.d_model,
-                c.d_ff,
-                c.n_heads,
-                c.n_kv_heads,
-                c.head_dim
-            ),
-            (2, 16, 32, 4, 2, 4)
-        );
-        assert_eq!(c.vocab_size, 50);
-        assert_eq!(c.rope_theta, 100000.0);
-        assert_eq!(c.tied_embeddings, tie);
-        let k = m.tensor("blk.1.attn_k.weight").expect("k");
-        assert_eq!(k.dims, &[16, 8]);
-        let down = m.tensor("blk.0.ffn_down.weight").expect("down");
-        assert_eq!(down.dims, &[32, 16]);
-        let want_ty = match dtype {
-            safetensors::Dtype::F32 => GgmlType::F32,
-            safetensors::Dtype::F16 => GgmlType::F16,
-            _ => GgmlType::BF16,
-        };
-        assert_eq!(down.ty, want_ty);
-        let elem = if want_ty == GgmlType::F32 { 4 } else { 2 };
-        assert_eq!(down.data.len(), 32 * 16 * elem);
-        let embd = m.tensor("token_embd.weight").expect("embd");
-        assert_eq!(embd.dims, &[16, 50]);
-        assert_eq!(embd.data[..4], [0, 1, 2, 3]);
-        assert_eq!(m.tensor("output.weight").is_ok(), !tie);
-        assert!(
-            m.tensor("model.norm.weight").is_err(),
-            "HF names are not exposed"
-        );
-        assert_ne!(m.manifest_hash(), [0; 32]);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
-#[test]
-fn safetensors_errors_are_named() {
-    let dir = temp_dir("st-errors");
-    write_checkpoint(&dir, false, true, safetensors::Dtype::F16);
-    let config_path = dir.join("config.json");
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).expect("read")).expect("json");
-    cfg["model_type"] = "mistral".into();
-    std::fs::write(&config_path, cfg.to_string()).expect("write");
-    match SafetensorsModel::open(&dir) {
-        Err(ModelError::UnsupportedArchitecture(a)) => assert_eq!(a, "mistral"),
-        other => panic!("expected UnsupportedArchitecture, got {other:?}"),
-    }
-    cfg["model_type"] = "llama".into();
-    cfg["intermediate_size"] = 48.into();
-    std::fs::write(&config_path, cfg.to_string()).expect("write");
-    match SafetensorsModel::open(&dir) {
-        Err(ModelError::ShapeMismatch { name, .. }) => assert_eq!(name, "blk.0.ffn_gate.weight"),
-        other => panic!("expected ShapeMismatch, got {other:?}"),
-    }
-    cfg["intermediate_size"] = 32.into();
-    std::fs::write(&config_path, cfg.to_string()).expect("write");
-    let st = dir.join("model.safetensors");
-    let bytes = std::fs::read(&st).expect("read");
-    std::fs::write(&st, &bytes[..bytes.len() - 1]).expect("write");
-    let msg = SafetensorsModel::open(&dir).unwrap_err().to_string();
-    assert!(msg.contains("model.safetensors"), "{msg}");
-    std::fs::remove_file(&st).expect("remove");
-    let msg = SafetensorsModel::open(&dir).unwrap_err().to_string();
-    assert!(
-        msg.contains("model.safetensors") && msg.contains("No such file"),
-        "{msg}"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---- the real default model ----
@@ -1085,7 +904,6 @@ fn open_maps_files_and_names_the_path_in_errors() {
 fn loaders_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<GgufFile>();
-    check::<SafetensorsModel>();
     check::<Tokenizer>();
     check::<ChatTemplate>();
     let boxed: Box<dyn WeightSource> = Box::new(GgufFile::from_bytes(tiny_bytes()).expect("opens"));
@@ -1160,11 +978,6 @@ fn shared_tensors_view_the_sources_bytes_and_outlive_them() {
     check(
         Box::new(GgufFile::from_bytes(bytes).expect("opens")),
         "owned GGUF",
-    );
-    write_checkpoint(&dir, true, false, safetensors::Dtype::F16);
-    check(
-        Box::new(SafetensorsModel::open(&dir).expect("opens")),
-        "safetensors",
     );
     let synthetic = SyntheticWeights::llama(tiny_config(), GgmlType::Q8_0, GgmlType::Q8_0, 1);
     check(Box::new(synthetic.expect("synthetic")), "synthetic");

@@ -1,4 +1,4 @@
-//! Model loading: weight files (GGUF, safetensors) behind one [`WeightSource`] view, the
+//! Model loading: GGUF weight files behind the [`WeightSource`] view, the
 //! model's hyper-parameters ([`ModelConfig`]), quantized block formats, the tokenizer and
 //! the chat template.
 
@@ -9,7 +9,6 @@ pub mod gguf;
 pub mod gguf_writer;
 pub mod paths;
 pub mod quant;
-pub mod safetensors;
 pub mod tensor;
 pub mod tokenizer;
 
@@ -20,7 +19,6 @@ pub use config::{
 pub use gguf::{GgufFile, GgufHeader, GgufMetadata, MetaArray, MetaValue, TensorInfo};
 pub use gguf_writer::GgufWriter;
 pub use paths::{default_model_path, gemma3_270m_path};
-pub use safetensors::SafetensorsModel;
 pub use tensor::{GgmlType, TensorRef};
 pub use tokenizer::{StreamDecoder, Tokenizer};
 
