@@ -103,6 +103,8 @@ impl CpuBlocks {
                 attention: llama::attention_options(&c, b),
             });
         }
+        // The blocks' matrices are copies: the map's pages are not needed resident.
+        src.release_pages();
         Ok(Self {
             rope: tables.into_tables(),
             config: c,

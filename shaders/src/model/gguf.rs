@@ -821,14 +821,38 @@ impl GgufFile {
                 let data = &self.backing.bytes()[t.offset..t.offset + t.size];
                 (t.name.as_str(), t.ty, t.dims.as_slice(), data)
             });
-            manifest_hash(&self.config, tensors)
+            let hash = manifest_hash(&self.config, tensors);
+            // Hashing read every page: a worker that holds a third of the blocks should
+            // not keep the whole file resident for it.
+            self.release_pages();
+            hash
         })
+    }
+
+    /// Drops the memory-mapped file's pages from this process's resident set (they are
+    /// read again from the file if touched): after the weights are uploaded or copied,
+    /// the map's pages only count against the process. Nothing for an owned buffer.
+    pub fn release_pages(&self) {
+        if let Backing::Mmap(m) = &*self.backing {
+            // SAFETY: the map is a private, read-only view of a file that must not change
+            // while open (see `open`); MADV_DONTNEED on it only discards clean pages, which
+            // later reads fault in again from the same file. Slices borrowed from the map
+            // stay valid: the mapping itself is untouched.
+            let result = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+            if let Err(e) = result {
+                tracing::debug!("madvise(DONTNEED) on the model map: {e}");
+            }
+        }
     }
 }
 
 impl WeightSource for GgufFile {
     fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    fn release_pages(&self) {
+        GgufFile::release_pages(self)
     }
 
     fn tensor(&self, name: &str) -> Result<TensorRef<'_>, ModelError> {

@@ -71,6 +71,9 @@ pub trait WeightSource: Send + Sync {
     /// source's storage (memory map or buffer) rather than copying it: see
     /// [`SharedTensor`].
     fn shared_tensor(&self, name: &str) -> Result<SharedTensor, ModelError>;
+    /// Lets the storage's pages leave the resident set once a backend has uploaded or
+    /// copied what it needs (a memory-mapped file; nothing otherwise).
+    fn release_pages(&self) {}
 }
 
 /// Storage a [`SharedTensor`] keeps alive: a memory-mapped file, or bytes in memory.

@@ -130,6 +130,7 @@ impl GpuBlocks {
                 att: &att,
             };
             let general = GeneralBlocks::new(g, src, &c, blocks.clone(), shape, &scratch)?;
+            src.release_pages();
             return Ok(Self {
                 config: c,
                 range: blocks,
@@ -272,6 +273,7 @@ impl GpuBlocks {
                 down,
             });
         }
+        src.release_pages();
         Ok(Self {
             config: c,
             range: blocks,

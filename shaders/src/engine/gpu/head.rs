@@ -204,6 +204,7 @@ impl GpuHead {
         let sample_k = sample::kernel(g, vocab)?;
         let sample_bg = g.bind_group(&sample_k, &[&sample_params, &logits, &id_out]);
         let readback = Readback::new(g, "head readback", (vocab * 4) as u64);
+        src.release_pages();
         Ok(Self {
             config: c,
             embedding,
