@@ -11,6 +11,9 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST)
     .union(wgpu::BufferUsages::COPY_SRC);
 
+/// Uploads of at least this many bytes wait for their staging copy to be freed.
+const STAGING_FLUSH_BYTES: usize = 4 << 20;
+
 impl GpuContext {
     fn check_binding(&self, label: &str, size: u64) -> Result<(), GpuError> {
         let limit = self.max_storage_binding();
@@ -47,13 +50,22 @@ impl GpuContext {
             v.resize(padded_len, 0);
             v.into()
         };
-        Ok(self
+        let buffer = self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
                 contents: &contents,
                 usage: STORAGE,
-            }))
+            });
+        // The contents go through a staging buffer, copied at the next submission and
+        // freed once it completes: without a flush here, loading a model holds a staging
+        // copy of every weight until the first forward (on lavapipe, where both live in
+        // process memory, the peak RSS of loading Gemma 3 270M was 2.4x its weights).
+        if padded_len >= STAGING_FLUSH_BYTES {
+            self.queue.submit([]);
+            self.wait()?;
+        }
+        Ok(buffer)
     }
 
     /// A uniform buffer of `size` bytes, written with `queue.write_buffer`.
