@@ -29,6 +29,11 @@ override HD: u32 = 64u;
 override NH: u32 = 4u;
 override NKV: u32 = 2u;
 override NEOX: bool = false;
+// MODE 0 with Y_STRIDE > 0: token t's output row starts at t * Y_STRIDE + Y_OFFSET (one
+// matrix's rows written into a wider row, as q, k and v of different formats into one
+// q/k/v row).
+override Y_STRIDE: u32 = 0u;
+override Y_OFFSET: u32 = 0u;
 
 struct Step {
     n_tokens: u32,
@@ -293,7 +298,7 @@ fn store(j: u32, t: u32, a_in: f32, b_in: f32) -> f32 {
     var a = a_in;
     var b = b_in;
     if MODE == 0u {
-        y[t * ROWS + j] = a;
+        y[select(t * ROWS, t * Y_STRIDE + Y_OFFSET, Y_STRIDE > 0u) + j] = a;
         return a;
     } else if MODE == 1u {
         let v = y[t * ROWS + j] + a;

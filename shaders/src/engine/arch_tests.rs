@@ -182,3 +182,38 @@ fn every_architecture_split_ranges_equal_one_range() {
         }
     }
 }
+
+/// A plain Llama file whose q/k/v and gate/up come in different formats (as a Q4_K_M
+/// file's `attn_v` in Q6_K beside `attn_q` in Q4_K), which the fused path cannot stack:
+/// the wgpu blocks (the general path, with q/k/v written into one row at their offsets
+/// and gate/up apart) equal the CPU reference, in both kernel shapes.
+#[test]
+fn mixed_formats_in_a_block_match_cpu() {
+    use crate::model::GgmlType;
+    use crate::model::quant::quantize;
+    let mut c = tiny_llama_config();
+    c.n_blocks = 3;
+    let mut w = tiny_llama_with(&c, 9);
+    for b in 0..c.n_blocks {
+        for (what, dims, ty) in [
+            ("attn_v", [c.d_model, c.kv_dim()], GgmlType::Q8_0),
+            ("ffn_up", [c.d_model, c.d_ff], GgmlType::Q4_1),
+        ] {
+            let n = dims[0] * dims[1];
+            let values = pseudo_random(n, 20 + b as u64, 0.1);
+            let data = quantize(ty, &values).expect("whole blocks");
+            let name = format!("blk.{b}.{what}.weight");
+            w.remove_tensor(&name);
+            w.tensor(&name, ty, &dims, data).expect("tensor");
+        }
+    }
+    let file = GgufFile::from_bytes(w.to_bytes()).expect("loads");
+    assert!(file.config().features.is_plain_llama(c.head_dim));
+    let x = pseudo_random(8 * c.d_model, 21, 1.0);
+    let want = run(&mut CpuBlocks::new(&file, 0..3).expect("cpu"), &x);
+    for shape in [Shape::ROW_PER_INVOCATION, Shape::WORKGROUP_REDUCE] {
+        let mut gpu = GpuBlocks::with_shape(ctx(), &file, 0..3, shape).expect("gpu");
+        let got = run(&mut gpu, &x);
+        assert_close(&format!("mixed formats {shape:?}"), &got, &want, 1e-3);
+    }
+}

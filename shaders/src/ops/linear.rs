@@ -260,6 +260,10 @@ pub struct Variant {
     pub norm_out: bool,
     /// Required for [`Mode::QkvRope`].
     pub rope: Option<Rope>,
+    /// [`Mode::Store`] into a wider output: `(row stride, offset)` in floats, so token
+    /// `t`'s rows land at `t * stride + offset` (q, k and v of different formats written
+    /// into one q/k/v row).
+    pub output: Option<(u32, u32)>,
     pub words: Words,
 }
 
@@ -273,6 +277,7 @@ impl Variant {
             norm_partials: 0,
             norm_out: false,
             rope: None,
+            output: None,
             words: Words::Widest,
         }
     }
@@ -781,7 +786,15 @@ pub fn specialization(
         ("MODE", v.mode as u32 as f64),
         ("TT", v.tokens_per_invocation.clamp(1, 4) as f64),
         ("TILE", w.tile as f64),
+        ("Y_STRIDE", v.output.map_or(0, |o| o.0) as f64),
+        ("Y_OFFSET", v.output.map_or(0, |o| o.1) as f64),
     ];
+    if v.output.is_some() && v.mode != Mode::Store {
+        return Err(GpuError::Kernel {
+            kernel: SPEC.name.into(),
+            reason: format!("an output stride needs the store mode: {v:?}"),
+        });
+    }
     let wide = v.words == Words::Widest && ctx.has_int64();
     let spec = match v.shape {
         Shape::Threads {

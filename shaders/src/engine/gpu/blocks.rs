@@ -122,7 +122,9 @@ impl GpuBlocks {
         let qkv = g.storage("q", (MAX_BATCH * (qd + 2 * kvd) * 4) as u64)?;
         let att = g.storage("attention out", (MAX_BATCH * qd * 4) as u64)?;
         let readback = Readback::new(g, "hidden readback", (MAX_BATCH * d * 4) as u64);
-        if !c.features.is_plain_llama(c.head_dim) {
+        if !c.features.is_plain_llama(c.head_dim)
+            || super::general::formats_differ(src, blocks.clone())?
+        {
             let scratch = Scratch {
                 step: &step,
                 x: &x,

@@ -2,6 +2,9 @@
 //! gemma3, and llama with RoPE scaling): each step its own dispatch, so every feature of
 //! [`crate::model::BlockFeatures`] has a place to go.
 //!
+//! It also runs plain Llama blocks whose q, k, v (or gate, up) come in different formats
+//! ([`formats_differ`]), which the fused path cannot stack.
+//!
 //! A block: RMSNorm → q/k/v matmul → `rope` (biases, per-head QK-norm, RoPE with the
 //! block's own table, KV-cache write) → attention (the block's scale and window) → o
 //! (added to the residual, or normed first and added by `rmsnorm`'s add kernel where the
@@ -17,9 +20,9 @@ use crate::engine::EngineError;
 use crate::engine::llama::{self, BlockExtras, RopeTables, block_tensor};
 use crate::gpu::pipeline::dispatch;
 use crate::gpu::{GpuContext, Kernel};
-use crate::model::{ModelConfig, WeightSource};
+use crate::model::{FfnActivation, ModelConfig, WeightSource};
 use crate::ops::linear::{Extras, Mode, PackedWeight, Shape, Variant};
-use crate::ops::{attention, rmsnorm, rope};
+use crate::ops::{attention, elementwise, rmsnorm, rope};
 
 /// Buffers every block of a range shares (allocated for [`MAX_BATCH`] rows).
 pub(super) struct Scratch<'a> {
@@ -29,17 +32,51 @@ pub(super) struct Scratch<'a> {
     pub att: &'a wgpu::Buffer,
 }
 
+/// q, k and v: one stacked matrix where their formats agree, else one matrix each,
+/// writing its part of the q/k/v row (`Variant::output`).
+type Parts = Vec<(Linear, wgpu::BindGroup)>;
+
+/// The gated feed-forward's first half: `[gate; up]` stacked with the activation fused,
+/// or (formats that differ) gate and up apart, then the activation as its own dispatch.
+enum GateUp {
+    Stacked(Linear, wgpu::BindGroup),
+    Apart {
+        gate: (Linear, wgpu::BindGroup),
+        up: (Linear, wgpu::BindGroup),
+        act: wgpu::BindGroup,
+    },
+}
+
+/// Whether blocks `blocks` need this path although the architecture is plain Llama: q,
+/// k and v (or gate and up) in different GPU formats cannot be stacked into the fused
+/// path's matrices (a Q4_K_M file keeps some `attn_v` and `ffn_down` in Q6_K).
+pub(super) fn formats_differ(
+    src: &dyn WeightSource,
+    blocks: Range<usize>,
+) -> Result<bool, EngineError> {
+    for b in blocks {
+        let fmt = |w: &str| -> Result<u32, EngineError> {
+            Ok(crate::ops::linear::gpu_format(
+                src.tensor(&block_tensor(b, w))?.ty,
+            ))
+        };
+        let qkv = [fmt("attn_q")?, fmt("attn_k")?, fmt("attn_v")?];
+        if qkv.iter().any(|f| *f != qkv[0]) || fmt("ffn_gate")? != fmt("ffn_up")? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 struct Block {
-    qkv: Linear,
+    qkv: Parts,
     o: Linear,
-    gate_up: Linear,
+    gate_up: GateUp,
     down: Linear,
     /// `[step, x, attn_norm, xn]` and `[step, x, ffn_norm, xn]`.
     attn_norm: wgpu::BindGroup,
     ffn_norm: wgpu::BindGroup,
-    qkv_bind: wgpu::BindGroup,
     o_bind: wgpu::BindGroup,
-    gate_up_bind: wgpu::BindGroup,
     down_bind: wgpu::BindGroup,
     /// The post-norm add kernels' bind groups (after o, after down).
     post: Option<(wgpu::BindGroup, wgpu::BindGroup)>,
@@ -56,6 +93,8 @@ pub(super) struct GeneralBlocks {
     blocks: Vec<Block>,
     norm: std::sync::Arc<Kernel>,
     add_norm: std::sync::Arc<Kernel>,
+    /// The gated activation, for blocks whose gate and up are apart.
+    act: std::sync::Arc<Kernel>,
     rope: std::sync::Arc<Kernel>,
     /// RoPE tables by [`RopeTables`] index.
     tables: Vec<wgpu::Buffer>,
@@ -65,6 +104,7 @@ pub(super) struct GeneralBlocks {
     _xn: wgpu::Buffer,
     _tmp: wgpu::Buffer,
     _ffh: wgpu::Buffer,
+    _gate_up_apart: (wgpu::Buffer, wgpu::Buffer),
     pub weight_bytes: usize,
 }
 
@@ -81,6 +121,26 @@ impl GeneralBlocks {
         let xn = g.storage("normed", (MAX_BATCH * d * 4) as u64)?;
         let tmp = g.storage("block output", (MAX_BATCH * d * 4) as u64)?;
         let ffh = g.storage("ffn hidden", (MAX_BATCH * f * 4) as u64)?;
+        // Gate and up apart (blocks whose formats differ); small until one needs them.
+        let apart = |label| g.storage(label, (MAX_BATCH * f * 4) as u64);
+        let needs_apart = (blocks.clone()).any(|b| {
+            let fmt = |w: &str| {
+                src.tensor(&block_tensor(b, w))
+                    .map(|t| crate::ops::linear::gpu_format(t.ty))
+                    .ok()
+            };
+            fmt("ffn_gate") != fmt("ffn_up")
+        });
+        let gate_up_apart = if needs_apart {
+            (apart("ffn gate")?, apart("ffn up")?)
+        } else {
+            (g.storage("ffn gate", 4)?, g.storage("ffn up", 4)?)
+        };
+        let act_op = match c.features.ffn_activation {
+            FfnActivation::Silu => elementwise::Op::SwiGlu,
+            FfnActivation::GeluTanh => elementwise::Op::GeGlu,
+        };
+        let act = elementwise::kernel(g, act_op, MAX_BATCH * f)?;
         let norm = rmsnorm::kernel(g, d, c.rms_eps)?;
         let add_norm = rmsnorm::add_kernel(g, d, c.rms_eps)?;
         let prep = rope::Prep {
@@ -102,29 +162,67 @@ impl GeneralBlocks {
             let upload = |label: &str, v: &[f32]| g.storage_init(label, f32_bytes(v));
             let attn_norm_w = upload("attn_norm", &llama::norm(src, &name("attn_norm"), d)?)?;
             let ffn_norm_w = upload("ffn_norm", &llama::norm(src, &name("ffn_norm"), d)?)?;
-            let qkv_w = PackedWeight::concat(&[
+            let none = Extras::default();
+            let qkv_parts = [
                 pack_tensor(src, &name("attn_q"), d, qd)?,
                 pack_tensor(src, &name("attn_k"), d, kvd)?,
                 pack_tensor(src, &name("attn_v"), d, kvd)?,
-            ])?;
-            let gu_w = PackedWeight::concat(&[
+            ];
+            weight_bytes += qkv_parts.iter().map(|p| p.gpu_bytes()).sum::<usize>();
+            let qkv = if qkv_parts.iter().all(|p| p.fmt == qkv_parts[0].fmt) {
+                let w = PackedWeight::concat(&qkv_parts)?;
+                let l = Linear::new(g, w, &name("attn_qkv"), store)?;
+                let bind = l.bind(g, s.step, &xn, s.qkv, none);
+                vec![(l, bind)]
+            } else {
+                let width = (qd + 2 * kvd) as u32;
+                let offsets = [0, qd as u32, (qd + kvd) as u32];
+                let mut parts = Vec::new();
+                for (w, off) in qkv_parts.into_iter().zip(offsets) {
+                    let v = Variant {
+                        output: Some((width, off)),
+                        ..store
+                    };
+                    let l = Linear::new(g, w, &name("attn_qkv part"), v)?;
+                    let bind = l.bind(g, s.step, &xn, s.qkv, none);
+                    parts.push((l, bind));
+                }
+                parts
+            };
+            let (gate_w, up_w) = (
                 pack_tensor(src, &name("ffn_gate"), d, f)?,
                 pack_tensor(src, &name("ffn_up"), d, f)?,
-            ])?;
+            );
+            weight_bytes += gate_w.gpu_bytes() + up_w.gpu_bytes();
+            let gated = Variant::new(Mode::gated(c.features.ffn_activation), shape);
+            let gate_up = if gate_w.fmt == up_w.fmt {
+                let w = PackedWeight::concat(&[gate_w, up_w])?;
+                let l = Linear::new(g, w, &name("ffn_gate_up"), gated)?;
+                let bind = l.bind(g, s.step, &xn, &ffh, none);
+                GateUp::Stacked(l, bind)
+            } else {
+                let (gb, ub) = (&gate_up_apart.0, &gate_up_apart.1);
+                let gate = Linear::new(g, gate_w, &name("ffn_gate"), store)?;
+                let up = Linear::new(g, up_w, &name("ffn_up"), store)?;
+                let (bg, bu) = (
+                    gate.bind(g, s.step, &xn, gb, none),
+                    up.bind(g, s.step, &xn, ub, none),
+                );
+                GateUp::Apart {
+                    gate: (gate, bg),
+                    up: (up, bu),
+                    act: g.bind_group(&act, &[gb, ub, &ffh]),
+                }
+            };
             let o_w = pack_tensor(src, &name("attn_output"), qd, d)?;
             let down_w = pack_tensor(src, &name("ffn_down"), f, d)?;
-            weight_bytes +=
-                qkv_w.gpu_bytes() + gu_w.gpu_bytes() + o_w.gpu_bytes() + down_w.gpu_bytes();
+            weight_bytes += o_w.gpu_bytes() + down_w.gpu_bytes();
             let post = extras.post_norms.is_some();
             // With post-norms the block outputs go to `tmp` to be normed and added.
             let residual = Variant::new(if post { Mode::Store } else { Mode::Accumulate }, shape);
             let out_buf = if post { &tmp } else { s.x };
-            let qkv = Linear::new(g, qkv_w, &name("attn_qkv"), store)?;
             let o = Linear::new(g, o_w, &name("attn_output"), residual)?;
-            let gated = Variant::new(Mode::gated(c.features.ffn_activation), shape);
-            let gate_up = Linear::new(g, gu_w, &name("ffn_gate_up"), gated)?;
             let down = Linear::new(g, down_w, &name("ffn_down"), residual)?;
-            let none = Extras::default();
             let post_binds = match &extras.post_norms {
                 Some((pa, pf)) => {
                     let pa = upload("post_attention_norm", pa)?;
@@ -169,9 +267,7 @@ impl GeneralBlocks {
             out.push(Block {
                 attn_norm: g.bind_group(&norm, &[s.step, s.x, &attn_norm_w, &xn, unused]),
                 ffn_norm: g.bind_group(&norm, &[s.step, s.x, &ffn_norm_w, &xn, unused]),
-                qkv_bind: qkv.bind(g, s.step, &xn, s.qkv, none),
                 o_bind: o.bind(g, s.step, s.att, out_buf, none),
-                gate_up_bind: gate_up.bind(g, s.step, &xn, &ffh, none),
                 down_bind: down.bind(g, s.step, &ffh, out_buf, none),
                 post: post_binds,
                 bias,
@@ -193,6 +289,7 @@ impl GeneralBlocks {
             blocks: out,
             norm,
             add_norm,
+            act,
             rope,
             tables,
             attention: attention_kernels,
@@ -200,6 +297,7 @@ impl GeneralBlocks {
             _xn: xn,
             _tmp: tmp,
             _ffh: ffh,
+            _gate_up_apart: gate_up_apart,
             weight_bytes,
         })
     }
@@ -246,7 +344,9 @@ impl GeneralBlocks {
             .skip(span.start);
         for (i, b) in blocks {
             dispatch(pass, &self.norm, &b.attn_norm, rmsnorm::groups(n));
-            b.qkv.record(pass, &b.qkv_bind, n);
+            for (l, bind) in &b.qkv {
+                l.record(pass, bind, n);
+            }
             dispatch(
                 pass,
                 &self.rope,
@@ -260,7 +360,14 @@ impl GeneralBlocks {
                 dispatch(pass, &self.add_norm, after_o, rmsnorm::groups(n));
             }
             dispatch(pass, &self.norm, &b.ffn_norm, rmsnorm::groups(n));
-            b.gate_up.record(pass, &b.gate_up_bind, n);
+            match &b.gate_up {
+                GateUp::Stacked(l, bind) => l.record(pass, bind, n),
+                GateUp::Apart { gate, up, act } => {
+                    gate.0.record(pass, &gate.1, n);
+                    up.0.record(pass, &up.1, n);
+                    dispatch(pass, &self.act, act, elementwise::groups(n * c.d_ff));
+                }
+            }
             b.down.record(pass, &b.down_bind, n);
             if let Some((_, after_down)) = &b.post {
                 dispatch(pass, &self.add_norm, after_down, rmsnorm::groups(n));
