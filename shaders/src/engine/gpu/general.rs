@@ -40,9 +40,10 @@ type Parts = Vec<(Linear, wgpu::BindGroup)>;
 /// or (formats that differ) gate and up apart, then the activation as its own dispatch.
 enum GateUp {
     Stacked(Linear, wgpu::BindGroup),
+    // Boxed: twice the stacked variant's size, and the rarer one.
     Apart {
-        gate: (Linear, wgpu::BindGroup),
-        up: (Linear, wgpu::BindGroup),
+        gate: Box<(Linear, wgpu::BindGroup)>,
+        up: Box<(Linear, wgpu::BindGroup)>,
         act: wgpu::BindGroup,
     },
 }
@@ -209,8 +210,8 @@ impl GeneralBlocks {
                     up.bind(g, s.step, &xn, ub, none),
                 );
                 GateUp::Apart {
-                    gate: (gate, bg),
-                    up: (up, bu),
+                    gate: Box::new((gate, bg)),
+                    up: Box::new((up, bu)),
                     act: g.bind_group(&act, &[gb, ub, &ffh]),
                 }
             };
