@@ -159,12 +159,14 @@ fn every_architecture_split_ranges_equal_one_range() {
         let n = c.n_blocks;
         let x = pseudo_random(6 * c.d_model, 13, 1.0);
         let (a, b) = (n / 3, 2 * n / 3);
-        let splits: [&[std::ops::Range<usize>]; 3] = [&[0..n], &[0..b, b..n], &[0..a, a..b, b..n]];
+        let splits: [&[(usize, usize)]; 3] =
+            [&[(0, n)], &[(0, b), (b, n)], &[(0, a), (a, b), (b, n)]];
         for use_gpu in [false, true] {
             let mut outs = Vec::new();
             for split in splits {
                 let mut y = x.clone();
-                for r in split {
+                for &(start, end) in split {
+                    let r = start..end;
                     let mut be: Box<dyn BlockBackend> = if use_gpu {
                         Box::new(GpuBlocks::new(ctx(), &file, r.clone()).expect("gpu"))
                     } else {

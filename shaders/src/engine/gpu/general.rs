@@ -39,8 +39,7 @@ type Parts = Vec<(Linear, wgpu::BindGroup)>;
 /// The gated feed-forward's first half: `[gate; up]` stacked with the activation fused,
 /// or (formats that differ) gate and up apart, then the activation as its own dispatch.
 enum GateUp {
-    Stacked(Linear, wgpu::BindGroup),
-    // Boxed: twice the stacked variant's size, and the rarer one.
+    Stacked(Box<(Linear, wgpu::BindGroup)>),
     Apart {
         gate: Box<(Linear, wgpu::BindGroup)>,
         up: Box<(Linear, wgpu::BindGroup)>,
@@ -200,7 +199,7 @@ impl GeneralBlocks {
                 let w = PackedWeight::concat(&[gate_w, up_w])?;
                 let l = Linear::new(g, w, &name("ffn_gate_up"), gated)?;
                 let bind = l.bind(g, s.step, &xn, &ffh, none);
-                GateUp::Stacked(l, bind)
+                GateUp::Stacked(Box::new((l, bind)))
             } else {
                 let (gb, ub) = (&gate_up_apart.0, &gate_up_apart.1);
                 let gate = Linear::new(g, gate_w, &name("ffn_gate"), store)?;
@@ -362,7 +361,7 @@ impl GeneralBlocks {
             }
             dispatch(pass, &self.norm, &b.ffn_norm, rmsnorm::groups(n));
             match &b.gate_up {
-                GateUp::Stacked(l, bind) => l.record(pass, bind, n),
+                GateUp::Stacked(stacked) => stacked.0.record(pass, &stacked.1, n),
                 GateUp::Apart { gate, up, act } => {
                     gate.0.record(pass, &gate.1, n);
                     up.0.record(pass, &up.1, n);
