@@ -105,6 +105,21 @@ pub fn build(
         .enumerate()
         .map(|(i, t)| (t.clone(), i as u32))
         .collect();
+    // A merge whose parts or result the vocabulary lacks can never produce a token:
+    // llama.cpp keeps it and falls back to bytes, the `tokenizers` crate refuses the whole
+    // vocabulary; dropping it gives llama.cpp's ids without refusing the file.
+    let known = |t: &str| vocab.contains_key(t);
+    let before = merges.len();
+    let merges: Vec<(String, String)> = merges
+        .into_iter()
+        .filter(|(a, b)| known(a) && known(b) && known(&format!("{a}{b}")))
+        .collect();
+    if merges.len() < before {
+        tracing::debug!(
+            "{} merges name tokens outside the vocabulary: skipped",
+            before - merges.len()
+        );
+    }
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .ignore_merges(pre.ignore_merges)
