@@ -218,3 +218,46 @@ fn mixed_formats_in_a_block_match_cpu() {
         assert_close(&format!("mixed formats {shape:?}"), &got, &want, 1e-3);
     }
 }
+
+/// RoPE tables start short and grow with the longest session: a session past the first
+/// table's 256 positions (opened after a short one, which keeps its own table) equals the
+/// CPU reference, on the fused Llama path and the general one.
+#[test]
+fn rope_tables_grow_with_sessions() {
+    for arch in ["llama", "gemma3"] {
+        let mut c = tiny_arch_config(arch);
+        c.context_length = 1024;
+        if arch == "llama" {
+            // The plain block (the fused path).
+            c.features = crate::model::BlockFeatures::llama(c.head_dim);
+        }
+        let file = GgufFile::from_bytes(tiny_llama_with(&c, 4).to_bytes()).expect("loads");
+        let n = 300;
+        let x = pseudo_random(n * c.d_model, 31, 1.0);
+        let mut gpu = GpuBlocks::new(ctx(), &file, 0..c.n_blocks).expect("gpu");
+        let mut cpu = CpuBlocks::new(&file, 0..c.n_blocks).expect("cpu");
+        gpu.open_session(SessionId(1), 8).expect("short session");
+        let mut short = x[..4 * c.d_model].to_vec();
+        gpu.forward(SessionId(1), 0, &mut short)
+            .expect("short forward");
+        let mut got = x.clone();
+        gpu.open_session(SessionId(2), n).expect("long session");
+        gpu.forward(SessionId(2), 0, &mut got)
+            .expect("long forward");
+        let mut want = x.clone();
+        cpu.open_session(SessionId(2), n).expect("cpu session");
+        cpu.forward(SessionId(2), 0, &mut want)
+            .expect("cpu forward");
+        let tail = (n - 8) * c.d_model;
+        assert_close(
+            &format!("{arch} rows past 256"),
+            &got[tail..],
+            &want[tail..],
+            1e-3,
+        );
+        let mut again = x[..4 * c.d_model].to_vec();
+        gpu.forward(SessionId(1), 0, &mut again)
+            .expect("short session again");
+        assert_close(&format!("{arch} short session"), &again, &short, 1e-6);
+    }
+}

@@ -99,14 +99,14 @@ impl CpuBlocks {
                 up: m("ffn_up", d, f)?,
                 down: m("ffn_down", f, d)?,
                 extras: llama::BlockExtras::read(src, &c, b)?,
-                rope: tables.index_of(&c, b, positions),
+                rope: tables.index_of(&c, b),
                 attention: llama::attention_options(&c, b),
             });
         }
         // The blocks' matrices are copies: the map's pages are not needed resident.
         src.release_pages();
         Ok(Self {
-            rope: tables.into_tables(),
+            rope: tables.build(&c, positions),
             config: c,
             range: blocks,
             blocks: out,

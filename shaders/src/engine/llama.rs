@@ -90,30 +90,44 @@ impl BlockExtras {
     }
 }
 
-/// The distinct RoPE tables a range of blocks rotates with, built once each: one for most
-/// models, two for Gemma 3 (local and global layers).
-#[derive(Default)]
+/// The distinct RoPE tables a range of blocks rotates with: one for most models, two
+/// for Gemma 3 (local and global layers). Blocks are mapped to an index first; the tables
+/// are built for as many positions as a caller needs ([`RopeTables::build`]).
+#[derive(Default, Clone)]
 pub struct RopeTables {
     keys: Vec<(u32, bool)>,
-    tables: Vec<Vec<[f32; 2]>>,
+    /// A block of each table, to build it from.
+    blocks: Vec<usize>,
 }
 
 impl RopeTables {
-    /// The index of block `b`'s table, building it on first use.
-    pub fn index_of(&mut self, c: &ModelConfig, b: usize, positions: usize) -> usize {
+    /// The index of block `b`'s table.
+    pub fn index_of(&mut self, c: &ModelConfig, b: usize) -> usize {
         let key = (c.rope_theta_of(b).to_bits(), c.window_of(b).is_some());
         if let Some(i) = self.keys.iter().position(|k| *k == key) {
             return i;
         }
         self.keys.push(key);
-        self.tables
-            .push(crate::ops::rope::block_table(c, b, positions));
-        self.tables.len() - 1
+        self.blocks.push(b);
+        self.blocks.len() - 1
     }
 
-    pub fn into_tables(self) -> Vec<Vec<[f32; 2]>> {
-        self.tables
+    /// Every table, for positions `0..positions`, by index.
+    pub fn build(&self, c: &ModelConfig, positions: usize) -> Vec<Vec<[f32; 2]>> {
+        self.blocks
+            .iter()
+            .map(|&b| crate::ops::rope::block_table(c, b, positions))
+            .collect()
     }
+}
+
+/// Positions a GPU RoPE table is built for when a session needs `needed`: the next power
+/// of two (at least 256), at most the model's context. A table for the whole context
+/// (Gemma 3: 32768 positions x 128 pairs, 33.5 MB each) would sit in memory for sessions
+/// that use a few hundred positions.
+pub fn table_positions(c: &ModelConfig, needed: usize) -> usize {
+    let max = c.context_length.clamp(1, MAX_POSITIONS);
+    needed.next_power_of_two().max(256).min(max).max(needed)
 }
 
 /// Block `b`'s attention: the architecture's scale and, in a local layer, its window.

@@ -82,12 +82,15 @@ pub struct GpuBlocks {
 /// per step for the other architectures ([`GeneralBlocks`]).
 enum Path {
     Fused(Fused),
-    General(GeneralBlocks),
+    General(Box<GeneralBlocks>),
 }
 
 /// The fused Llama path's kernels and weights.
 struct Fused {
+    /// Built for `table_positions` positions, rebuilt longer when a session needs more
+    /// (open sessions keep theirs).
     rope_table: wgpu::Buffer,
+    table_positions: usize,
     attention: Arc<Kernel>,
     attention_layout: attention::Layout,
     /// The norm chain, when norms are not fused into the linear kernels.
@@ -143,13 +146,13 @@ impl GpuBlocks {
                 att,
                 readback,
                 weight_bytes: general.weight_bytes,
-                path: Path::General(general),
+                path: Path::General(Box::new(general)),
                 sessions: HashMap::new(),
                 ctx,
             });
         }
         let ffh = g.storage("ffn hidden", (MAX_BATCH * f * 4) as u64)?;
-        let positions = c.context_length.clamp(1, llama::MAX_POSITIONS);
+        let positions = llama::table_positions(&c, 256);
         let table = rope::table(c.head_dim, c.rope_theta, positions);
         let rope_table = g.storage_init("rope table", bytemuck::cast_slice(&table))?;
         let attention_layout = attention::Layout::for_context(g);
@@ -287,6 +290,7 @@ impl GpuBlocks {
             readback,
             path: Path::Fused(Fused {
                 rope_table,
+                table_positions: positions,
                 attention,
                 attention_layout,
                 norm,
@@ -400,6 +404,17 @@ impl BlockBackend for GpuBlocks {
         }
         llama::check_session_size(&self.config, max_positions)?;
         let g = &*self.ctx;
+        match &mut self.path {
+            Path::Fused(f) if f.table_positions < max_positions => {
+                let n = llama::table_positions(&self.config, max_positions);
+                let c = &self.config;
+                let table = rope::table(c.head_dim, c.rope_theta, n);
+                f.rope_table = g.storage_init("rope table", bytemuck::cast_slice(&table))?;
+                f.table_positions = n;
+            }
+            Path::General(gb) => gb.ensure_positions(g, max_positions)?,
+            Path::Fused(_) => {}
+        }
         let bytes = (max_positions * self.config.kv_dim() * 4) as u64;
         let mut kv = Vec::new();
         let mut qkv_bg = Vec::new();

@@ -96,8 +96,12 @@ pub(super) struct GeneralBlocks {
     /// The gated activation, for blocks whose gate and up are apart.
     act: std::sync::Arc<Kernel>,
     rope: std::sync::Arc<Kernel>,
-    /// RoPE tables by [`RopeTables`] index.
+    /// RoPE tables by [`RopeTables`] index, built for `table_positions` positions and
+    /// rebuilt longer when a session needs more ([`GeneralBlocks::session_binds`]).
+    rope_tables: RopeTables,
     tables: Vec<wgpu::Buffer>,
+    table_positions: usize,
+    config: ModelConfig,
     /// Attention kernels and their options, one per distinct (scale, window).
     attention: Vec<(std::sync::Arc<Kernel>, attention::Options)>,
     layout: attention::Layout,
@@ -149,7 +153,6 @@ impl GeneralBlocks {
         };
         let rope = rope::kernel_with(g, c.head_dim, c.n_heads, c.n_kv_heads, c.rope_style, prep)?;
         let layout = attention::layout_for(g, c.head_dim);
-        let positions = c.context_length.clamp(1, llama::MAX_POSITIONS);
         let mut tables = RopeTables::default();
         let mut attention_kernels: Vec<(std::sync::Arc<Kernel>, attention::Options)> = Vec::new();
         let unused = &g.unused_buffers()[1];
@@ -272,7 +275,7 @@ impl GeneralBlocks {
                 post: post_binds,
                 bias,
                 qk_norm,
-                table: tables.index_of(c, b, positions),
+                table: tables.index_of(c, b),
                 attention,
                 qkv,
                 o,
@@ -280,18 +283,16 @@ impl GeneralBlocks {
                 down,
             });
         }
-        let tables = tables
-            .into_tables()
-            .iter()
-            .map(|t| g.storage_init("rope table", bytemuck::cast_slice(t)))
-            .collect::<Result<_, _>>()?;
         Ok(Self {
+            rope_tables: tables,
+            tables: Vec::new(),
+            table_positions: 0,
+            config: c.clone(),
             blocks: out,
             norm,
             add_norm,
             act,
             rope,
-            tables,
             attention: attention_kernels,
             layout,
             _xn: xn,
@@ -302,8 +303,30 @@ impl GeneralBlocks {
         })
     }
 
+    /// Makes the RoPE tables cover `positions` (a session about to open), rebuilding them
+    /// longer if they do not; sessions already open keep the tables they were bound to.
+    pub fn ensure_positions(
+        &mut self,
+        g: &GpuContext,
+        positions: usize,
+    ) -> Result<(), EngineError> {
+        if positions <= self.table_positions && !self.tables.is_empty() {
+            return Ok(());
+        }
+        let n = llama::table_positions(&self.config, positions);
+        self.tables = self
+            .rope_tables
+            .build(&self.config, n)
+            .iter()
+            .map(|t| g.storage_init("rope table", bytemuck::cast_slice(t)))
+            .collect::<Result<_, _>>()?;
+        self.table_positions = n;
+        Ok(())
+    }
+
     /// A session's bind groups for block `i` of the range: the `rope` kernel's (with the
-    /// block's table and KV caches) and the attention kernel's.
+    /// block's table and KV caches) and the attention kernel's. Call
+    /// [`GeneralBlocks::ensure_positions`] for the session first.
     pub fn session_binds(
         &self,
         g: &GpuContext,
