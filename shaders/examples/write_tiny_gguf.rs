@@ -5,8 +5,9 @@
 //! qwen2, qwen3 or gemma3, whose blocks carry that architecture's extra tensors and
 //! metadata).
 
-use cocoon_shaders::model::gguf_writer::{tiny_llama, tiny_llama_config, tiny_llama_with};
-use cocoon_shaders::model::{FfnActivation, RopeStyle, SlidingWindow};
+use cocoon_shaders::model::gguf_writer::{
+    tiny_llama, tiny_llama_config, tiny_llama_with, with_architecture,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,28 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         c.n_kv_heads = 1;
         c.head_dim = 4;
     }
-    c.architecture = arch.to_string();
-    let f = &mut c.features;
-    match arch {
-        "llama" => {}
-        "qwen2" => f.qkv_bias = true,
-        "qwen3" => f.qk_norm = true,
-        "gemma3" => {
-            f.qk_norm = true;
-            f.post_norms = true;
-            f.ffn_activation = FfnActivation::GeluTanh;
-            f.embed_scale = Some((c.d_model as f32).sqrt());
-            f.sliding_window = Some(SlidingWindow {
-                window: 4,
-                pattern: 6,
-                local_rope_theta: 10_000.0,
-            });
-        }
-        other => return Err(format!("no tiny config for architecture {other:?}").into()),
-    }
-    if arch != "llama" {
-        c.rope_style = RopeStyle::NeoX;
-    }
+    let c = with_architecture(c, arch, 4)
+        .ok_or_else(|| format!("no tiny config for architecture {arch:?}"))?;
     let writer = if small || arch != "llama" {
         tiny_llama_with(&c, 3)
     } else {

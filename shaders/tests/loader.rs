@@ -321,30 +321,13 @@ fn unknown_architecture_is_named() {
 /// clear error naming what is wrong, never a panic.
 #[test]
 fn architecture_bad_input_is_named() {
-    use cocoon_shaders::model::gguf_writer::tiny_llama_with;
-    use cocoon_shaders::model::{FfnActivation, ModelConfig, RopeStyle, SlidingWindow};
+    use cocoon_shaders::model::ModelConfig;
+    use cocoon_shaders::model::gguf_writer::{tiny_llama_with, with_architecture};
     let arch = |name: &str| -> ModelConfig {
         let mut c = tiny_llama_config();
-        c.architecture = name.into();
-        c.rope_style = RopeStyle::NeoX;
         c.head_dim = 16;
         c.features.attention_scale = 0.25;
-        match name {
-            "qwen2" => c.features.qkv_bias = true,
-            "qwen3" => c.features.qk_norm = true,
-            _ => {
-                c.features.qk_norm = true;
-                c.features.post_norms = true;
-                c.features.ffn_activation = FfnActivation::GeluTanh;
-                c.features.embed_scale = Some((c.d_model as f32).sqrt());
-                c.features.sliding_window = Some(SlidingWindow {
-                    window: 4,
-                    pattern: 6,
-                    local_rope_theta: 10_000.0,
-                });
-            }
-        }
-        c
+        with_architecture(c, name, 4).expect("a known architecture")
     };
     for name in ["qwen2", "qwen3", "gemma3"] {
         let c = arch(name);

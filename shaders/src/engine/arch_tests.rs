@@ -3,11 +3,10 @@
 //! read back through the loader (the config must come back as written), then the wgpu
 //! blocks against the CPU reference, and split block ranges against one range.
 
+use super::tests::run;
 use super::*;
-use crate::model::gguf_writer::{tiny_llama_config, tiny_llama_with};
-use crate::model::{
-    FfnActivation, GgufFile, ModelConfig, RopeScaling, RopeStyle, SlidingWindow, WeightSource,
-};
+use crate::model::gguf_writer::{tiny_llama_config, tiny_llama_with, with_architecture};
+use crate::model::{GgufFile, ModelConfig, RopeScaling, WeightSource};
 use crate::ops::linear::Shape;
 use crate::ops::pseudo_random;
 use crate::ops::testing::{assert_close, ctx};
@@ -17,34 +16,18 @@ use crate::ops::testing::{assert_close, ctx};
 /// block 5 is global.
 pub(crate) fn tiny_arch_config(arch: &str) -> ModelConfig {
     let mut c = tiny_llama_config();
-    c.architecture = arch.to_string();
-    c.n_blocks = 3;
+    c.n_blocks = if arch == "gemma3" { 7 } else { 3 };
     if arch != "llama" {
-        c.rope_style = RopeStyle::NeoX;
         c.head_dim = 16;
         c.features.attention_scale = 0.25;
     }
-    let f = &mut c.features;
+    let mut c = with_architecture(c, arch, 3).expect("a known architecture");
     match arch {
         "llama" => {
-            f.rope_scaling = RopeScaling::FreqFactors(vec![4.0, 2.0, 1.0, 8.0]);
+            c.features.rope_scaling = RopeScaling::FreqFactors(vec![4.0, 2.0, 1.0, 8.0]);
         }
-        "qwen2" => f.qkv_bias = true,
-        "qwen3" => f.qk_norm = true,
-        "gemma3" => {
-            c.n_blocks = 7;
-            f.qk_norm = true;
-            f.post_norms = true;
-            f.ffn_activation = FfnActivation::GeluTanh;
-            f.embed_scale = Some((c.d_model as f32).sqrt());
-            f.sliding_window = Some(SlidingWindow {
-                window: 3,
-                pattern: 6,
-                local_rope_theta: 10_000.0,
-            });
-            c.rope_theta = 1_000_000.0;
-        }
-        other => panic!("no tiny config for {other}"),
+        "gemma3" => c.rope_theta = 1_000_000.0,
+        _ => {}
     }
     c
 }
@@ -59,22 +42,6 @@ fn tiny_file(arch: &str, seed: u64) -> GgufFile {
     want.name = file.config().name.clone();
     assert_eq!(file.config(), &want, "{arch}: config read back as written");
     file
-}
-
-/// Prefill of 5 rows, then 3 decodes (positions past gemma3's window of 3).
-fn run(b: &mut dyn BlockBackend, x: &[f32]) -> Vec<f32> {
-    let d = b.config().d_model;
-    let id = SessionId(1);
-    b.open_session(id, 32).expect("open");
-    let mut out = x[..5 * d].to_vec();
-    b.forward(id, 0, &mut out).expect("prefill");
-    for t in 5..x.len() / d {
-        let mut row = x[t * d..(t + 1) * d].to_vec();
-        b.forward(id, t, &mut row).expect("decode");
-        out.extend_from_slice(&row);
-    }
-    b.close_session(id);
-    out
 }
 
 /// The wgpu blocks of every architecture equal the CPU reference within 1e-3·(1+|x|), in

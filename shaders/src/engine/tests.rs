@@ -28,7 +28,7 @@ fn hidden(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Prefill of 5 rows then 3 single-row decodes: returns every output row.
-fn run(b: &mut dyn BlockBackend, x: &[f32]) -> Vec<f32> {
+pub(super) fn run(b: &mut dyn BlockBackend, x: &[f32]) -> Vec<f32> {
     let d = b.config().d_model;
     let id = SessionId(7);
     b.open_session(id, 64).expect("open");

@@ -3,7 +3,9 @@
 //! a byte-level tokenizer and a ChatML template.
 
 use super::ModelError;
-use super::config::{BlockFeatures, ModelConfig, RopeScaling, RopeStyle};
+use super::config::{
+    BlockFeatures, FfnActivation, ModelConfig, RopeScaling, RopeStyle, SlidingWindow,
+};
 use super::gguf::{DEFAULT_ALIGNMENT, GGUF_MAGIC, MetaArray, MetaValue, llama_tensor_shapes};
 use super::tensor::GgmlType;
 use rand::{Rng, SeedableRng};
@@ -310,6 +312,36 @@ pub fn tiny_llama_config() -> ModelConfig {
         tied_embeddings: true,
         features: BlockFeatures::llama(8),
     }
+}
+
+/// Gives `c` the features of architecture `arch` (`llama` unchanged, `qwen2`, `qwen3`,
+/// `gemma3` with a sliding window of `window`), as the loader reads them back from a file
+/// [`tiny_llama_with`] writes; `None` for another architecture. Shared by the tests, the
+/// fuzz seeds and the example that writes them.
+pub fn with_architecture(mut c: ModelConfig, arch: &str, window: usize) -> Option<ModelConfig> {
+    c.architecture = arch.to_string();
+    if arch != "llama" {
+        c.rope_style = RopeStyle::NeoX;
+    }
+    let f = &mut c.features;
+    match arch {
+        "llama" => {}
+        "qwen2" => f.qkv_bias = true,
+        "qwen3" => f.qk_norm = true,
+        "gemma3" => {
+            f.qk_norm = true;
+            f.post_norms = true;
+            f.ffn_activation = FfnActivation::GeluTanh;
+            f.embed_scale = Some((c.d_model as f32).sqrt());
+            f.sliding_window = Some(SlidingWindow {
+                window,
+                pattern: 6,
+                local_rope_theta: 10_000.0,
+            });
+        }
+        _ => return None,
+    }
+    Some(c)
 }
 
 /// A small byte-level BPE vocabulary in GPT-2's byte-to-unicode alphabet: the 256 byte
