@@ -11,7 +11,7 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST)
     .union(wgpu::BufferUsages::COPY_SRC);
 
-/// Uploads of at least this many bytes wait for their staging copy to be freed.
+/// Staged upload bytes after which uploads wait for their staging copies to be freed.
 const STAGING_FLUSH_BYTES: usize = 4 << 20;
 
 impl GpuContext {
@@ -58,10 +58,14 @@ impl GpuContext {
                 usage: STORAGE,
             });
         // The contents go through a staging buffer, copied at the next submission and
-        // freed once it completes: without a flush here, loading a model holds a staging
-        // copy of every weight until the first forward (on lavapipe, where both live in
+        // freed once it completes: without a flush, loading a model holds a staging copy
+        // of every weight until the first forward (on lavapipe, where both live in
         // process memory, the peak RSS of loading Gemma 3 270M was 2.4x its weights).
-        if padded_len >= STAGING_FLUSH_BYTES {
+        // So once this many bytes are staged, submit and wait.
+        use std::sync::atomic::Ordering;
+        let staged = self.staged.fetch_add(padded_len, Ordering::Relaxed) + padded_len;
+        if staged >= STAGING_FLUSH_BYTES {
+            self.staged.store(0, Ordering::Relaxed);
             self.queue.submit([]);
             self.wait()?;
         }

@@ -14,6 +14,8 @@ pub struct GpuContext {
     features: wgpu::Features,
     pub(crate) pipelines: PipelineCache,
     pub(crate) unused: std::sync::OnceLock<[wgpu::Buffer; 5]>,
+    /// Bytes uploaded through staging buffers not yet freed (see `storage_init`).
+    pub(crate) staged: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -62,6 +64,7 @@ impl GpuContext {
             features,
             pipelines: PipelineCache::default(),
             unused: std::sync::OnceLock::new(),
+            staged: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 

@@ -217,6 +217,9 @@ impl GpuBlocks {
         let mut out = Vec::new();
         let mut weight_bytes = 0;
         for (i, b) in blocks.clone().enumerate() {
+            // The previous block's pages are uploaded: let them leave the resident set
+            // (the file's pages would otherwise all count at the peak of loading).
+            src.release_pages();
             let name = |w: &str| block_tensor(b, w);
             let (attn_norm, ffn_norm) = &norm_weights[i];
             // After the range's last block nothing reads the down kernel's norm output.

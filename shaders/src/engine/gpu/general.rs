@@ -160,6 +160,9 @@ impl GeneralBlocks {
         let mut out = Vec::new();
         let mut weight_bytes = 0;
         for b in blocks {
+            // The previous block's pages are uploaded: let them leave the resident set
+            // (the file's pages would otherwise all count at the peak of loading).
+            src.release_pages();
             let name = |w: &str| block_tensor(b, w);
             let extras = BlockExtras::read(src, c, b)?;
             let upload = |label: &str, v: &[f32]| g.storage_init(label, f32_bytes(v));

@@ -198,6 +198,8 @@ impl GpuHead {
                 out,
             });
             start = range.end;
+            // This part's rows are uploaded: their file pages need not stay resident.
+            src.release_pages();
         }
         let argmax_k = argmax::kernel(g, vocab)?;
         let argmax_bg = g.bind_group(&argmax_k, &[&logits, &id_out]);
