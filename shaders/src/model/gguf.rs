@@ -817,7 +817,15 @@ impl GgufFile {
     /// The model id the mesh uses; see [`manifest_hash`].
     pub fn manifest_hash(&self) -> [u8; 32] {
         *self.manifest.get_or_init(|| {
+            // Pages are released every 64 MiB hashed, so a large file never sits whole in
+            // the resident set (each tensor is hashed as the next one is pulled).
+            let mut since_release = 0usize;
             let tensors = self.header.tensors.iter().map(|t| {
+                if since_release >= 64 << 20 {
+                    self.release_pages();
+                    since_release = 0;
+                }
+                since_release += t.size;
                 let data = &self.backing.bytes()[t.offset..t.offset + t.size];
                 (t.name.as_str(), t.ty, t.dims.as_slice(), data)
             });
