@@ -118,41 +118,109 @@ impl GpuBlocks {
     ) -> Result<Self, EngineError> {
         let c = src.config().clone();
         llama::check_range(&c, &blocks)?;
-        let (d, f, qd, kvd) = (c.d_model, c.d_ff, c.q_dim(), c.kv_dim());
+        let (d, qd, kvd) = (c.d_model, c.q_dim(), c.kv_dim());
         let g = &*ctx;
         let step = g.uniform("step", 16);
         let x = g.storage("hidden", (MAX_BATCH * d * 4) as u64)?;
         let qkv = g.storage("q", (MAX_BATCH * (qd + 2 * kvd) * 4) as u64)?;
         let att = g.storage("attention out", (MAX_BATCH * qd * 4) as u64)?;
         let readback = Readback::new(g, "hidden readback", (MAX_BATCH * d * 4) as u64);
-        if !c.features.is_plain_llama(c.head_dim)
+        let scratch = Scratch {
+            step: &step,
+            x: &x,
+            qkv: &qkv,
+            att: &att,
+        };
+        let (path, weight_bytes) = if !c.features.is_plain_llama(c.head_dim)
             || super::general::formats_differ(src, blocks.clone())?
         {
-            let scratch = Scratch {
-                step: &step,
-                x: &x,
-                qkv: &qkv,
-                att: &att,
-            };
             let general = GeneralBlocks::new(g, src, &c, blocks.clone(), shape, &scratch)?;
-            src.release_pages();
-            return Ok(Self {
-                config: c,
-                range: blocks,
-                shape,
-                step,
-                x,
-                qkv,
-                att,
-                readback,
-                weight_bytes: general.weight_bytes,
-                path: Path::General(Box::new(general)),
-                sessions: HashMap::new(),
-                ctx,
-            });
+            let bytes = general.weight_bytes;
+            (Path::General(Box::new(general)), bytes)
+        } else {
+            let (fused, bytes) = Fused::new(g, src, &c, blocks.clone(), shape, &scratch)?;
+            (Path::Fused(fused), bytes)
+        };
+        src.release_pages();
+        Ok(Self {
+            config: c,
+            range: blocks,
+            shape,
+            step,
+            x,
+            qkv,
+            att,
+            readback,
+            path,
+            sessions: HashMap::new(),
+            weight_bytes,
+            ctx,
+        })
+    }
+
+    /// The linear kernels' shape.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// Bytes of packed weights one token's forward reads.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    fn forward_chunk(
+        &mut self,
+        id: SessionId,
+        start_pos: usize,
+        rows: &mut [f32],
+        span: &Range<usize>,
+    ) -> Result<(), EngineError> {
+        let c = &self.config;
+        let n = rows.len() / c.d_model;
+        let s = self
+            .sessions
+            .get(&id)
+            .ok_or(EngineError::UnknownSession(id))?;
+        let g = &*self.ctx;
+        let step = Step {
+            n_tokens: n as u32,
+            start_pos: start_pos as u32,
+            pad: [0; 2],
+        };
+        g.queue
+            .write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
+        g.queue.write_buffer(&self.x, 0, f32_bytes(rows));
+        let mut enc = g.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            match &self.path {
+                Path::Fused(f) => f.record(c, &mut pass, span, s, n),
+                Path::General(gb) => gb.record(c, &mut pass, span, &s.qkv, &s.attn, n),
+            }
         }
+        let bytes = (rows.len() * 4) as u64;
+        self.readback.copy_from(&mut enc, &self.x, bytes);
+        g.queue.submit([enc.finish()]);
+        let out = self.readback.read_f32(g, rows.len())?;
+        rows.copy_from_slice(&out);
+        Ok(())
+    }
+}
+
+impl Fused {
+    /// The fused path's kernels and weights for blocks `blocks`, and the bytes of packed
+    /// weights one token's forward reads.
+    fn new(
+        g: &GpuContext,
+        src: &dyn WeightSource,
+        c: &ModelConfig,
+        blocks: Range<usize>,
+        shape: Shape,
+        s: &Scratch<'_>,
+    ) -> Result<(Self, usize), EngineError> {
+        let (d, f, qd, kvd) = (c.d_model, c.d_ff, c.q_dim(), c.kv_dim());
         let ffh = g.storage("ffn hidden", (MAX_BATCH * f * 4) as u64)?;
-        let positions = llama::table_positions(&c, 256);
+        let positions = llama::table_positions(c, 256);
         let table = rope::table(c.head_dim, c.rope_theta, positions);
         let rope_table = g.storage_init("rope table", bytemuck::cast_slice(&table))?;
         let attention_layout = attention::Layout::for_context(g);
@@ -189,7 +257,7 @@ impl GpuBlocks {
             ..Variant::new(mode, shape)
         };
         // The input of the normed linears: the hidden state (fused) or x ⊙ weight.
-        let norm_in = norm.as_ref().map_or(&x, |n| &n.xn);
+        let norm_in = norm.as_ref().map_or(s.x, |n| &n.xn);
         let mut norm_weights = Vec::new();
         for b in blocks.clone() {
             let name = |w: &str| block_tensor(b, w);
@@ -260,11 +328,11 @@ impl GpuBlocks {
             out.push(Block {
                 prenorm: norm
                     .as_ref()
-                    .map(|n| g.bind_group(&n.prenorm, &[&step, &x, attn_norm, &n.xn, &n.ssq])),
-                o_bind: o.bind(g, &step, &att, &x, chain_out(ffn_norm)),
+                    .map(|n| g.bind_group(&n.prenorm, &[s.step, s.x, attn_norm, &n.xn, &n.ssq])),
+                o_bind: o.bind(g, s.step, s.att, s.x, chain_out(ffn_norm)),
                 gate_up_bind: gate_up.bind(
                     g,
-                    &step,
+                    s.step,
                     norm_in,
                     &ffh,
                     Extras {
@@ -273,7 +341,7 @@ impl GpuBlocks {
                         ..Default::default()
                     },
                 ),
-                down_bind: down.bind(g, &step, &ffh, &x, chain_out(next_attn_norm)),
+                down_bind: down.bind(g, s.step, &ffh, s.x, chain_out(next_attn_norm)),
                 attn_norm: attn_norm.clone(),
                 qkv: qkv_l,
                 o,
@@ -281,80 +349,19 @@ impl GpuBlocks {
                 down,
             });
         }
-        src.release_pages();
-        Ok(Self {
-            config: c,
-            range: blocks,
-            shape,
-            step,
-            x,
-            qkv,
-            att,
-            readback,
-            path: Path::Fused(Fused {
+        Ok((
+            Self {
                 rope_table,
                 table_positions: positions,
                 attention,
                 attention_layout,
                 norm,
                 blocks: out,
-            }),
-            sessions: HashMap::new(),
+            },
             weight_bytes,
-            ctx,
-        })
+        ))
     }
 
-    /// The linear kernels' shape.
-    pub fn shape(&self) -> Shape {
-        self.shape
-    }
-
-    /// Bytes of packed weights one token's forward reads.
-    pub fn weight_bytes(&self) -> usize {
-        self.weight_bytes
-    }
-
-    fn forward_chunk(
-        &mut self,
-        id: SessionId,
-        start_pos: usize,
-        rows: &mut [f32],
-        span: &Range<usize>,
-    ) -> Result<(), EngineError> {
-        let c = &self.config;
-        let n = rows.len() / c.d_model;
-        let s = self
-            .sessions
-            .get(&id)
-            .ok_or(EngineError::UnknownSession(id))?;
-        let g = &*self.ctx;
-        let step = Step {
-            n_tokens: n as u32,
-            start_pos: start_pos as u32,
-            pad: [0; 2],
-        };
-        g.queue
-            .write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
-        g.queue.write_buffer(&self.x, 0, f32_bytes(rows));
-        let mut enc = g.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            match &self.path {
-                Path::Fused(f) => f.record(c, &mut pass, span, s, n),
-                Path::General(gb) => gb.record(c, &mut pass, span, &s.qkv, &s.attn, n),
-            }
-        }
-        let bytes = (rows.len() * 4) as u64;
-        self.readback.copy_from(&mut enc, &self.x, bytes);
-        g.queue.submit([enc.finish()]);
-        let out = self.readback.read_f32(g, rows.len())?;
-        rows.copy_from_slice(&out);
-        Ok(())
-    }
-}
-
-impl Fused {
     /// Records blocks `span` (offsets into the range) for `n` rows of session `s`.
     fn record(
         &self,
