@@ -220,22 +220,11 @@ impl NodeConfig {
             max > kv,
             "--max-memory-mib {max} leaves nothing for weights beside the KV budget of {kv} MiB"
         );
-        // The heaviest blocks bound the span wherever it is placed.
-        let mut sorted: Vec<u64> = block_bytes.to_vec();
-        sorted.sort_unstable_by(|a, b| b.cmp(a));
-        let room = (max - kv) << 20;
-        let mut used = 0u64;
-        let fit = sorted
-            .iter()
-            .take_while(|b| {
-                used += **b;
-                used <= room
-            })
-            .count() as u32;
+        let fit = cocoon_protocol::route::blocks_that_fit(block_bytes, (max - kv) << 20);
         anyhow::ensure!(
             fit >= 1,
             "--max-memory-mib {max}: not one block fits ({} MiB a block beside {kv} MiB of KV)",
-            sorted.first().copied().unwrap_or(0) >> 20
+            block_bytes.iter().copied().max().unwrap_or(0) >> 20
         );
         // `auto` without a length takes every block that fits; `auto:N` at most N.
         let asked = self.blocks.as_deref().is_some_and(|b| b.contains(':'));

@@ -73,7 +73,9 @@ use crate::announce::Prices;
 use crate::units::{BlockRange, NanoTon};
 
 pub use cost::{CostModel, hop_cost_us};
-pub use placement::{MAX_BLOCKS, choose_span, coverage, per_block_throughput, placement_candidate};
+pub use placement::{
+    MAX_BLOCKS, blocks_that_fit, choose_span, coverage, per_block_throughput, placement_candidate,
+};
 
 /// One worker as the planner sees it (built by the caller from a verified announcement
 /// and local measurements).

@@ -75,6 +75,22 @@ pub fn choose_span(
 /// A worker as placement should weigh it: one that has not measured its speed yet
 /// (throughput 0) still covers its blocks, with the least weight (1 milli-token/s), so a
 /// new worker prefers blocks nobody serves over blocks an unmeasured worker serves.
+/// How many blocks fit in `room` bytes wherever the span lands: the heaviest of
+/// `block_bytes` (each block's weight bytes) counted first, so any span of that length
+/// fits (the span length for `--blocks auto` under a memory cap).
+pub fn blocks_that_fit(block_bytes: &[u64], room: u64) -> u32 {
+    let mut sorted = block_bytes.to_vec();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    let mut used = 0u64;
+    sorted
+        .iter()
+        .take_while(|b| {
+            used = used.saturating_add(**b);
+            used <= room
+        })
+        .count() as u32
+}
+
 pub fn placement_candidate(c: Candidate) -> Candidate {
     Candidate {
         throughput_milli_tps: c.throughput_milli_tps.max(1),
