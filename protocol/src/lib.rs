@@ -8,6 +8,7 @@ pub mod announce;
 pub mod channel;
 pub mod failover;
 pub mod identity;
+pub mod membership;
 pub mod peers;
 pub mod route;
 pub mod session;

@@ -232,6 +232,13 @@ pub fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
 
+/// One point of a sweep.
+#[derive(Clone, Debug)]
+pub struct SweepPoint {
+    pub value: String,
+    pub summary: Summary,
+}
+
 /// The headline figures of a run, written as `summary.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {

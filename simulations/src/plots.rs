@@ -12,9 +12,8 @@ use anyhow::anyhow;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::metrics::{Outcome, Recorder};
+use crate::metrics::{Outcome, Recorder, SweepPoint};
 use crate::scenario::Scenario;
-use crate::sweep::SweepPoint;
 
 const FONT_PATHS: &[&str] = &[
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",

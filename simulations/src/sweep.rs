@@ -7,16 +7,10 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::metrics::{self, Summary};
+use crate::metrics;
+pub use crate::metrics::SweepPoint;
 use crate::run::{RunOptions, run_to_dir};
 use crate::scenario::Scenario;
-
-/// One point of a sweep.
-#[derive(Clone, Debug)]
-pub struct SweepPoint {
-    pub value: String,
-    pub summary: Summary,
-}
 
 /// Runs `sc` with `name` set to each of `values`; writes `out/<name>=<value>/` per run,
 /// `out/sweep.csv` and the sweep plots.

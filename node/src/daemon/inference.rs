@@ -247,9 +247,10 @@ impl Daemon {
     /// Live, unbanned workers of `model` as route candidates.
     pub(super) fn worker_views(&self, model: ModelId) -> Vec<WorkerView> {
         let now = now_ms();
-        self.table
+        self.peers
+            .table()
             .iter()
-            .filter(|(peer, _)| !self.table.is_banned(peer, now))
+            .filter(|(peer, _)| !self.peers.table().is_banned(peer, now))
             .filter_map(|(peer, rec)| {
                 let a = rec.announcement.as_ref()?;
                 if a.model_id != Some(model) || a.blocks.is_empty() || a.expires_at < now {
@@ -264,7 +265,7 @@ impl Daemon {
                         free_kv_tokens: a.free_kv_tokens,
                         rtt_us: rec.path_rtt_us().unwrap_or(1_000),
                         queued_requests: 0,
-                        score: self.table.score_of(rec),
+                        score: self.peers.table().score_of(rec),
                     },
                     noise_key: a.noise_static_key,
                     node_key: a.node_key,
@@ -284,14 +285,13 @@ impl Daemon {
                 tracing::warn!(peer = %hop.peer, fault = fault.as_str(), "inference fault");
                 let (decision, ban) = failover::on_hop_fault(
                     &self.infer.failover,
-                    &mut self.table,
+                    self.peers.table_mut(),
                     &hop,
                     fault,
                     now_ms(),
                 );
-                if let Some(ban) = ban {
-                    self.apply(ban);
-                }
+                self.peers.apply(ban);
+                self.apply_mesh_actions();
                 let _ = reply.send(decision);
             }
             MeshQuery::Dial { peer } => {
@@ -316,7 +316,8 @@ impl Daemon {
             model.parse::<ModelId>().map_err(|e| e.to_string())?
         };
         let n_blocks = self
-            .table
+            .peers
+            .table()
             .announcements()
             .filter(|a| a.model_id == Some(model))
             .map(|a| a.n_blocks)
@@ -384,9 +385,5 @@ impl Daemon {
 pub(crate) fn channel_price(
     p: &cocoon_protocol::announce::Prices,
 ) -> cocoon_protocol::channel::Price {
-    use cocoon_protocol::channel::NanoTon;
-    cocoon_protocol::channel::Price {
-        per_prompt_token: NanoTon(u128::from(p.prompt.0)),
-        per_completion_token: NanoTon(u128::from(p.completion.0)),
-    }
+    cocoon_protocol::channel::Price::from(*p)
 }

@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use cocoon_protocol::channel::acceptance::{self, zero_body};
 use cocoon_protocol::channel::keys::{sign_hash, verify_hash, verifying_key};
 use cocoon_protocol::channel::messages::StartCloseBody;
 use cocoon_protocol::channel::state::{close_body_for, sign_state};
 use cocoon_protocol::channel::{
     ChannelId, ChannelMessage, ChannelParams, ChannelStorage, CloseBody, ClosingConfig, NanoTon,
-    OneSigned, PaymentConfig, Price, SemiChannelBody, SeqNo, Side, SignedBody, SignedSemiChannel,
-    StdAddress, TwoSigned,
+    OneSigned, PaymentConfig, Price, Side, SignedBody, SignedSemiChannel, StdAddress, TwoSigned,
 };
 use cocoon_protocol::identity::peer_id_of;
 use cocoon_protocol::proto::channel::{
@@ -88,10 +88,6 @@ fn std_address(a: &StdAddr) -> StdAddress {
         workchain: a.workchain,
         account: a.address.0,
     }
-}
-
-fn zero_body() -> SemiChannelBody {
-    SemiChannelBody::new(SeqNo::ZERO, NanoTon::ZERO)
 }
 
 fn channel_hex(id: u128) -> String {
@@ -526,7 +522,12 @@ impl Channels {
         let channel_response::Kind::Opened(ok) = self.ask(peer, req).await? else {
             bail!("{peer} answered an open with something else");
         };
-        check_zero_state(&ok.own_state_boc, peer_key, Side::B, channel_id)
+        Ok(acceptance::check_zero_state(
+            &ok.own_state_boc,
+            peer_key,
+            Side::B,
+            channel_id,
+        )?)
     }
 
     /// Answers one request from `peer`.
@@ -550,44 +551,20 @@ impl Channels {
     }
 
     async fn answer_open(&self, peer: PeerId, n: OpenNotice) -> anyhow::Result<OpenAccepted> {
-        let storage = ChannelStorage::from_cell(
-            &Boc::decode(&n.storage_boc).context("storage is not a BoC")?,
-        )
-        .context("storage does not decode")?;
         let me = self.key.verifying_key().to_bytes();
-        anyhow::ensure!(storage.key_b == me, "key B is not mine");
-        anyhow::ensure!(
-            peer_id_of(&storage.key_a).is_ok_and(|p| p == peer),
-            "key A is not the key of the peer asking"
-        );
-        anyhow::ensure!(
-            storage.payment.dest_b == std_address(&self.wallet_addr),
-            "B's payouts would not go to my wallet"
-        );
-        anyhow::ensure!(
-            storage.closing.misbehavior_fine.0 == 0,
-            "a fine above my zero deposit could lock the channel"
-        );
-        anyhow::ensure!(
-            !storage.inited && storage.quarantine.is_none(),
-            "not a fresh channel"
-        );
-        let addr = address_of(&channel_state_init(self.code.clone(), &storage)?)?;
-        let workchain = i8::try_from(n.workchain).context("workchain")?;
-        anyhow::ensure!(
-            addr.workchain == workchain && addr.address.0.as_slice() == n.account.as_slice(),
-            "the address is not the storage's"
-        );
-        let payer_state = check_zero_state(
-            &n.payer_state_boc,
-            &storage.key_a,
-            Side::A,
-            storage.channel_id,
-        )?;
-        let deposit = NanoTon(u128::from(n.deposit_nanoton));
-        if let Some(known) = self.store.info(storage.channel_id)? {
-            anyhow::ensure!(known.peer == peer.to_string(), "channel id already in use");
-        }
+        let payouts = std_address(&self.wallet_addr);
+        let payee = acceptance::Payee {
+            key: &me,
+            payouts: &payouts,
+            requester: &peer,
+        };
+        let open = acceptance::check_open(&n, payee)?;
+        let storage = &open.storage;
+        let addr = address_of(&channel_state_init(self.code.clone(), storage)?)?;
+        acceptance::check_open_address(&open, &std_address(&addr))?;
+        let known = self.store.info(storage.channel_id)?.map(|k| k.peer);
+        acceptance::check_channel_owner(known.as_deref(), &peer)?;
+        let (payer_state, deposit) = (&open.payer_state, open.deposit);
         if n.deployed {
             verify_channel_on_chain(
                 &self.client,
@@ -648,32 +625,10 @@ impl Channels {
     }
 
     fn answer_close(&self, peer: PeerId, c: CloseProposal) -> anyhow::Result<CloseSigned> {
-        let id: [u8; 16] = c
-            .channel_id
-            .as_slice()
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("channel id must be 16 bytes"))?;
-        let (mut info, rec) = self.find(&channel_hex(u128::from_be_bytes(id)))?;
-        anyhow::ensure!(info.peer == peer.to_string(), "not a channel with you");
+        let id = acceptance::close_channel_id(&c)?;
+        let (mut info, rec) = self.find(&channel_hex(id.0))?;
         let want = self.expected_close(&info, &rec)?;
-        let asked = CloseBody {
-            channel_id: ChannelId(u128::from_be_bytes(id)),
-            balance_a: NanoTon(u128::from(c.balance_a_nanoton)),
-            balance_b: NanoTon(u128::from(c.balance_b_nanoton)),
-            seqno_a: SeqNo(c.seqno_a),
-            seqno_b: SeqNo(c.seqno_b),
-        };
-        anyhow::ensure!(
-            asked == want,
-            "the proposed close ({:?}) differs from mine ({:?})",
-            (
-                asked.balance_a,
-                asked.balance_b,
-                asked.seqno_a,
-                asked.seqno_b
-            ),
-            (want.balance_a, want.balance_b, want.seqno_a, want.seqno_b)
-        );
+        acceptance::check_close(&c, &peer, &info.peer, &want)?;
         info.close_requested = true;
         self.store.put_info(&info)?;
         Ok(CloseSigned {
@@ -779,30 +734,4 @@ impl Channels {
             row,
         })
     }
-}
-
-/// Decodes a signed zero state of `side` and checks its signature and channel.
-fn check_zero_state(
-    boc: &[u8],
-    key: &[u8; 32],
-    side: Side,
-    channel_id: ChannelId,
-) -> anyhow::Result<SignedSemiChannel> {
-    let s = SignedSemiChannel::from_boc(boc).context("signed state does not decode")?;
-    anyhow::ensure!(
-        s.state.channel_id == channel_id,
-        "signed state is for another channel"
-    );
-    anyhow::ensure!(
-        s.state.body == zero_body(),
-        "signed opening state is not seqno 0, sent 0"
-    );
-    verify_hash(
-        &verifying_key(key)?,
-        &s.state.signing_hash()?,
-        &s.signature,
-        side,
-    )
-    .context("signed opening state")?;
-    Ok(s)
 }

@@ -5,7 +5,7 @@
 use thiserror::Error;
 
 use super::pricing::{Price, Usage};
-use super::units::{ChannelId, NanoTon, SeqNo, Side};
+use super::units::{ChannelId, CoinsOverflow, NanoTon, SeqNo, Side};
 
 /// A cell, a BoC or a field that does not match the contract's layout.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -199,6 +199,12 @@ pub enum ChannelError {
     /// The state or message does not decode.
     #[error("refused: rule `layout`: {0}")]
     Layout(#[from] LayoutError),
+}
+
+impl From<CoinsOverflow> for ChannelError {
+    fn from(e: CoinsOverflow) -> Self {
+        ChannelError::CoinsOverflow(e.0)
+    }
 }
 
 impl ChannelError {

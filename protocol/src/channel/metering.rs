@@ -35,10 +35,10 @@ pub fn forward_usage(n_tokens: u32) -> Usage {
 /// The credit window a worker charging `price` offers by default: the cost of
 /// [`CREDIT_PROMPT_TOKENS`] prompt and [`CREDIT_COMPLETION_TOKENS`] completion tokens.
 pub fn default_credit_window(price: &Price) -> Result<NanoTon, ChannelError> {
-    price.cost(Usage {
+    Ok(price.cost(Usage {
         prompt_tokens: CREDIT_PROMPT_TOKENS,
         completion_tokens: CREDIT_COMPLETION_TOKENS,
-    })
+    })?)
 }
 
 /// The client's check of a worker's session terms against its signed announcement.

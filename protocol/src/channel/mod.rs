@@ -10,8 +10,10 @@
 //! - [`metering`]: what a forward is charged as, credit windows, terms and receipts.
 //! - [`state`]: `Payer` and `Payee`, `verify_state`, close/commit bodies.
 //! - [`watcher`]: when to challenge a stale uncooperative close, when to finish.
+//! - [`acceptance`]: a payee's rules for a peer's open and close requests.
 //! - [`error`]: refusals, each naming its rule.
 
+pub mod acceptance;
 pub mod error;
 pub mod keys;
 pub mod layout;

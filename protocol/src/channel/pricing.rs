@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::error::ChannelError;
-use super::units::NanoTon;
+use super::units::{CoinsOverflow, NanoTon};
+use crate::announce::Prices;
 
 /// Tokens served so far in a channel, counted cumulatively.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +38,7 @@ pub struct Price {
 
 impl Price {
     /// The cost of `usage`; refuses a cost that does not fit `Coins`.
-    pub fn cost(&self, usage: Usage) -> Result<NanoTon, ChannelError> {
+    pub fn cost(&self, usage: Usage) -> Result<NanoTon, CoinsOverflow> {
         let p = self
             .per_prompt_token
             .0
@@ -50,8 +50,18 @@ impl Price {
         let total = p.zip(c).and_then(|(p, c)| p.checked_add(c));
         match total {
             Some(t) if NanoTon(t).fits_coins() => Ok(NanoTon(t)),
-            Some(t) => Err(ChannelError::CoinsOverflow(NanoTon(t))),
-            None => Err(ChannelError::CoinsOverflow(NanoTon(u128::MAX))),
+            Some(t) => Err(CoinsOverflow(NanoTon(t))),
+            None => Err(CoinsOverflow(NanoTon(u128::MAX))),
+        }
+    }
+}
+
+/// The prices of a worker's signed announcement, as its channel charges them.
+impl From<Prices> for Price {
+    fn from(p: Prices) -> Price {
+        Price {
+            per_prompt_token: NanoTon(u128::from(p.prompt.0)),
+            per_completion_token: NanoTon(u128::from(p.completion.0)),
         }
     }
 }
@@ -59,6 +69,7 @@ impl Price {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::ChannelError;
 
     #[test]
     fn prompt_and_completion_priced_apart() {
@@ -81,6 +92,6 @@ mod tests {
                 completion_tokens: 0,
             })
             .unwrap_err();
-        assert_eq!(err.rule(), "coins-range");
+        assert_eq!(ChannelError::from(err).rule(), "coins-range");
     }
 }

@@ -253,7 +253,7 @@ impl Payer {
 
     /// What the tokens served cost.
     pub fn owed(&self) -> Result<NanoTon, ChannelError> {
-        self.price.cost(self.served)
+        Ok(self.price.cost(self.served)?)
     }
 
     /// Counts tokens the client itself received; refuses (rule `agreed-budget`) tokens

@@ -14,6 +14,11 @@ use serde::{Deserialize, Serialize};
 )]
 pub struct NanoTon(pub u128);
 
+/// A number of nanotons past what the contract's `Coins` can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{} nanoton does not fit the contract's Coins", .0.0)]
+pub struct CoinsOverflow(pub NanoTon);
+
 impl NanoTon {
     /// Zero nanotons.
     pub const ZERO: Self = Self(0);

@@ -5,7 +5,7 @@
 //! price, so the relaxed answer also holds with one hop per peer. A peer listed twice can
 //! leave no valid route although the relaxation has one: `NoFeasibleRoute`.
 
-use super::plan::HopGraph;
+use super::graph::HopGraph;
 use super::{RouteError, RouteRequest};
 use crate::units::NanoTon;
 

@@ -61,6 +61,7 @@
 
 mod cost;
 mod diagnose;
+mod graph;
 mod placement;
 mod plan;
 mod prune;
@@ -75,6 +76,7 @@ use crate::units::{BlockRange, NanoTon};
 pub use cost::{CostModel, hop_cost_us};
 pub use placement::{
     MAX_BLOCKS, blocks_that_fit, choose_span, coverage, per_block_throughput, placement_candidate,
+    span_coverage,
 };
 
 /// One worker as the planner sees it (built by the caller from a verified announcement

@@ -11,9 +11,14 @@ pub const MAX_BLOCKS: u32 = 1024;
 /// Workers serving each block of a model of `n_blocks` blocks (announced spans are
 /// clipped to the model). `n_blocks` is the local model's, which sizes the result.
 pub fn coverage(cands: &[Candidate], n_blocks: u32) -> Vec<u32> {
+    span_coverage(cands.iter().map(|c| c.blocks), n_blocks)
+}
+
+/// Spans serving each block of a model of `n_blocks` blocks (each clipped to the model).
+pub fn span_coverage(spans: impl IntoIterator<Item = BlockRange>, n_blocks: u32) -> Vec<u32> {
     let mut count = vec![0u32; n_blocks as usize];
-    for c in cands {
-        for b in clipped(c.blocks, n_blocks) {
+    for span in spans {
+        for b in clipped(span, n_blocks) {
             count[b] = count[b].saturating_add(1);
         }
     }
