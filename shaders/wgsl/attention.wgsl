@@ -1,9 +1,10 @@
 // Causal attention with GQA over the KV cache: query head h of token t (at position
 // start_pos + t) attends positions 0..=pos of KV head h / (NH / NKV) (only the last
 // WINDOW of them when WINDOW > 0: a sliding-window layer), scale SCALE, softmax in f32.
-// HD <= 128 (256 in the grouped layout). What both layouts share (constants, bindings); one of
-// attention_heads.wgsl (GPUs) or attention_groups.wgsl (CPU adapters) follows with the
-// entry point.
+// HD <= 128 (256 in the grouped layout). What the layouts share (constants, bindings);
+// attention_softmax.wgsl (the online softmax), attention_kv32.wgsl or attention_kv64.wgsl
+// (the caches), then one of attention_heads.wgsl (GPUs), attention_groups.wgsl or
+// attention_lanes.wgsl (CPU adapters) follow with the entry point.
 override HD: u32 = 64u;
 override NH: u32 = 4u;
 override NKV: u32 = 2u;

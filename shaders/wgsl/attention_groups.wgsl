@@ -3,7 +3,7 @@
 // an address or gather 8): a workgroup of 8 per (KV head, GC of its query heads, token);
 // lane j takes positions j, j + 8, ... and each K and V row it loads serves all GC query
 // heads (on GPUs the same work takes one workgroup per query head). Online softmax per
-// (lane, head) in registers, merged through workgroup memory after one barrier.
+// (lane, head) in registers (attention_softmax.wgsl), merged through workgroup memory after one barrier.
 // GC * HD / 4 <= 64 and GC <= 8 (the host checks).
 override GC: u32 = 1u;
 const LANES: u32 = 8u;
@@ -30,11 +30,9 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
         q[j] = qkv[qb + j] * SCALE;
         acc[j] = vec4<f32>(0.0);
     }
-    var m: array<f32, 8>;
-    var l: array<f32, 8>;
+    var ml: array<vec2<f32>, 8>;
     for (var hq = 0u; hq < GC; hq++) {
-        m[hq] = -3.0e38;
-        l[hq] = 0.0;
+        ml[hq] = softmax_start();
     }
     for (var p = first_position(pos) + lane; p <= pos; p += LANES) {
         let kb = (p * NKV + kvh) * hv;
@@ -45,25 +43,21 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
                 s[hq] += q[hq * hv + i] * k;
             }
         }
-        var corr: array<f32, 8>;
-        var e: array<f32, 8>;
+        var w: array<vec2<f32>, 8>;
         for (var hq = 0u; hq < GC; hq++) {
             let sc = (s[hq].x + s[hq].y) + (s[hq].z + s[hq].w);
-            let mn = max(m[hq], sc);
-            corr[hq] = exp(m[hq] - mn);
-            e[hq] = exp(sc - mn);
-            l[hq] = l[hq] * corr[hq] + e[hq];
-            m[hq] = mn;
+            w[hq] = softmax_weights(ml[hq].x, sc);
+            ml[hq] = softmax_add(ml[hq], sc, w[hq]);
         }
         for (var i = 0u; i < hv; i++) {
             let v = vq(kb + i);
             for (var hq = 0u; hq < GC; hq++) {
-                acc[hq * hv + i] = acc[hq * hv + i] * corr[hq] + e[hq] * v;
+                acc[hq * hv + i] = softmax_accumulate(acc[hq * hv + i], w[hq], v);
             }
         }
     }
     for (var hq = 0u; hq < GC; hq++) {
-        sh_ml[lane * GC + hq] = vec2<f32>(m[hq], l[hq]);
+        sh_ml[lane * GC + hq] = ml[hq];
     }
     for (var j = 0u; j < GC * hv; j++) {
         sh_acc[lane * MAXQ + j] = acc[j];
@@ -79,9 +73,9 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
         var total = 0.0;
         var a = vec4<f32>(0.0);
         for (var k = 0u; k < LANES; k++) {
-            let ml = sh_ml[k * GC + hq];
-            let w = exp(ml.x - mm);
-            total += ml.y * w;
+            let part = sh_ml[k * GC + hq];
+            let w = softmax_merge_weight(part.x, mm);
+            total += part.y * w;
             a += sh_acc[k * MAXQ + j] * w;
         }
         dst[(t * NH + h0) * hv + j] = a / total;

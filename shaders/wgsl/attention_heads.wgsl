@@ -1,5 +1,6 @@
 // One query head per workgroup (GPUs): a workgroup of 32 per (head, token); its lanes
-// split the positions (lane j takes j, j + 32, ...) with an online softmax each, then
+// split the positions (lane j takes j, j + 32, ...) with an online softmax each
+// (attention_softmax.wgsl), then
 // merge through workgroup memory after one barrier, lane i producing elements
 // 4i..4i+3 of the output.
 const LANES: u32 = 32u;
@@ -22,8 +23,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     for (var i = 0u; i < hv; i++) {
         acc[i] = vec4<f32>(0.0);
     }
-    var m = -3.0e38;
-    var l = 0.0;
+    var ml = softmax_start();
     for (var p = first_position(pos) + lid.x; p <= pos; p += LANES) {
         let kb = (p * NKV * HD + kvh * HD) / 4u;
         var s4 = vec4<f32>(0.0);
@@ -31,16 +31,13 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             s4 += qkv[qb + i] * kq(kb + i);
         }
         let s = (s4.x + s4.y + s4.z + s4.w) * SCALE;
-        let mn = max(m, s);
-        let corr = exp(m - mn);
-        let e = exp(s - mn);
-        l = l * corr + e;
+        let w = softmax_weights(ml.x, s);
+        ml = softmax_add(ml, s, w);
         for (var i = 0u; i < hv; i++) {
-            acc[i] = acc[i] * corr + e * vq(kb + i);
+            acc[i] = softmax_accumulate(acc[i], w, vq(kb + i));
         }
-        m = mn;
     }
-    sh_ml[lid.x] = vec2<f32>(m, l);
+    sh_ml[lid.x] = ml;
     for (var i = 0u; i < hv; i++) {
         sh_acc[lid.x * 32u + i] = acc[i];
     }
@@ -53,7 +50,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         var total = 0.0;
         var a = vec4<f32>(0.0);
         for (var k = 0u; k < LANES; k++) {
-            let w = exp(sh_ml[k].x - mm);
+            let w = softmax_merge_weight(sh_ml[k].x, mm);
             total += sh_ml[k].y * w;
             a += sh_acc[k * 32u + lid.x] * w;
         }

@@ -4,7 +4,7 @@
 // so every private array is small and constant-indexed (registers, where the positions
 // layout's per-lane q and accumulators of whole heads sit in scratch memory, every
 // access a gather or scatter). A position's scores are summed across lanes with
-// subgroupAdd; the online softmax is the same in every lane. Workgroups as in the
+// subgroupAdd; the online softmax (attention_softmax.wgsl) is the same in every lane. Workgroups as in the
 // positions layout: (KV head, GC of its query heads, token); GC <= 8, HD <= 128.
 override GC: u32 = 1u;
 const LANES: u32 = 8u;
@@ -37,11 +37,9 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
             acc[hq * MAXD + d] = vec4<f32>(0.0);
         }
     }
-    var m: array<f32, 8>;
-    var l: array<f32, 8>;
+    var ml: array<vec2<f32>, 8>;
     for (var hq = 0u; hq < GC; hq++) {
-        m[hq] = -3.0e38;
-        l[hq] = 0.0;
+        ml[hq] = softmax_start();
     }
     for (var p = first_position(pos); p <= pos; p++) {
         let kb = (p * NKV + kvh) * hv;
@@ -57,15 +55,10 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
                 s = fma(q[hq * MAXD + d], k[d], s);
             }
             let sc = subgroupAdd((s.x + s.y) + (s.z + s.w));
-            // One exp, not two: of exp(m - max) and exp(sc - max) one is exp(0) = 1.
-            let below = sc <= m[hq];
-            let ex = exp(select(m[hq] - sc, sc - m[hq], below));
-            let corr = select(ex, 1.0, below);
-            let e = select(1.0, ex, below);
-            l[hq] = fma(l[hq], corr, e);
-            m[hq] = max(m[hq], sc);
+            let w = softmax_weights(ml[hq].x, sc);
+            ml[hq] = softmax_add(ml[hq], sc, w);
             for (var d = 0u; d < dv; d++) {
-                acc[hq * MAXD + d] = fma(vec4<f32>(e), v[d], acc[hq * MAXD + d] * corr);
+                acc[hq * MAXD + d] = softmax_accumulate(acc[hq * MAXD + d], w, v[d]);
             }
         }
     }
@@ -73,7 +66,7 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: 
         let c = lane + d * LANES;
         if c < hv {
             for (var hq = 0u; hq < GC; hq++) {
-                dst[(t * NH + h0 + hq) * hv + c] = acc[hq * MAXD + d] / l[hq];
+                dst[(t * NH + h0 + hq) * hv + c] = acc[hq * MAXD + d] / ml[hq].y;
             }
         }
     }

@@ -76,8 +76,18 @@ impl GpuContext {
         )
     }
 
-    /// Whether the adapter runs on the CPU (lavapipe/llvmpipe): kernels then prefer one
-    /// invocation per output row and no barriers.
+    /// What the adapter reports about itself.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// The features the device was opened with.
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+
+    /// Whether the adapter runs on the CPU (lavapipe/llvmpipe). Which kernels that
+    /// selects is `ops::tuning`'s call.
     pub fn is_cpu(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
@@ -92,9 +102,8 @@ impl GpuContext {
             .then_some((self.info.subgroup_min_size, self.info.subgroup_max_size))
     }
 
-    /// Whether kernels may use 64-bit integers (`u64`): on llvmpipe a 64-bit component of
-    /// a storage load costs what a 32-bit one does, so weights read as `u64` take half
-    /// the load instructions (see `ops::linear`).
+    /// Whether kernels may use 64-bit integers (`u64`). Whether they do is
+    /// `ops::tuning`'s call (CPU adapters only).
     pub fn has_int64(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_INT64)
     }

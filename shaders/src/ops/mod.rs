@@ -1,10 +1,13 @@
 //! One module per kernel: WGSL source (`shaders/wgsl/<op>.wgsl`), dispatch, and a CPU
-//! reference beside it (`reference`), compared by each module's tests.
+//! reference beside it (`reference`), compared by each module's tests; an op that has
+//! grown is a folder of such modules ([`linear`], [`attention`]). Which variant of each
+//! kernel an adapter runs is decided in [`tuning`].
 //!
 //! Kernels are specialised with WGSL `override` constants (shapes, weight format, kernel
-//! shape); the only templating is `quant.wgsl`, prepended to the kernels that read
-//! quantized weights. Dynamic values (token count, first position) come from one small
-//! uniform, [`Step`], written once per forward.
+//! shape); the only templating is composing sources from fragments: `quant.wgsl` (and the
+//! word-size fragments) prepended to the kernels that read quantized weights,
+//! `attention_softmax.wgsl` to the attention layouts. Dynamic values (token count, first
+//! position) come from one small uniform, [`Step`], written once per forward.
 
 pub mod argmax;
 pub mod attention;
@@ -14,6 +17,7 @@ pub mod linear;
 pub mod rmsnorm;
 pub mod rope;
 pub mod sample;
+pub mod tuning;
 
 use crate::gpu::{GpuContext, Kernel};
 
