@@ -4,7 +4,10 @@
 //!
 //! Sans-IO: the driver detects the fault (a stream reset, a stall past
 //! [`FailoverPolicy::stall_timeout_ms`], a spot-check that disagrees) and feeds it in
-//! with the current time; the node and the simulator apply the same decision.
+//! with the current time; the node and the simulator apply the same decision. The
+//! client's generation (`crate::client::Generation`) takes the decision with [`decide`]
+//! and has its driver charge the peer with [`charge`] on the table it owns;
+//! [`on_hop_fault`] does both at once.
 
 use libp2p_identity::PeerId;
 
@@ -54,7 +57,9 @@ pub struct FailoverPolicy {
 impl Default for FailoverPolicy {
     fn default() -> Self {
         FailoverPolicy {
-            max_replans: 3,
+            // A route may meet several bad workers in a row before an honest one (the
+            // node's test of four liars needs 4); the simulator's scenarios set their own.
+            max_replans: 8,
             stall_timeout_ms: 5_000,
             failures_disconnected: 1,
             failures_stalled: 5,
@@ -111,6 +116,24 @@ pub struct FailedHop {
     pub replans_so_far: u32,
 }
 
+/// Charges `fault` to `peer` in `table`: [`FailoverPolicy::failures_for`] failures,
+/// which may ban it. Returns the ban, if the charge caused one.
+pub fn charge(
+    policy: &FailoverPolicy,
+    table: &mut PeerTable,
+    peer: PeerId,
+    fault: Fault,
+    now: UnixMillis,
+) -> Option<BanAction> {
+    let mut ban = None;
+    for _ in 0..policy.failures_for(fault) {
+        if let Some(b) = table.record_failure(peer, now) {
+            ban = Some(b);
+        }
+    }
+    ban
+}
+
 /// Charges `fault` to `hop.peer` in `table` (which may ban it) and decides whether to
 /// re-plan the lost span. Returns the decision and the ban, if the charge caused one.
 pub fn on_hop_fault(
@@ -120,13 +143,14 @@ pub fn on_hop_fault(
     fault: Fault,
     now: UnixMillis,
 ) -> (FailoverDecision, Option<BanAction>) {
-    let mut ban = None;
-    for _ in 0..policy.failures_for(fault) {
-        if let Some(b) = table.record_failure(hop.peer, now) {
-            ban = Some(b);
-        }
-    }
-    let decision = if hop.replans_so_far >= policy.max_replans {
+    let ban = charge(policy, table, hop.peer, fault, now);
+    (decide(policy, hop), ban)
+}
+
+/// Whether to re-plan the lost span of `hop` or give the request up: a re-plan while
+/// fewer than [`FailoverPolicy::max_replans`] were made.
+pub fn decide(policy: &FailoverPolicy, hop: &FailedHop) -> FailoverDecision {
+    if hop.replans_so_far >= policy.max_replans {
         FailoverDecision::GiveUp {
             reason: GiveUpReason::TooManyReplans,
         }
@@ -136,8 +160,7 @@ pub fn on_hop_fault(
             exclude: hop.peer,
             replay_tokens: hop.prompt_tokens.saturating_add(hop.generated_tokens),
         }
-    };
-    (decision, ban)
+    }
 }
 
 #[cfg(test)]

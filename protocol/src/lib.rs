@@ -6,6 +6,7 @@
 
 pub mod announce;
 pub mod channel;
+pub mod client;
 pub mod failover;
 pub mod identity;
 pub mod membership;

@@ -8,7 +8,11 @@ use std::collections::BTreeMap;
 use libp2p_identity::PeerId;
 
 use crate::announce::{Announcement, Rejection};
-use crate::units::{SeqNo, UnixMillis};
+use crate::route::Candidate;
+use crate::units::{ModelId, SeqNo, UnixMillis};
+
+/// The round-trip time a candidate is planned with before any was measured, µs.
+pub const UNMEASURED_RTT_US: u64 = 1_000;
 
 /// Scoring weights and ban policy.
 #[derive(Clone, Copy, Debug)]
@@ -274,6 +278,39 @@ impl PeerTable {
     pub fn announcements(&self) -> impl Iterator<Item = &Announcement> {
         self.peers.values().filter_map(|r| r.announcement.as_ref())
     }
+
+    /// Route candidates for `model` at `now`: every peer not banned whose live
+    /// announcement serves blocks of `model`, with the table's path RTT
+    /// ([`UNMEASURED_RTT_US`] before a sample) and score, and no queue known. Each comes
+    /// with its announcement, where a driver finds what it needs to reach the worker
+    /// (session key, wallet, cipher suites).
+    pub fn candidates(
+        &self,
+        model: ModelId,
+        now: UnixMillis,
+    ) -> impl Iterator<Item = (Candidate, &Announcement)> + '_ {
+        self.peers.iter().filter_map(move |(peer, rec)| {
+            let a = rec.announcement.as_ref()?;
+            if self.is_banned(peer, now)
+                || a.model_id != Some(model)
+                || a.blocks.is_empty()
+                || a.expires_at < now
+            {
+                return None;
+            }
+            let candidate = Candidate {
+                peer: *peer,
+                blocks: a.blocks,
+                throughput_milli_tps: a.throughput_milli_tps,
+                prices: a.prices,
+                free_kv_tokens: a.free_kv_tokens,
+                rtt_us: rec.path_rtt_us().unwrap_or(UNMEASURED_RTT_US),
+                queued_requests: 0,
+                score: self.score_of(rec),
+            };
+            Some((candidate, a))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -341,6 +378,37 @@ mod tests {
         t.expire(NOW.plus_ms(10 * 60 * 1000));
         assert_eq!(t.announcements().count(), 0);
         assert_eq!(t.last_seqno(&id.peer_id()), Some(SeqNo(10)));
+    }
+
+    #[test]
+    fn candidates_are_the_live_unbanned_workers_of_the_model() {
+        let mut t = PeerTable::new(ScorePolicy::default());
+        let model = sample(&identity(1), 1, NOW)
+            .model_id
+            .expect("sample has a model");
+        for i in 1..=4 {
+            let id = identity(i);
+            let mut a = sample(&id, 1, NOW);
+            if i == 3 {
+                a.model_id = Some(ModelId([0xee; 32]));
+            }
+            t.record_announcement(a, NOW);
+        }
+        let banned = identity(4).peer_id();
+        for _ in 0..30 {
+            t.record_failure(banned, NOW);
+        }
+        t.record_rtt(identity(2).peer_id(), 4_000, NOW);
+        let got: Vec<Candidate> = t.candidates(model, NOW).map(|(c, _)| c).collect();
+        let mut want = vec![identity(1).peer_id(), identity(2).peer_id()];
+        want.sort();
+        assert_eq!(got.iter().map(|c| c.peer).collect::<Vec<_>>(), want);
+        let rtt = |p| got.iter().find(|c| c.peer == p).map(|c| c.rtt_us);
+        assert_eq!(rtt(identity(1).peer_id()), Some(UNMEASURED_RTT_US));
+        assert_eq!(rtt(identity(2).peer_id()), Some(4_000));
+        // Expired announcements are no candidates.
+        let later = NOW.plus_ms(24 * 3600 * 1000);
+        assert_eq!(t.candidates(model, later).count(), 0);
     }
 
     #[test]

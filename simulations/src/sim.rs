@@ -1,33 +1,34 @@
 //! The discrete-event loop: a time-ordered queue of events on a simulated clock (µs),
 //! and the handlers that feed them to the protocol's logic — announcement signing and
-//! verification, the shared view and each client's peer table, route planning and
-//! block placement, failover decisions, and payment channels.
+//! verification, the shared view and each client's peer table, block placement, each
+//! request's generation (`cocoon_protocol::client::Generation`, the node client's own
+//! machine: route planning, failover decisions, replays), and payment channels.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use anyhow::Context;
-use cocoon_protocol::PeerId;
 use cocoon_protocol::announce::{
     Announcement, Prices, VerifyPolicy, sign_announcement, verify_announcement,
 };
 use cocoon_protocol::channel::Usage;
-use cocoon_protocol::failover::{FailedHop, FailoverDecision, FailoverPolicy, Fault, on_hop_fault};
-use cocoon_protocol::peers::{BanAction, PeerRecord};
+use cocoon_protocol::client::{ClientPolicy, Generation};
+use cocoon_protocol::failover::{FailoverPolicy, Fault};
+use cocoon_protocol::peers::PeerRecord;
 use cocoon_protocol::session::CipherSuite;
 use cocoon_protocol::units::{BlockRange, ModelId, NanoTon, Role, SeqNo, UnixMillis};
 use rand::{Rng, SeedableRng};
 
 use crate::dist::{self, SimRng};
 use crate::gossip::{Mesh, quantile};
-use crate::metrics::{
-    FailoverRecord, HopRecord, Outcome, PropagationRow, Recorder, RequestRow, RouteRecord,
-};
+use crate::metrics::{HopRecord, Outcome, PropagationRow, Recorder, RequestRow, RouteRecord};
 use crate::net::Network;
 use crate::payments::{Authorisation, ChannelBook, price_of};
-use crate::planner::{Candidate, CostModel, Hop, RouteRequest, choose_span, plan};
+use crate::planner::{Candidate, choose_span};
 use crate::scenario::{FaultKind as ScriptedKind, Scenario};
 use crate::world::{Adversary, Kind, World};
+
+mod client;
 
 /// Simulated time zero as wall-clock time for the protocol (2027-01-15).
 pub const EPOCH_MS: u64 = 1_800_000_000_000;
@@ -140,6 +141,8 @@ struct Request {
     seg_per_token_us: f64,
     first_token_us: Option<u64>,
     done: bool,
+    /// The client's generation machine, while the request runs.
+    generation: Option<Generation>,
 }
 
 impl Request {
@@ -205,9 +208,9 @@ pub struct Sim {
     pub now: u64,
     end_us: u64,
     requests: Vec<Request>,
-    policy: FailoverPolicy,
+    /// The client's rules with the scenario's knobs; `kv_positions` is set per request.
+    policy: ClientPolicy,
     verify_policy: VerifyPolicy,
-    cost_model: CostModel,
     model_id: ModelId,
     /// Delay before clients see a fresh announcement: the last sampled median.
     visibility_us: u64,
@@ -230,10 +233,15 @@ impl Sim {
         let world = World::build(&mut rng, &sc);
         let mesh = Mesh::build(&mut rng, world.nodes.len(), &sc.gossip);
         let net = Network::new(&sc.network);
-        let policy = FailoverPolicy {
-            max_replans: sc.client.max_replans,
-            stall_timeout_ms: sc.client.stall_timeout_ms,
-            ..FailoverPolicy::default()
+        let policy = ClientPolicy {
+            max_hops: sc.client.max_hops,
+            price_cap: sc.client.price_cap.map(NanoTon),
+            failover: FailoverPolicy {
+                max_replans: sc.client.max_replans,
+                stall_timeout_ms: sc.client.stall_timeout_ms,
+                ..FailoverPolicy::default()
+            },
+            ..ClientPolicy::default()
         };
         let online = world.nodes.iter().map(|n| n.online).collect();
         let end_us = (sc.duration_s * 1e6) as u64;
@@ -253,7 +261,6 @@ impl Sim {
             requests: Vec::new(),
             policy,
             verify_policy: VerifyPolicy::default(),
-            cost_model: CostModel::default(),
             model_id: ModelId([0x5a; 32]),
             visibility_us: 0,
             online,
@@ -724,53 +731,6 @@ impl Sim {
         self.route_log[i].as_mut()
     }
 
-    /// A request arrives at `client`: plans its route and starts it.
-    fn admit(&mut self, client: u32, prompt: u64, output: u64) -> anyhow::Result<u32> {
-        let now = self.now;
-        let r = self.requests.len() as u32;
-        self.requests.push(Request {
-            client,
-            arrival_us: now,
-            prompt,
-            output,
-            hops: Vec::new(),
-            epoch: 0,
-            replans: 0,
-            failovers: 0,
-            seg_g0: 0,
-            seg_stream_us: now,
-            seg_per_token_us: 1.0,
-            first_token_us: None,
-            done: false,
-        });
-        self.counters.arrived += 1;
-        self.counters.tokens_requested += output;
-        let whole = BlockRange::new(0, self.sc.model.n_blocks).expect("0 <= n");
-        match self.plan_for(client, whole, prompt + output, None) {
-            Some(hops) => {
-                let hops = hops
-                    .into_iter()
-                    .map(|(worker, blocks)| ActiveHop {
-                        worker,
-                        blocks,
-                        prefill: prompt,
-                        replay_decode: 0,
-                        unbilled_prompt: 0,
-                        wrong: false,
-                        booked_until: 0,
-                    })
-                    .collect();
-                self.requests[r as usize].hops = hops;
-                self.start_segment(r)?;
-            }
-            None => {
-                self.counters.no_route += 1;
-                self.fail(r, 0);
-            }
-        }
-        Ok(r)
-    }
-
     /// The candidate built from worker `w`'s verified announcement, as `client` sees it
     /// (its own score and measured RTT), and whether the client has banned it; `None`
     /// if the view holds no announcement.
@@ -807,79 +767,6 @@ impl Sim {
             },
             banned,
         ))
-    }
-
-    /// Looks up providers of `blocks`, builds candidates and plans a route; hops as
-    /// (worker index, blocks).
-    fn plan_for(
-        &mut self,
-        client: u32,
-        blocks: BlockRange,
-        kv: u64,
-        exclude: Option<PeerId>,
-    ) -> Option<Vec<(u32, BlockRange)>> {
-        let now = self.now;
-        let k = self.sc.client.providers_per_block;
-        let stride = self.sc.client.lookup_stride;
-        let mut ws = Vec::new();
-        let mut b = blocks.start();
-        while b < blocks.end() {
-            self.world
-                .sample_providers(&mut self.rng, b, k, now, &mut ws);
-            b += stride;
-        }
-        if !blocks.is_empty() {
-            self.world
-                .sample_providers(&mut self.rng, blocks.end() - 1, k, now, &mut ws);
-        }
-        ws.sort_unstable();
-        ws.dedup();
-        let mut excluded: Vec<PeerId> = Vec::new();
-        let mut cands: Vec<Candidate> = Vec::with_capacity(ws.len());
-        for &w in &ws {
-            if let Some((c, banned)) = self.candidate(Some(client), w) {
-                if banned {
-                    excluded.push(c.peer);
-                }
-                cands.push(c);
-            }
-        }
-        excluded.extend(exclude);
-        let table = self.world.nodes[client as usize]
-            .table
-            .as_deref()
-            .expect("clients have tables");
-        let mut req = RouteRequest {
-            blocks,
-            kv_tokens_needed: kv,
-            price_cap: self.sc.client.price_cap.map(NanoTon),
-            exclude: excluded,
-            allow_partial: false,
-            max_hops: self.sc.client.max_hops,
-            min_score: f64::NEG_INFINITY,
-        };
-        // Whole announced spans first (cheap to plan); sub-spans only when those cannot
-        // tile the blocks.
-        let route = match plan(&cands, &req, &self.cost_model) {
-            Ok(r) => r,
-            Err(_) => {
-                req.allow_partial = true;
-                self.counters.partial_plans += 1;
-                plan(&cands, &req, &self.cost_model).ok()?
-            }
-        };
-        let hops: Vec<(u32, BlockRange)> = route
-            .hops
-            .iter()
-            .map(|Hop { peer, blocks }| (self.world.by_peer[peer], *blocks))
-            .collect();
-        for (w, _) in &hops {
-            let p = self.world.nodes[*w as usize].peer;
-            if table.is_banned(&p, ms(now)) {
-                self.counters.routed_through_banned += 1;
-            }
-        }
-        Some(hops)
     }
 
     fn quarter(&self) -> usize {
@@ -1124,115 +1011,6 @@ impl Sim {
         }
     }
 
-    fn on_fault(&mut self, r: u32, epoch: u32, hop: usize, fault: Fault) -> anyhow::Result<()> {
-        let now = self.now;
-        let q = &self.requests[r as usize];
-        if q.done || q.epoch != epoch || hop >= q.hops.len() {
-            return Ok(());
-        }
-        let g = match fault {
-            Fault::Stalled => q.seg_g0,
-            _ => q.generated_at(now),
-        };
-        let failed = q.hops[hop].clone();
-        let client = q.client;
-        let unpaid = (fault == Fault::WrongResult).then_some(hop);
-        self.settle_segment(r, g, unpaid)?;
-        self.detach(r);
-        let fi = match fault {
-            Fault::Disconnected => 0,
-            Fault::Stalled => 1,
-            Fault::WrongResult => 2,
-            Fault::Refused => 3,
-        };
-        self.counters.faults[fi] += 1;
-        self.world.nodes[failed.worker as usize].worker_mut().faults += 1;
-        let peer = self.world.nodes[failed.worker as usize].peer;
-        let replans = self.requests[r as usize].replans;
-        let prompt = self.requests[r as usize].prompt;
-        let table = self.world.nodes[client as usize]
-            .table
-            .as_deref_mut()
-            .expect("clients have tables");
-        let (decision, ban) = on_hop_fault(
-            &self.policy,
-            table,
-            &FailedHop {
-                peer,
-                blocks: failed.blocks,
-                prompt_tokens: prompt,
-                generated_tokens: g,
-                replans_so_far: replans,
-            },
-            fault,
-            ms(now),
-        );
-        let bin_s = self.sc.bin_s;
-        if matches!(ban, Some(BanAction::Ban { .. })) {
-            self.counters.bans += 1;
-            self.rec.bin(now, bin_s).bans += 1;
-        }
-        self.requests[r as usize].seg_g0 = g;
-        self.requests[r as usize].seg_stream_us = now;
-        match decision {
-            FailoverDecision::Replan {
-                blocks,
-                exclude,
-                replay_tokens,
-            } => {
-                let kv = replay_tokens + self.requests[r as usize].output - g;
-                // The node's client (`RemoteChain::rebuild_from`) re-plans from the
-                // failed hop's first block to the end of the route, so the hops after
-                // it are replaced too (possibly by themselves, with new sessions).
-                let q = &self.requests[r as usize];
-                let to = q.hops.last().map_or(blocks.end(), |h| h.blocks.end());
-                let blocks = BlockRange::new(blocks.start(), to).unwrap_or(blocks);
-                match self.plan_for(client, blocks, kv, Some(exclude)) {
-                    Some(new) => {
-                        self.counters.failovers += 1;
-                        self.rec.bin(now, bin_s).failovers += 1;
-                        let q = &mut self.requests[r as usize];
-                        q.replans += 1;
-                        q.failovers += 1;
-                        let replacement: Vec<ActiveHop> = new
-                            .into_iter()
-                            .map(|(worker, blocks)| ActiveHop {
-                                worker,
-                                blocks,
-                                prefill: prompt,
-                                replay_decode: g.saturating_sub(1),
-                                unbilled_prompt: 0,
-                                wrong: false,
-                                booked_until: 0,
-                            })
-                            .collect();
-                        q.hops.splice(hop.., replacement);
-                        let replaced_by = self.hop_records(r, hop);
-                        let record = FailoverRecord {
-                            worker: self.worker_index(failed.worker),
-                            blocks: failed.blocks.to_string(),
-                            fault: fault_name(fault),
-                            at_token: g,
-                            replaced_by,
-                        };
-                        if let Some(log) = self.route_log_of(r) {
-                            log.failovers.push(record);
-                        }
-                        self.start_segment(r)
-                    }
-                    None => {
-                        self.fail(r, g);
-                        Ok(())
-                    }
-                }
-            }
-            FailoverDecision::GiveUp { .. } => {
-                self.fail(r, g);
-                Ok(())
-            }
-        }
-    }
-
     /// Files a request's row, and its route log when it is a scripted one.
     fn push_row(&mut self, r: u32, row: RequestRow) {
         let final_route = self.hop_records(r, 0);
@@ -1255,6 +1033,7 @@ impl Sim {
         let now = self.now;
         let q = &mut self.requests[r as usize];
         q.done = true;
+        q.generation = None;
         if outcome == Outcome::Failed {
             self.counters.failed += 1;
         } else {
@@ -1326,6 +1105,7 @@ impl Sim {
         let row = self.row(r, outcome, output);
         self.push_row(r, row);
         self.requests[r as usize].done = true;
+        self.requests[r as usize].generation = None;
         if wrong {
             self.counters.wrong += 1;
         } else {
