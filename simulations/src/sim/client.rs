@@ -111,6 +111,7 @@ impl Sim {
             .take()
             .context("a running request has its generation")?;
         let mut from_hop = 0;
+        let mut rerouted = false;
         let mut replay_decode = 0;
         let driven = loop {
             let Some(action) = generation.poll_action() else {
@@ -151,17 +152,23 @@ impl Sim {
                     replay_decode = calls.len().saturating_sub(1) as u64;
                     generation.hop_answered(hop)?;
                 }
-                Action::Rerouted { from_hop: f } => from_hop = f,
+                Action::Rerouted { from_hop: f } => {
+                    from_hop = f;
+                    rerouted = true;
+                }
                 Action::Ready => {
                     break Driven::Routed {
                         from_hop,
                         replay_decode,
                     };
                 }
-                // The call in flight streams through the whole route in the segment.
+                // The call in flight streams through the whole route in the segment. After
+                // a reroute the new hops start at the reroute's hop, whichever hop the
+                // machine resumes the call at (the simulator never reports a call
+                // answered hop by hop, so that is the route's first).
                 Action::Forward { hop, .. } => {
                     break Driven::Routed {
-                        from_hop: hop,
+                        from_hop: if rerouted { from_hop } else { hop },
                         replay_decode,
                     };
                 }
