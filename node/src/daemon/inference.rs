@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cocoon_protocol::client::ClientPolicy;
 use cocoon_protocol::failover::{self, FailoverPolicy};
-use cocoon_protocol::peers::ScorePolicy;
-use cocoon_protocol::route::{self, Candidate, CostModel, RouteRequest};
+use cocoon_protocol::route::{self, Candidate};
 use cocoon_protocol::units::{BlockRange, ModelId, Role};
 use tokio::sync::mpsc;
 
@@ -59,7 +59,8 @@ pub struct InferState {
     pub mesh: MeshLink,
     /// When `--blocks auto` places its span.
     pub place_at: Option<Instant>,
-    /// How failed hops are charged and when a generation gives up.
+    /// How failed hops are charged (the client's `ClientPolicy::failover` with the
+    /// node's stall timeout; the generation itself decides when to give up).
     pub failover: FailoverPolicy,
 }
 
@@ -193,7 +194,7 @@ impl Daemon {
                 service.misbehave = self.infer.setup.dev_misbehave;
                 service.pay = self.channels.clone().map(|channels| WorkerPay {
                     channels,
-                    price: channel_price(&self.me.prices),
+                    price: cocoon_protocol::channel::Price::from(self.me.prices),
                     credit_window: None,
                 });
                 if let Some(path) = &self.infer.setup.dev_tap {
@@ -244,34 +245,18 @@ impl Daemon {
         }
     }
 
-    /// Live, unbanned workers of `model` as route candidates.
+    /// Live, unbanned workers of `model` as route candidates (`PeerTable::candidates`),
+    /// with what reaching and paying them takes.
     pub(super) fn worker_views(&self, model: ModelId) -> Vec<WorkerView> {
-        let now = now_ms();
         self.peers
             .table()
-            .iter()
-            .filter(|(peer, _)| !self.peers.table().is_banned(peer, now))
-            .filter_map(|(peer, rec)| {
-                let a = rec.announcement.as_ref()?;
-                if a.model_id != Some(model) || a.blocks.is_empty() || a.expires_at < now {
-                    return None;
-                }
-                Some(WorkerView {
-                    candidate: Candidate {
-                        peer: *peer,
-                        blocks: a.blocks,
-                        throughput_milli_tps: a.throughput_milli_tps,
-                        prices: a.prices,
-                        free_kv_tokens: a.free_kv_tokens,
-                        rtt_us: rec.path_rtt_us().unwrap_or(1_000),
-                        queued_requests: 0,
-                        score: self.peers.table().score_of(rec),
-                    },
-                    noise_key: a.noise_static_key,
-                    node_key: a.node_key,
-                    wallet: a.ton_wallet.clone(),
-                    cipher_suites: a.cipher_suites.clone(),
-                })
+            .candidates(model, now_ms())
+            .map(|(candidate, a)| WorkerView {
+                candidate,
+                noise_key: a.noise_static_key,
+                node_key: a.node_key,
+                wallet: a.ton_wallet.clone(),
+                cipher_suites: a.cipher_suites.clone(),
             })
             .collect()
     }
@@ -281,18 +266,17 @@ impl Daemon {
             MeshQuery::Workers { model, reply } => {
                 let _ = reply.send(self.worker_views(model));
             }
-            MeshQuery::Fault { hop, fault, reply } => {
-                tracing::warn!(peer = %hop.peer, fault = fault.as_str(), "inference fault");
-                let (decision, ban) = failover::on_hop_fault(
+            MeshQuery::Charge { peer, fault } => {
+                tracing::warn!(%peer, fault = fault.as_str(), "inference fault");
+                let ban = failover::charge(
                     &self.infer.failover,
                     self.peers.table_mut(),
-                    &hop,
+                    peer,
                     fault,
                     now_ms(),
                 );
                 self.peers.apply(ban);
                 self.apply_mesh_actions();
-                let _ = reply.send(decision);
             }
             MeshQuery::Dial { peer } => {
                 let addrs = self
@@ -334,20 +318,14 @@ impl Daemon {
             .into_iter()
             .map(|w| w.candidate)
             .collect();
-        let request = RouteRequest {
-            blocks: BlockRange::new(0, n_blocks).map_err(|e| e.to_string())?,
-            kv_tokens_needed: 512,
-            price_cap: None,
-            exclude: Vec::new(),
-            allow_partial: false,
-            max_hops: 32,
-            min_score: ScorePolicy::default().ban_threshold,
-        };
-        let cost = CostModel::default();
-        let error = route::plan(&candidates, &request, &cost)
-            .err()
-            .map(|e| e.to_string());
-        let routes = route::plan_k(&candidates, &request, &cost, k)
+        // The client's own rules: whole spans, or sub-spans where those cannot tile.
+        let policy = ClientPolicy::default();
+        let blocks = BlockRange::new(0, n_blocks).map_err(|e| e.to_string())?;
+        let planned = policy.plan(&candidates, blocks, &[]);
+        let partial = planned.as_ref().is_ok_and(|p| p.partial);
+        let error = planned.err().map(|e| e.to_string());
+        let request = policy.route_request(blocks, Vec::new(), partial);
+        let routes = route::plan_k(&candidates, &request, &policy.cost, k)
             .into_iter()
             .map(|r| RouteInfo {
                 hops: r
@@ -379,11 +357,4 @@ impl Daemon {
             .as_ref()
             .map_or(self.me.free_kv_tokens, |e| e.free_kv_positions())
     }
-}
-
-/// Announced prices as the channel layer counts them.
-pub(crate) fn channel_price(
-    p: &cocoon_protocol::announce::Prices,
-) -> cocoon_protocol::channel::Price {
-    cocoon_protocol::channel::Price::from(*p)
 }

@@ -11,8 +11,6 @@ mod ping;
 mod relay;
 mod startup;
 
-pub(crate) use inference::channel_price;
-
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,11 +1,13 @@
 //! The client's side of sharded inference: a [`RemoteChain`] of workers, planned with
 //! `cocoon_protocol::route`, each reached through its own end-to-end Noise session.
 //!
-//! Failover: the chain remembers, for every hop's first block, the hidden states that
-//! entered it and how the calls were split (the prompt in one call, then one token per
-//! call). When a hop fails it re-plans blocks from that hop's start on, opens sessions to
-//! the replacements and replays the recorded calls with the same split, which rebuilds
-//! their KV caches exactly as an uninterrupted run would have, then carries on.
+//! The decisions are `cocoon_protocol::client::Generation`'s (the simulator drives the
+//! same machine): the route, the failed peers left out, the faults charged, the re-plan
+//! budget, which hops a failure replaces and which recorded calls (the prompt in one
+//! call, then one token per call) a replacement is fed. This driver keeps the I/O: the
+//! libp2p streams, the Noise sessions, the payment meters, the timeouts, and the hidden
+//! states that entered every hop boundary, which a replay feeds the replacement so that
+//! its KV cache is rebuilt exactly as an uninterrupted run would have, then carries on.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,12 +16,12 @@ use std::sync::Arc;
 
 use cocoon_protocol::channel::metering::{check_receipt, check_terms, forward_usage};
 use cocoon_protocol::channel::{NanoTon as ChannelNanoTon, Price};
-use cocoon_protocol::failover::{FailedHop, FailoverDecision, Fault};
-use cocoon_protocol::route::{self, CostModel, Route, RouteRequest};
+use cocoon_protocol::client::{Action, Call, ClientPolicy, Generation, GiveUp};
+use cocoon_protocol::failover::{FailoverPolicy, Fault};
 use cocoon_protocol::session::{
     CipherSuite, ClientEvent, ClientSession, OpenSession, SessionLimits, WireDtype,
 };
-use cocoon_protocol::units::{BlockRange, ModelId, NanoTon};
+use cocoon_protocol::units::{BlockRange, ModelId, NanoTon, UnixMillis};
 use cocoon_shaders::engine::{BlockChain, EngineError};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::PeerId;
@@ -27,7 +29,6 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::{MeshLink, WorkerView, infer_protocol};
-use crate::daemon::channel_price;
 use crate::pay::Channels;
 use crate::pay::meter::{PayerMeter, Shared, lock};
 
@@ -41,8 +42,6 @@ pub struct ChainOptions {
     /// The blocks the chain covers: `[0, n)`, or `[1, n-1)` when the client runs the first
     /// and last blocks itself.
     pub blocks: BlockRange,
-    /// May a hop run part of a worker's span (needed when `blocks` is not `[0, n)`).
-    pub allow_partial: bool,
     /// Positions each worker must hold (prompt + new tokens).
     pub max_positions: u32,
     pub dtype: WireDtype,
@@ -144,7 +143,9 @@ impl HopError {
     }
 }
 
-/// Workers `[0, n_blocks)` along a planned route.
+/// Workers `[0, n_blocks)` along a planned route: the I/O of a
+/// [`cocoon_protocol::client::Generation`], which decides the route, the failovers and
+/// the replays.
 pub struct RemoteChain {
     rt: tokio::runtime::Handle,
     mesh: MeshLink,
@@ -152,12 +153,14 @@ pub struct RemoteChain {
     opts: ChainOptions,
     d_model: usize,
     tag: u64,
+    generation: Generation,
+    /// Sessions of the generation's hops, in its order (the live route, then the hop
+    /// being opened).
     hops: Vec<HopConn>,
-    /// (start position, rows) of every call so far.
-    calls: Vec<(u32, u32)>,
+    /// The workers of the last candidate list, for their keys and wallets.
+    workers: Vec<WorkerView>,
     /// Hidden states that entered each hop boundary, all positions so far.
     history: BTreeMap<u32, Vec<f32>>,
-    excluded: Vec<PeerId>,
     next_request: u64,
     pub failovers: Vec<Failover>,
 }
@@ -172,6 +175,19 @@ impl RemoteChain {
         opts: ChainOptions,
         d_model: usize,
     ) -> Result<Self, EngineError> {
+        let defaults = ClientPolicy::default();
+        let policy = ClientPolicy {
+            kv_positions: u64::from(opts.max_positions),
+            price_cap: opts.price_cap,
+            failover: FailoverPolicy {
+                // The forward timeout is this driver's stall timer.
+                stall_timeout_ms: u64::try_from(opts.forward_timeout.as_millis())
+                    .unwrap_or(u64::MAX),
+                ..defaults.failover
+            },
+            ..defaults
+        };
+        let generation = Generation::new(policy, opts.blocks);
         let mut chain = Self {
             rt,
             mesh,
@@ -179,16 +195,15 @@ impl RemoteChain {
             opts,
             d_model,
             tag: rand::random(),
+            generation,
             hops: Vec::new(),
-            calls: Vec::new(),
+            workers: Vec::new(),
             history: BTreeMap::new(),
-            excluded: Vec::new(),
             next_request: 1,
             failovers: Vec::new(),
         };
         let rt = chain.rt.clone();
-        let first = chain.opts.blocks.start();
-        rt.block_on(chain.rebuild_from(0, first))?;
+        rt.block_on(chain.drive(&mut []))?;
         Ok(chain)
     }
 
@@ -204,134 +219,183 @@ impl RemoteChain {
             .collect()
     }
 
-    /// Plans blocks `[from_block, n)` among the workers the mesh knows, minus the
-    /// excluded ones.
-    async fn plan(&self, from_block: u32) -> Result<(Route, Vec<WorkerView>), EngineError> {
-        let workers = self.mesh.workers(self.opts.model).await;
-        let candidates: Vec<_> = workers
-            .iter()
-            .filter(|w| !self.excluded.contains(&w.candidate.peer))
-            .map(|w| w.candidate.clone())
-            .collect();
-        let request = RouteRequest {
-            blocks: BlockRange::new(from_block, self.opts.blocks.end()).map_err(remote)?,
-            kv_tokens_needed: u64::from(self.opts.max_positions),
-            price_cap: self.opts.price_cap,
-            exclude: self.excluded.clone(),
-            allow_partial: self.opts.allow_partial,
-            max_hops: 32,
-            min_score: cocoon_protocol::peers::ScorePolicy::default().ban_threshold,
-        };
-        let route = route::plan(&candidates, &request, &CostModel::default())
-            .map_err(|e| remote(format!("no route for blocks {from_block}..: {e}")))?;
-        Ok((route, workers))
-    }
-
-    /// Replaces every hop from index `hop_index` (whose first block is `from_block`) by
-    /// a fresh plan, replaying the recorded calls (all but the one in flight) into each
-    /// new hop.
-    async fn rebuild_from(&mut self, hop_index: usize, from_block: u32) -> Result<(), EngineError> {
-        let replay_calls = self.calls.len().saturating_sub(1);
-        'plan: loop {
-            // Hops of a previous, abandoned attempt go too.
-            for old in self.hops.drain(hop_index..) {
-                close_quietly(old).await;
-            }
-            let (route, workers) = match self.plan(from_block).await {
-                Ok(planned) => planned,
-                // Say why the workers that could have served are out.
-                Err(e) => match self.failovers.last() {
-                    Some(f) => {
-                        return Err(remote(format!(
-                            "{e}; last refusal: worker {} ({}): {}",
-                            f.peer, f.blocks, f.reason
-                        )));
-                    }
-                    None => return Err(e),
-                },
+    /// Carries out the generation's actions until it waits for the next call: the route
+    /// is open ([`Action::Ready`]), the call in flight is through ([`Action::CallDone`],
+    /// `hidden` then holding the last hop's output), or it gave up.
+    async fn drive(&mut self, hidden: &mut [f32]) -> Result<(), EngineError> {
+        loop {
+            let Some(action) = self.generation.poll_action() else {
+                return Err(remote("the generation stopped without an answer"));
             };
-            for hop in route.hops {
-                let Some(view) = workers.iter().find(|w| w.candidate.peer == hop.peer) else {
-                    return Err(remote(format!("planned peer {} is unknown", hop.peer)));
-                };
-                let mut conn = match self.connect(view, hop.blocks).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.on_fault(hop.peer, hop.blocks, &e).await?;
-                        continue 'plan;
+            match action {
+                Action::NeedCandidates { .. } => {
+                    self.workers = self.mesh.workers(self.opts.model).await;
+                    let cands: Vec<_> = self.workers.iter().map(|w| w.candidate.clone()).collect();
+                    self.generation.candidates(&cands).map_err(remote)?;
+                }
+                Action::Planned {
+                    from_hop,
+                    hops,
+                    partial,
+                } => {
+                    tracing::debug!(from_hop, hops = hops.len(), partial, "route planned");
+                }
+                Action::Charge { peer, fault, .. } => self.mesh.charge(peer, fault).await,
+                Action::Close { from_hop } => {
+                    for old in self.hops.drain(from_hop.min(self.hops.len())..) {
+                        close_quietly(old).await;
                     }
-                };
-                // Replay the finished calls into the new hop; its outputs are what the
-                // next boundary saw.
-                let start = hop.blocks.start();
-                let input = self.history.get(&start).cloned().unwrap_or_default();
-                let mut output = Vec::with_capacity(input.len());
-                for &(pos, rows) in &self.calls[..replay_calls] {
-                    let lo = pos as usize * self.d_model;
-                    let hi = lo + rows as usize * self.d_model;
-                    let Some(rows_in) = input.get(lo..hi) else {
-                        return Err(remote(format!("no recorded input at block {start}")));
+                }
+                Action::Open { hop, peer, blocks } => {
+                    let Some(view) = self.workers.iter().find(|w| w.candidate.peer == peer) else {
+                        return Err(remote(format!("planned peer {peer} is unknown")));
                     };
-                    let request_id = self.next_request;
-                    self.next_request += 1;
-                    match forward_hop(
-                        &mut conn,
-                        request_id,
-                        pos,
-                        rows_in,
-                        rows,
-                        self.opts.forward_timeout,
-                    )
-                    .await
-                    {
-                        Ok(out) => output.extend_from_slice(&out),
-                        Err(e) => {
-                            self.on_fault(hop.peer, hop.blocks, &e).await?;
-                            continue 'plan;
+                    match self.connect(view, blocks).await {
+                        Ok(conn) => {
+                            self.hops.push(conn);
+                            self.generation.hop_opened(hop).map_err(remote)?;
                         }
+                        Err(e) => self.on_fault(hop, peer, blocks, &e)?,
                     }
                 }
-                if replay_calls > 0 {
-                    self.history.insert(hop.blocks.end(), output);
+                Action::Replay {
+                    hop,
+                    boundary,
+                    calls,
+                } => self.replay(hop, boundary, &calls).await?,
+                Action::Forward { hop, call } => self.forward_one(hop, call, hidden).await?,
+                Action::Rerouted { from_hop } => {
+                    let replaced: Vec<String> = self.hops[from_hop..]
+                        .iter()
+                        .map(|h| format!("{} ({})", h.peer, h.blocks))
+                        .collect();
+                    if let Some(f) = self.failovers.last_mut() {
+                        f.replaced_by = replaced;
+                    }
+                    let from_block = self.hops.get(from_hop).map_or(0, |h| h.blocks.start());
+                    tracing::info!("failover: route rebuilt from block {from_block}");
                 }
-                self.hops.push(conn);
+                Action::Ready | Action::CallDone { .. } => return Ok(()),
+                Action::GiveUp { reason } => return Err(self.given_up(reason)),
             }
-            return Ok(());
         }
     }
 
-    /// A hop failed: the daemon charges the fault to the worker's score and decides, by
-    /// `cocoon_protocol::failover` (the simulator's rule too), whether to re-plan.
-    async fn on_fault(
+    /// The error a given-up generation ends with, naming the last worker that failed.
+    fn given_up(&self, reason: GiveUp) -> EngineError {
+        let last = self.failovers.last();
+        match (reason, last) {
+            (GiveUp::TooManyReplans { .. }, Some(f)) => remote(format!(
+                "gave up after {} failed workers (TooManyReplans); last: {}",
+                self.failovers.len(),
+                f.reason
+            )),
+            (GiveUp::NoRoute { blocks, error }, Some(f)) => remote(format!(
+                "no route for blocks {blocks}: {error}; last refusal: worker {} ({}): {}",
+                f.peer, f.blocks, f.reason
+            )),
+            (reason, _) => remote(reason),
+        }
+    }
+
+    /// Feeds hop `hop` the recorded `calls` with the inputs recorded at `boundary`; its
+    /// outputs become the record of its last block's boundary.
+    async fn replay(
         &mut self,
+        hop: usize,
+        boundary: u32,
+        calls: &[Call],
+    ) -> Result<(), EngineError> {
+        let input = self.history.get(&boundary).cloned().unwrap_or_default();
+        let mut output = Vec::with_capacity(input.len());
+        let timeout = self.opts.forward_timeout;
+        for call in calls {
+            let lo = call.start_pos as usize * self.d_model;
+            let hi = lo + call.rows as usize * self.d_model;
+            let Some(rows_in) = input.get(lo..hi) else {
+                return Err(remote(format!("no recorded input at block {boundary}")));
+            };
+            let request_id = self.next_request;
+            self.next_request += 1;
+            let Some(conn) = self.hops.get_mut(hop) else {
+                return Err(remote(format!("no session for hop {hop}")));
+            };
+            match forward_hop(
+                conn,
+                request_id,
+                call.start_pos,
+                rows_in,
+                call.rows,
+                timeout,
+            )
+            .await
+            {
+                Ok(out) => output.extend_from_slice(&out),
+                Err(e) => {
+                    let (peer, blocks) = (conn.peer, conn.blocks);
+                    return self.on_fault(hop, peer, blocks, &e);
+                }
+            }
+        }
+        if !calls.is_empty()
+            && let Some(conn) = self.hops.get(hop)
+        {
+            self.history.insert(conn.blocks.end(), output);
+        }
+        self.generation.hop_answered(hop).map_err(remote)
+    }
+
+    /// Sends `hidden` (the inputs of hop `hop`) through hop `hop`, recording them at its
+    /// first block; its output replaces them.
+    async fn forward_one(
+        &mut self,
+        hop: usize,
+        call: Call,
+        hidden: &mut [f32],
+    ) -> Result<(), EngineError> {
+        let Some(conn) = self.hops.get_mut(hop) else {
+            return Err(remote(format!("no session for hop {hop}")));
+        };
+        let keep = call.start_pos as usize * self.d_model;
+        let recorded = self.history.entry(conn.blocks.start()).or_default();
+        recorded.truncate(keep);
+        if recorded.len() == keep {
+            recorded.extend_from_slice(hidden);
+        }
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let timeout = self.opts.forward_timeout;
+        match forward_hop(conn, request_id, call.start_pos, hidden, call.rows, timeout).await {
+            Ok(out) => {
+                hidden.copy_from_slice(&out);
+                self.generation.hop_answered(hop).map_err(remote)
+            }
+            Err(e) => {
+                let (peer, blocks) = (conn.peer, conn.blocks);
+                self.on_fault(hop, peer, blocks, &e)
+            }
+        }
+    }
+
+    /// A hop failed: logged for the report, and handed to the generation, which has the
+    /// daemon charge the worker and decides (with the simulator's rule) what replaces it.
+    fn on_fault(
+        &mut self,
+        hop: usize,
         peer: PeerId,
         blocks: BlockRange,
         e: &HopError,
     ) -> Result<(), EngineError> {
         tracing::warn!(%peer, %blocks, error = %e, "worker failed; routing around it");
-        self.excluded.push(peer);
-        let prompt_tokens = self.calls.first().map_or(0, |c| u64::from(c.1));
-        let total: u64 = self.calls.iter().map(|c| u64::from(c.1)).sum();
-        let hop = FailedHop {
-            peer,
-            blocks,
-            prompt_tokens,
-            generated_tokens: total.saturating_sub(prompt_tokens),
-            replans_so_far: self.failovers.len() as u32,
-        };
         self.failovers.push(Failover {
             peer: peer.to_string(),
             blocks: blocks.to_string(),
             reason: e.to_string(),
             replaced_by: Vec::new(),
         });
-        match self.mesh.fault(hop, e.fault()).await {
-            FailoverDecision::Replan { .. } => Ok(()),
-            FailoverDecision::GiveUp { reason } => Err(remote(format!(
-                "gave up after {} failed workers ({reason:?}); last: {e}",
-                self.failovers.len()
-            ))),
-        }
+        self.generation
+            .hop_failed(hop, e.fault(), now_ms())
+            .map_err(remote)
     }
 
     /// The channel paying `view` and its meter, when the worker charges and this client
@@ -340,7 +404,7 @@ impl RemoteChain {
         &self,
         view: &WorkerView,
     ) -> Result<Option<(String, Shared<PayerMeter>, Price)>, HopError> {
-        let price = channel_price(&view.candidate.prices);
+        let price = Price::from(view.candidate.prices);
         let Some(pay) = self.opts.pay.as_ref().filter(|_| price != Price::default()) else {
             return Ok(None);
         };
@@ -447,53 +511,6 @@ impl RemoteChain {
         }
     }
 
-    async fn forward_async(
-        &mut self,
-        start_pos: u32,
-        hidden: &mut [f32],
-    ) -> Result<(), EngineError> {
-        let rows = (hidden.len() / self.d_model) as u32;
-        if self.calls.last() != Some(&(start_pos, rows)) {
-            // A call replaces any recorded positions at or after it (a rewind).
-            self.calls.retain(|&(p, _)| p < start_pos);
-            self.calls.push((start_pos, rows));
-        }
-        let mut i = 0;
-        while i < self.hops.len() {
-            let boundary = self.hops[i].blocks.start();
-            let keep = start_pos as usize * self.d_model;
-            let recorded = self.history.entry(boundary).or_default();
-            recorded.truncate(keep);
-            if recorded.len() == keep {
-                recorded.extend_from_slice(hidden);
-            }
-            let request_id = self.next_request;
-            self.next_request += 1;
-            let timeout = self.opts.forward_timeout;
-            let hop = &mut self.hops[i];
-            match forward_hop(hop, request_id, start_pos, hidden, rows, timeout).await {
-                Ok(out) => {
-                    hidden.copy_from_slice(&out);
-                    i += 1;
-                }
-                Err(e) => {
-                    let (peer, blocks) = (self.hops[i].peer, self.hops[i].blocks);
-                    self.on_fault(peer, blocks, &e).await?;
-                    self.rebuild_from(i, boundary).await?;
-                    let replaced: Vec<String> = self.hops[i..]
-                        .iter()
-                        .map(|h| format!("{} ({})", h.peer, h.blocks))
-                        .collect();
-                    if let Some(f) = self.failovers.last_mut() {
-                        f.replaced_by = replaced;
-                    }
-                    tracing::info!(%peer, %blocks, "failover: route rebuilt from block {boundary}");
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Ends every session politely.
     pub fn close(mut self) {
         let hops: Vec<HopConn> = self.hops.drain(..).collect();
@@ -508,8 +525,12 @@ impl RemoteChain {
 impl BlockChain for RemoteChain {
     fn forward(&mut self, start_pos: usize, hidden: &mut [f32]) -> Result<(), EngineError> {
         let rt = self.rt.clone();
-        let start = u32::try_from(start_pos).map_err(remote)?;
-        rt.block_on(self.forward_async(start, hidden))
+        let start_pos = u32::try_from(start_pos).map_err(remote)?;
+        let rows = u32::try_from(hidden.len() / self.d_model).map_err(remote)?;
+        self.generation
+            .forward(Call { start_pos, rows })
+            .map_err(remote)?;
+        rt.block_on(self.drive(hidden))
     }
 }
 
@@ -650,6 +671,14 @@ fn event_name(e: &ClientEvent) -> &'static str {
         ClientEvent::Receipt(_) => "receipt",
         ClientEvent::Closed => "closed",
     }
+}
+
+/// The wall clock as the protocol's time.
+fn now_ms() -> UnixMillis {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    UnixMillis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn remote(e: impl std::fmt::Display) -> EngineError {

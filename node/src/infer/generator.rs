@@ -240,7 +240,6 @@ impl Generator {
         let opts = ChainOptions {
             model: self.model_id,
             blocks: span,
-            allow_partial: self.local_ends.is_some(),
             max_positions: positions as u32,
             dtype: self.dtype,
             price_cap: self.price_cap,

@@ -8,7 +8,7 @@ pub mod generator;
 pub mod tap;
 pub mod worker;
 
-use cocoon_protocol::failover::{FailedHop, FailoverDecision, Fault, GiveUpReason};
+use cocoon_protocol::failover::Fault;
 use cocoon_protocol::route::Candidate;
 use cocoon_protocol::session::CipherSuite;
 use cocoon_protocol::units::ModelId;
@@ -49,12 +49,9 @@ pub enum MeshQuery {
         model: ModelId,
         reply: oneshot::Sender<Vec<WorkerView>>,
     },
-    /// A hop failed: charge the fault to the worker and decide whether to re-plan.
-    Fault {
-        hop: FailedHop,
-        fault: Fault,
-        reply: oneshot::Sender<FailoverDecision>,
-    },
+    /// A hop failed: charge the fault to the worker (which may ban it). Queries are
+    /// answered in order, so the next candidate list already reflects the charge.
+    Charge { peer: PeerId, fault: Fault },
     /// Connect to a worker (through its announced addresses) if not connected.
     Dial { peer: PeerId },
 }
@@ -84,16 +81,9 @@ impl MeshLink {
         let _ = self.queries.try_send(MeshQuery::Dial { peer });
     }
 
-    /// Reports a failed hop; the daemon's verdict (give up when it is gone).
-    pub async fn fault(&self, hop: FailedHop, fault: Fault) -> FailoverDecision {
-        let give_up = FailoverDecision::GiveUp {
-            reason: GiveUpReason::TooManyReplans,
-        };
-        let (reply, rx) = oneshot::channel();
-        let query = MeshQuery::Fault { hop, fault, reply };
-        if self.queries.send(query).await.is_err() {
-            return give_up;
-        }
-        rx.await.unwrap_or(give_up)
+    /// Has the daemon charge `fault` to `peer` in its peer table (nothing when it is
+    /// gone: the generation's own decision stands).
+    pub async fn charge(&self, peer: PeerId, fault: Fault) {
+        let _ = self.queries.send(MeshQuery::Charge { peer, fault }).await;
     }
 }
