@@ -211,10 +211,11 @@ pub(super) async fn start(args: DaemonArgs) -> anyhow::Result<Started> {
             control: stream_control.clone(),
         },
         place_at: None,
+        // The client's policy (one default for the node, `cocoon routes` and the
+        // simulator), with the stall timeout this node was configured with.
         failover: cocoon_protocol::failover::FailoverPolicy {
-            max_replans: 8,
             stall_timeout_ms: config.forward_timeout_secs.max(1) * 1000,
-            ..Default::default()
+            ..cocoon_protocol::client::ClientPolicy::default().failover
         },
     };
 
