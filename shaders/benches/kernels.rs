@@ -26,7 +26,7 @@ mod cpu_time;
 mod timing;
 
 use cpu_time::cpu_seconds;
-use timing::{f32_buf, gpu_time, gpu_time_bg, last_cpu, step_buffer, time};
+use timing::{Sections, f32_buf, gpu_time, gpu_time_bg, last_cpu, step_buffer, time};
 
 struct Row {
     kernel: String,
@@ -82,15 +82,11 @@ fn matvec_shapes(ctx: &GpuContext) -> Vec<(String, Shape)> {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
     // Other non-flag arguments select sections: matvec, small, breakdown, decode; `rows`
     // and `attention` run only when named.
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let run = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
-    let min = Duration::from_millis(if quick { 150 } else { 600 });
+    let sections = Sections::from_args();
+    let (quick, min) = (sections.quick, sections.min_time());
+    let run = |section: &str| sections.run(section);
     let ctx = cocoon_shaders::gpu::shared().expect("a Vulkan adapter");
     println!("adapter: {}", ctx.info());
     let mut rows: Vec<Row> = Vec::new();
@@ -260,10 +256,10 @@ fn main() {
         });
     }
 
-    if only.iter().any(|o| o == "rows") {
+    if sections.named("rows") {
         rows_per_invocation(&ctx);
     }
-    if only.iter().any(|o| o == "attention") {
+    if sections.named("attention") {
         attention_layouts(&ctx);
     }
     if run("breakdown") {

@@ -25,18 +25,14 @@ mod floor;
 #[path = "../benches/timing/mod.rs"]
 mod timing;
 
-use timing::{f32_buf, gpu_time, last_cpu, step_buffer, time};
+use timing::{Sections, f32_buf, gpu_time, last_cpu, step_buffer, time};
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
     // Non-flag arguments select sections: dispatch, loads; `persistent` runs only when
     // named.
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let run = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
-    let min = Duration::from_millis(if quick { 150 } else { 600 });
+    let sections = Sections::from_args();
+    let min = sections.min_time();
+    let run = |section: &str| sections.run(section);
     let ctx = cocoon_shaders::gpu::shared().expect("a Vulkan adapter");
     println!("adapter: {}", ctx.info());
     if run("dispatch") {
@@ -45,7 +41,7 @@ fn main() {
     if run("loads") {
         load_patterns(&ctx, min);
     }
-    if only.iter().any(|o| o == "persistent") {
+    if sections.named("persistent") {
         persistent_vs_dispatch(&ctx);
     }
 }

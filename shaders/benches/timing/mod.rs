@@ -87,3 +87,37 @@ pub fn f32_buf(ctx: &GpuContext, v: &[f32]) -> wgpu::Buffer {
     ctx.storage_init("bench", bytemuck::cast_slice(v))
         .expect("bench buffer")
 }
+
+/// A bench's command line: `--quick` (shorter timings) and the sections named (none
+/// named: every default section; the opt-in ones run only when named).
+pub struct Sections {
+    pub quick: bool,
+    named: Vec<String>,
+}
+
+impl Sections {
+    pub fn from_args() -> Self {
+        Sections {
+            quick: std::env::args().any(|a| a == "--quick"),
+            named: std::env::args()
+                .skip(1)
+                .filter(|a| !a.starts_with('-'))
+                .collect(),
+        }
+    }
+
+    /// Whether a default section runs.
+    pub fn run(&self, section: &str) -> bool {
+        self.named.is_empty() || self.named(section)
+    }
+
+    /// Whether an opt-in section was named.
+    pub fn named(&self, section: &str) -> bool {
+        self.named.iter().any(|o| o == section)
+    }
+
+    /// The least time each measurement takes.
+    pub fn min_time(&self) -> Duration {
+        Duration::from_millis(if self.quick { 150 } else { 600 })
+    }
+}
